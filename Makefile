@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install data lint bench train-lenet clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+data: install
+	$(PY) -m app fetch-mnist
+
+run: install
+	$(PY) -m app serve
+
+lint: install
+	$(PY) -m ruff check app tests bench
+
+test: install data lint
+	$(PY) -m pytest
+
+bench: install
+	$(PY) bench/score.py
+
+train-lenet: data
+	$(PY) -m app train-lenet --seed 0
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,41 @@
+"""JSON errors everywhere: {"error": code, "detail": message}, with the offending field for 422."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
+         413: "too_large", 415: "unsupported_media_type", 422: "invalid", 429: "too_many_requests",
+         503: "unavailable"}
+
+
+class ApiError(StarletteHTTPException):
+    def __init__(self, status: int, detail: str, field: str | None = None, headers: dict | None = None):
+        super().__init__(status, detail, headers)
+        self.field = field
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = {"error": CODES.get(exc.status_code, "error"), "detail": exc.detail}
+        if getattr(exc, "field", None):
+            body["field"] = exc.field
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")),
+             "message": e.get("msg", "invalid")}
+            for e in exc.errors()
+        ]
+        fields = ", ".join(e["field"] for e in errors if e["field"])
+        return JSONResponse(
+            {"error": "invalid", "detail": f"invalid value for: {fields}" if fields else "invalid request",
+             "field": errors[0]["field"] if errors else None, "errors": errors},
+            status_code=422,
+        )

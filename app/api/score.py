@@ -1,0 +1,89 @@
+"""POST /api/v1/score: softmax top-k for uploaded images, coalesced across requests."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import available_model, lab
+from app.api.errors import ApiError
+from app.imaging import ImageError, decode, to_model_input
+from app.state import Lab
+
+router = APIRouter(prefix="/api/v1", tags=["scoring"])
+
+
+class Prediction(BaseModel):
+    index: int
+    label: str
+    confidence: float
+
+
+class FileResult(BaseModel):
+    filename: str
+    top: list[Prediction]
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    results: list[FileResult]
+    elapsed_ms: float
+
+
+def top_k(probs: torch.Tensor, labels: list[str], k: int) -> list[dict]:
+    values, indices = probs.topk(k)
+    return [{"index": int(i), "label": labels[int(i)], "confidence": float(v)}
+            for v, i in zip(values, indices, strict=True)]
+
+
+@router.post("/score", response_model=ScoreResponse,
+             responses={400: {"description": "corrupt image or too many files"},
+                        404: {"description": "unknown model"},
+                        409: {"description": "model listed but unavailable"},
+                        413: {"description": "upload or image too large"},
+                        415: {"description": "not an image"}, 422: {"description": "invalid field"}})
+async def score(
+    file: list[UploadFile] = File(..., description="one or more images: PNG, JPEG, WebP, BMP, GIF"),
+    model: str = Form("lenet-mnist", description="model id from GET /api/v1/models"),
+    top_k_: int = Form(5, alias="top_k", description="how many classes to return per image"),
+    state: Lab = Depends(lab),
+) -> dict:
+    return await score_uploads(state, file, model, top_k_)
+
+
+async def score_uploads(state: Lab, files: list[UploadFile], model: str, k: int) -> dict:
+    """Validate, decode and score uploads; shared by the API and the score page."""
+    t0 = time.perf_counter()
+    s = state.settings
+    entry = available_model(state, model)
+    if not 1 <= k <= entry.num_classes:
+        raise ApiError(422, f"top_k must be between 1 and {entry.num_classes} for {model}", "top_k")
+    if not files:
+        raise ApiError(422, "send at least one image in a `file` part", "file")
+    if len(files) > s.max_files:
+        raise ApiError(400, f"{len(files)} files sent; at most {s.max_files} per request", "file")
+    tensors, names = [], []
+    for f in files:
+        name = f.filename or "upload"
+        if f.size is not None and f.size > s.max_upload_bytes:
+            raise ApiError(413, f"{name}: {f.size} bytes; the limit is {s.max_upload_bytes}", "file")
+        data = await f.read(s.max_upload_bytes + 1)
+        if len(data) > s.max_upload_bytes:
+            raise ApiError(413, f"{name}: larger than the limit of {s.max_upload_bytes} bytes", "file")
+        try:
+            x = await run_in_threadpool(_prepare, data, s.max_image_pixels, entry.input_shape, entry.preprocess)
+        except ImageError as exc:
+            raise ApiError(exc.status, f"{name}: {exc}", "file") from None
+        tensors.append(x)
+        names.append(name)
+    probs = await state.scorer.probabilities(entry.id, torch.stack(tensors))
+    results = [{"filename": n, "top": top_k(p, entry.labels, k)} for n, p in zip(names, probs, strict=True)]
+    return {"model": entry.id, "results": results, "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)}
+
+
+def _prepare(data: bytes, max_pixels: int, shape: tuple[int, int, int], preprocess: str) -> torch.Tensor:
+    return to_model_input(decode(data, max_pixels), shape, preprocess)

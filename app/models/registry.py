@@ -1,0 +1,97 @@
+"""The model registry: the one place that knows every model, loads it once and keeps it resident.
+
+Built-in entries (LeNet, EfficientNet-Lite0, torchvision's ImageNet classifiers) and
+bring-your-own descriptors (``*.model.json`` in the models directory) become ModelEntry
+objects. An entry whose weights cannot be had stays listed with ``available=False`` and the
+reason, instead of failing start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from torch import nn
+
+from app.models import builtin, custom
+from app.models.entry import ModelEntry, ModelUnavailable, UnknownModel
+from app.settings import Settings, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.entries: dict[str, ModelEntry] = {}
+        self._lock = threading.Lock()
+        self.ready = threading.Event()
+        for entry in builtin.entries(settings) + custom.entries(settings.models_dir):
+            if entry.id in self.entries:
+                log.warning("model id %s defined twice; keeping the first", entry.id)
+                continue
+            entry.device = self.device
+            self.entries[entry.id] = entry
+
+    # -- lookup ---------------------------------------------------------------------------------
+    def get(self, model_id: str) -> ModelEntry:
+        try:
+            return self.entries[model_id]
+        except KeyError:
+            raise UnknownModel(model_id) from None
+
+    def model(self, model_id: str) -> nn.Module:
+        """The resident, eval-mode model; raises ModelUnavailable with the reason."""
+        entry = self.get(model_id)
+        if entry.model is None:
+            raise ModelUnavailable(f"model {model_id!r} is not available: {entry.reason}")
+        return entry.model
+
+    def list(self) -> list[ModelEntry]:
+        return list(self.entries.values())
+
+    # -- loading --------------------------------------------------------------------------------
+    def load(self, model_id: str) -> ModelEntry:
+        entry = self.get(model_id)
+        with self._lock:
+            if entry.model is not None:
+                return entry
+            try:
+                net = entry.loader()
+                net.eval().requires_grad_(False)
+                entry.model = net.to(self.device)
+                entry.available, entry.reason = True, None
+                log.info("loaded %s on %s", entry.id, self.device)
+            except Exception as exc:  # a missing or broken model must never stop the server
+                entry.available, entry.reason = False, str(exc) or type(exc).__name__
+                log.warning("model %s unavailable: %s", entry.id, entry.reason)
+        return entry
+
+    def load_all(self) -> None:
+        wanted = self.settings.preload
+        ids = list(self.entries) if wanted == "all" else [i.strip() for i in wanted.split(",") if i.strip()]
+        for model_id in ids:
+            if model_id in self.entries:
+                self.load(model_id)
+        self.ready.set()
+
+    def start_background_downloads(self) -> threading.Thread | None:
+        """Fetch torchvision weights that are not cached, without holding up start-up."""
+        pending = [e for e in self.entries.values() if not e.available and e.meta.get("downloadable")]
+        if not pending or not self.settings.download_weights:
+            return None
+
+        def work() -> None:
+            for entry in pending:
+                entry.reason = "downloading weights"
+                try:
+                    builtin.download_torchvision_weights(entry)
+                except Exception as exc:
+                    entry.reason = builtin.unavailable_reason(entry, exc)
+                    continue
+                self.load(entry.id)
+
+        t = threading.Thread(target=work, name="weights-download", daemon=True)
+        t.start()
+        return t

@@ -1,0 +1,72 @@
+"""Settings read from FOOLING_* environment variables (documented in README.md)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"FOOLING_{name}", default)
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # "auto" picks CUDA when a GPU is visible, else CPU.
+    device: str = "auto"
+    data_dir: Path = ROOT / "data"
+    models_dir: Path = ROOT / "models"
+    # Model ids to load at start ("all" = every registered model whose weights are at hand).
+    preload: str = "all"
+    # Try to download torchvision weights that are not cached yet (background, never at import).
+    download_weights: bool = True
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_files: int = 32
+    batching: bool = True
+    batch_max_size: int = 64
+    batch_max_wait_ms: float = 5.0
+    torch_threads: int = 0  # 0: leave torch's default (one per core)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        d = cls()
+        return cls(
+            host=_env("HOST", d.host),
+            port=int(_env("PORT", str(d.port))),
+            device=_env("DEVICE", d.device),
+            data_dir=Path(_env("DATA_DIR", str(d.data_dir))),
+            models_dir=Path(_env("MODELS_DIR", str(d.models_dir))),
+            preload=_env("PRELOAD", d.preload),
+            download_weights=_bool(_env("DOWNLOAD_WEIGHTS", "1")),
+            max_upload_bytes=int(_env("MAX_UPLOAD_BYTES", str(d.max_upload_bytes))),
+            max_image_pixels=int(_env("MAX_IMAGE_PIXELS", str(d.max_image_pixels))),
+            max_files=int(_env("MAX_FILES", str(d.max_files))),
+            batching=_bool(_env("BATCHING", "1")),
+            batch_max_size=int(_env("BATCH_MAX_SIZE", str(d.batch_max_size))),
+            batch_max_wait_ms=float(_env("BATCH_MAX_WAIT_MS", str(d.batch_max_wait_ms))),
+            torch_threads=int(_env("TORCH_THREADS", "0")),
+        )
+
+    def describe(self) -> dict:
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+
+def resolve_device(name: str) -> str:
+    """Map "auto" to the best device present; validate explicit names early."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"FOOLING_DEVICE={name} but no CUDA device is visible")
+    return name

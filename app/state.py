@@ -1,0 +1,25 @@
+"""Everything the server keeps resident, built once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.models.registry import Registry
+from app.scoring import Scorer
+from app.settings import Settings
+
+
+@dataclass
+class Lab:
+    settings: Settings
+    registry: Registry
+    scorer: Scorer
+
+    @classmethod
+    def create(cls, settings: Settings) -> Lab:
+        registry = Registry(settings)
+        scorer = Scorer(registry, settings.batching, settings.batch_max_size, settings.batch_max_wait_ms)
+        return cls(settings, registry, scorer)
+
+    def close(self) -> None:
+        self.scorer.close()
