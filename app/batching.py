@@ -1,10 +1,12 @@
 """Dynamic batching: concurrent requests for one model share one forward pass.
 
 A batcher owns one thread per model. Callers (async API handlers or worker threads) submit
-a batch of images and get a concurrent Future for its softmax probabilities. The thread waits
-for the first request, then up to ``max_wait`` for more, until ``max_batch`` images (images,
-not requests) are gathered, runs them together and hands each caller its rows. While one batch
-runs the next one gathers, so batches grow by themselves under load.
+a batch of images and get a concurrent Future for its softmax probabilities. The thread takes
+what is queued, up to ``max_batch`` images (images, not requests), runs it and hands each
+caller its rows. While one batch runs the next one gathers, so batches grow by themselves
+under load. A caller may announce itself early (``expecting()``, e.g. while its upload is still
+being decoded); only then does the thread wait, up to ``max_wait``, for it to arrive. A lone
+request therefore never pays the wait.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 
 import torch
 
-Forward = Callable[[torch.Tensor], torch.Tensor]
+# Takes the gathered requests' tensors and returns one row per image, in order.
+Forward = Callable[[list[torch.Tensor]], torch.Tensor]
 
 
 class Batcher:
@@ -28,19 +32,38 @@ class Batcher:
         self._queue: deque[tuple[torch.Tensor, Future]] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._expected = 0  # announced callers that have not submitted yet
         self.batches = 0  # forward passes run, for tests and the status page
         self.images = 0
         self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, x: torch.Tensor) -> Future:
+    @contextmanager
+    def expecting(self) -> Iterator[list[bool]]:
+        """Announce a submit that is coming soon; pass the yielded token to submit()."""
+        token = [True]
+        with self._cond:
+            self._expected += 1
+        try:
+            yield token
+        finally:
+            with self._cond:
+                if token[0]:  # left without submitting (bad input): stop waiting for it
+                    token[0] = False
+                    self._expected -= 1
+                    self._cond.notify_all()
+
+    def submit(self, x: torch.Tensor, token: list[bool] | None = None) -> Future:
         """x: (N, C, H, W). Resolves to (N, classes) probabilities on the CPU."""
         fut: Future = Future()
         with self._cond:
             if self._closed:
                 raise RuntimeError("batcher is closed")
+            if token is not None and token[0]:
+                token[0] = False
+                self._expected -= 1
             self._queue.append((x, fut))
-            self._cond.notify()
+            self._cond.notify_all()
         return fut
 
     def close(self) -> None:
@@ -56,7 +79,7 @@ class Batcher:
             if not self._queue:
                 return []
             deadline = time.monotonic() + self.max_wait_s
-            while sum(len(x) for x, _ in self._queue) < self.max_batch:
+            while self._expected > 0 and sum(len(x) for x, _ in self._queue) < self.max_batch:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._closed:
                     break
@@ -77,7 +100,7 @@ class Batcher:
             if not live:
                 continue
             try:
-                out = self.forward(torch.cat([x for x, _ in live]))
+                out = self.forward([x for x, _ in live])
             except Exception as exc:  # one bad batch fails its callers, never the thread
                 for _, f in live:
                     f.set_exception(exc)

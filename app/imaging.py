@@ -25,6 +25,11 @@ class ImageError(ValueError):
 
 
 def decode(data: bytes, max_pixels: int) -> Image.Image:
+    return load_image(open_image(data, max_pixels))
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Read the header only and check format and pixel count; no pixel is decoded yet."""
     if not data:
         raise ImageError("the file is empty")
     try:
@@ -40,6 +45,11 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
     w, h = img.size
     if w * h > max_pixels:
         raise ImageError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}", 413)
+    return img
+
+
+def load_image(img: Image.Image) -> Image.Image:
+    """Decode the pixels (the first frame of an animation); corrupt data raises ImageError."""
     try:
         img.seek(0)  # GIF and other animations: the first frame
         img.load()
@@ -49,9 +59,20 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
 
 
 def _to_unit(arr: np.ndarray) -> torch.Tensor:
-    """uint8 HxW or HxWxC -> float (C, H, W) in [0, 1]."""
-    t = torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).float().div_(255.0)
-    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+    """uint8 HxW or HxWxC -> float (C, H, W) in [0, 1].
+
+    Done in NumPy on purpose: request threads must not start torch's OpenMP pool, or the one
+    compute thread that runs the models loses its second core (see app/compute.py)."""
+    a = np.asarray(arr, dtype=np.float32) / np.float32(255.0)
+    a = a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
+    return torch.from_numpy(a)
+
+
+def stack(images: list[torch.Tensor]) -> torch.Tensor:
+    """Batch (C, H, W) tensors without a torch op on the calling thread (see _to_unit)."""
+    if len(images) == 1:
+        return images[0][None]
+    return torch.from_numpy(np.stack([t.numpy() for t in images]))
 
 
 def _mnist_style(gray: Image.Image, size: int) -> np.ndarray:

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import logging
-import threading
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app import pages
+from app import compute, pages
 from app.api import errors, health, models, score
+from app.api.middleware import GuardMiddleware
 from app.settings import ROOT, Settings
 from app.state import Lab
 
 log = logging.getLogger("app")
-
-CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-       "connect-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'")
-
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
@@ -33,11 +28,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.lab = lab
 
         # Loading happens beside the server so /healthz answers at once and /readyz tells when done.
-        def load() -> None:
-            lab.registry.load_all()
+        def loaded(_) -> None:
             lab.registry.start_background_downloads()
 
-        threading.Thread(target=load, name="model-loader", daemon=True).start()
+        compute.submit(lab.registry.load_all).add_done_callback(loaded)
         yield
         lab.close()
 
@@ -49,19 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
 
-    @app.middleware("http")
-    async def limits_and_headers(request: Request, call_next):
-        # Reject oversized bodies before they are spooled to disk.
-        limit = settings.max_upload_bytes * settings.max_files + 1024 * 1024
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit:
-            return JSONResponse({"error": "too_large", "detail": f"request body over {limit} bytes"},
-                                status_code=413)
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
-
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_upload_bytes * settings.max_files + (1 << 20))
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(score.router)

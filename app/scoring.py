@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
-from starlette.concurrency import run_in_threadpool
 
+from app import compute
 from app.batching import Batcher
 from app.models.registry import Registry
 
@@ -22,32 +24,47 @@ class Scorer:
         self._lock = threading.Lock()
 
     def forward(self, model_id: str, x: torch.Tensor) -> torch.Tensor:
-        """One forward pass, no batching: (N, C, H, W) in [0, 1] -> (N, K) probabilities on CPU."""
+        """One forward pass on the calling thread: (N, C, H, W) in [0, 1] -> (N, K) probabilities
+        on the CPU. Callers other than the compute thread go through compute.run()."""
         model = self.registry.model(model_id)
         with torch.inference_mode():
             logits = model(x.to(self.registry.device, non_blocking=True))
             return torch.softmax(logits.float(), dim=-1).cpu()
+
+    def _forward_many(self, model_id: str, xs: list[torch.Tensor]) -> torch.Tensor:
+        return self.forward(model_id, xs[0] if len(xs) == 1 else torch.cat(xs))
 
     def batcher(self, model_id: str) -> Batcher:
         self.registry.model(model_id)  # raises ModelUnavailable before a thread is made
         with self._lock:
             b = self._batchers.get(model_id)
             if b is None:
-                b = Batcher(lambda x: self.forward(model_id, x), self.max_batch, self.max_wait_s, model_id)
+                limit = self.registry.get(model_id).batch_limit.get(self.registry.device.split(":")[0])
+                b = Batcher(lambda xs: compute.run(self._forward_many, model_id, xs),
+                            min(self.max_batch, limit or self.max_batch), self.max_wait_s, model_id)
                 self._batchers[model_id] = b
             return b
 
     def probabilities_sync(self, model_id: str, x: torch.Tensor) -> torch.Tensor:
         """For worker threads: coalesced with every other caller of the same model."""
         if not self.batching:
-            return self.forward(model_id, x)
+            return compute.run(self.forward, model_id, x)
         return self.batcher(model_id).submit(x).result()
 
-    async def probabilities(self, model_id: str, x: torch.Tensor) -> torch.Tensor:
+    async def probabilities(self, model_id: str, x: torch.Tensor, token: list[bool] | None = None) -> torch.Tensor:
         """For request handlers: never blocks the event loop."""
         if not self.batching:
-            return await run_in_threadpool(self.forward, model_id, x)
-        return await asyncio.wrap_future(self.batcher(model_id).submit(x))
+            return await asyncio.wrap_future(compute.submit(self.forward, model_id, x))
+        return await asyncio.wrap_future(self.batcher(model_id).submit(x, token))
+
+    @contextmanager
+    def expecting(self, model_id: str) -> Iterator[list[bool] | None]:
+        """Tell the model's batcher a request is on its way (see Batcher.expecting)."""
+        if not self.batching:
+            yield None
+            return
+        with self.batcher(model_id).expecting() as token:
+            yield token
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {k: {"batches": b.batches, "images": b.images} for k, b in self._batchers.items()}

@@ -21,8 +21,9 @@ def test_batcher_coalesces_and_splits_results_in_order():
     calls = []
     gate = threading.Event()
 
-    def forward(x):
+    def forward(xs):
         gate.wait(5)
+        x = torch.cat(xs)
         calls.append(len(x))
         return x.sum(dim=(1, 2, 3), keepdim=False).unsqueeze(1)
 
@@ -39,7 +40,12 @@ def test_batcher_coalesces_and_splits_results_in_order():
 
 def test_batcher_respects_max_batch_counting_images():
     sizes = []
-    b = Batcher(lambda x: (sizes.append(len(x)), x[:, :1, 0, 0])[1], max_batch=4, max_wait_s=0.05)
+    def forward(xs):
+        x = torch.cat(xs)
+        sizes.append(len(x))
+        return x[:, :1, 0, 0]
+
+    b = Batcher(forward, max_batch=4, max_wait_s=0.05)
     futs = [b.submit(torch.zeros(1, 1, 1, 1)) for _ in range(10)]
     [f.result(5) for f in futs]
     assert max(sizes) <= 4 and sum(sizes) == 10
@@ -49,7 +55,8 @@ def test_batcher_respects_max_batch_counting_images():
 
 
 def test_batcher_error_fails_only_that_batch():
-    def forward(x):
+    def forward(xs):
+        x = torch.cat(xs)
         if (x < 0).any():
             raise ValueError("bad batch")
         return x[:, :1, 0, 0]

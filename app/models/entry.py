@@ -29,6 +29,8 @@ class ModelEntry:
     loader: Callable[[], nn.Module] = field(repr=False)
     differentiable: bool = True
     meta: dict = field(default_factory=dict)
+    # Largest batch worth forming per device type; past it throughput drops (EfficientNet on CPU).
+    batch_limit: dict[str, int] = field(default_factory=dict)
     available: bool = False
     reason: str | None = "not loaded yet"
     model: nn.Module | None = field(default=None, repr=False)

@@ -13,6 +13,7 @@ import threading
 
 from torch import nn
 
+from app import compute
 from app.models import builtin, custom
 from app.models.entry import ModelEntry, ModelUnavailable, UnknownModel
 from app.settings import Settings, resolve_device
@@ -90,7 +91,7 @@ class Registry:
                 except Exception as exc:
                     entry.reason = builtin.unavailable_reason(entry, exc)
                     continue
-                self.load(entry.id)
+                compute.run(self.load, entry.id)
 
         t = threading.Thread(target=work, name="weights-download", daemon=True)
         t.start()

@@ -1,0 +1,197 @@
+"""Scoring benchmark: API throughput and latency against a running server, beside raw forward speed.
+
+    .venv/bin/python bench/score.py                 # starts its own servers (batching on, then off)
+    .venv/bin/python bench/score.py --url http://127.0.0.1:8000 --models lenet-mnist
+
+For each model: images/s and p50/p99 latency with 1, 16 and 64 concurrent clients (one image per
+request), with dynamic batching on and off, and the model's raw forward throughput at batch 1 and
+at its best batch size, measured in the same run (while no server is running). Prints a Markdown
+table for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx  # only to poll readiness
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.models.registry import Registry  # noqa: E402
+from app.settings import Settings  # noqa: E402
+
+BATCHES = {"lenet-mnist": [1, 16, 64, 256, 1024], "efficientnet-lite0-imagenet": [1, 2, 4, 8, 16]}
+
+
+def sample_image(model_id: str) -> bytes:
+    buf = io.BytesIO()
+    if model_id == "lenet-mnist":
+        from app.data import mnist
+
+        x, _ = mnist.load(ROOT / "data", train=False)
+        Image.fromarray((x[0, 0].numpy() * 255).astype(np.uint8)).save(buf, format="PNG")
+    else:
+        import matplotlib
+
+        photo = Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+        photo.convert("RGB").resize((224, 224)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def raw_throughput(model_id: str, seconds: float) -> dict[int, float]:
+    reg = Registry(Settings(preload=model_id, download_weights=False))
+    reg.load_all()
+    model = reg.model(model_id)
+    shape = reg.get(model_id).input_shape
+    out = {}
+    for bs in BATCHES.get(model_id, [1, 8, 32]):
+        x = torch.rand(bs, *shape, device=reg.device)
+        best = 0.0
+        with torch.inference_mode():
+            model(x)
+            for _ in range(3):  # best of three: this machine's timings wander
+                n, t0 = 0, time.perf_counter()
+                while time.perf_counter() - t0 < seconds / 3:
+                    model(x)
+                    n += bs
+                if reg.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                best = max(best, n / (time.perf_counter() - t0))
+        out[bs] = best
+    return out
+
+
+def multipart_request(host: str, model_id: str, image: bytes) -> bytes:
+    """One complete HTTP/1.1 request, built once: the load generator only writes bytes, so its own
+    CPU use stays small beside the server's on a 2-core machine."""
+    boundary = "benchboundary7f3a"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{model_id}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"top_k\"\r\n\r\n1\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"POST /api/v1/score HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; "
+            f"boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    return head + body
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                  if line.startswith(b"content-length:"))
+    await reader.readexactly(length)
+    return status
+
+
+async def load(url: str, model_id: str, image: bytes, clients: int, seconds: float) -> dict:
+    host, port = url.split("//")[1].split(":")
+    request = multipart_request(host, model_id, image)
+    latencies: list[float] = []
+    errors = 0
+
+    async def one_client(stop: float) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                try:
+                    ok = await _exchange(reader, writer, request) == 200
+                except (OSError, asyncio.IncompleteReadError):
+                    ok = False
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, int(port))
+                if ok:
+                    latencies.append(time.perf_counter() - t)
+                else:
+                    errors += 1
+        finally:
+            writer.close()
+
+    await one_client(time.perf_counter() + 0.5)  # warm-up: first-request costs stay out of the numbers
+    latencies.clear()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one_client(t0 + seconds) for _ in range(clients)))
+    wall = time.perf_counter() - t0
+    latencies.sort()
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    return {"rps": len(latencies) / wall, "p50": q[49] * 1000, "p99": q[98] * 1000, "errors": errors,
+            "n": len(latencies)}
+
+
+def start_server(batching: bool, models: list[str]) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, FOOLING_BATCHING="1" if batching else "0", FOOLING_PRELOAD=",".join(models),
+               FOOLING_DOWNLOAD_WEIGHTS="0")
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port),
+                             "--log-level", "warning"], cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.time()
+    while True:
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.time() - t0 > 120:
+            raise SystemExit("server did not start")
+        time.sleep(0.3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", help="benchmark this running server instead of starting our own")
+    ap.add_argument("--models", default="lenet-mnist,efficientnet-lite0-imagenet")
+    ap.add_argument("--clients", default="1,16,64")
+    ap.add_argument("--seconds", type=float, default=8.0)
+    args = ap.parse_args()
+    models = args.models.split(",")
+    clients = [int(c) for c in args.clients.split(",")]
+
+    raw = {m: raw_throughput(m, min(args.seconds, 3.0)) for m in models}
+    rows = []
+    modes = [None] if args.url else [True, False]
+    for batching in modes:
+        proc, url = (None, args.url) if args.url else start_server(batching, models)
+        try:
+            for m in models:
+                image = sample_image(m)
+                for c in clients:
+                    r = asyncio.run(load(url, m, image, c, args.seconds))
+                    rows.append((m, batching, c, r))
+                    print(f"{m} batching={batching} clients={c}: {r}", file=sys.stderr)
+        finally:
+            if proc:
+                proc.terminate()
+                proc.wait(10)
+
+    device = "cuda" if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+    print(f"\nDevice: {device}, torch {torch.__version__}, {args.seconds:.0f} s per row.\n")
+    print("| model | raw batch 1 (img/s) | raw best (img/s @ batch) | batching | clients | API img/s "
+          "| % of raw best | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for m, batching, c, r in rows:
+        best_bs, best = max(raw[m].items(), key=lambda kv: kv[1])
+        mode = "n/a" if batching is None else ("on" if batching else "off")
+        print(f"| {m} | {raw[m][1]:.0f} | {best:.0f} @ {best_bs} | {mode} | {c} | {r['rps']:.0f} "
+              f"| {100 * r['rps'] / best:.0f}% | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} |")
+
+
+if __name__ == "__main__":
+    main()
