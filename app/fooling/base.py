@@ -1,0 +1,109 @@
+"""What every fooling method shares: targets, the scoring function, snapshots, the archive.
+
+A method is a generator: ``for snap in method.run(): ...``. Each step yields a Snapshot with the
+best image so far for every target. The caller decides how often to look and may stop at any
+step; the same seed on the same device gives the same images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from app.imaging import quantize
+
+# images (N, C, H, W) in [0, 1] -> softmax probabilities (N, K). The job runner passes a
+# batched, shared scorer; the CLI and tests pass the model directly.
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Snapshot:
+    step: int
+    evaluations: int
+    targets: list[int]
+    images: torch.Tensor  # (T, C, H, W): the best image so far for each target, 8-bit exact
+    confidence: torch.Tensor  # (T,): probability of the target class for that image
+    probs: torch.Tensor  # (T, K): full softmax of each best image
+    extra: dict = field(default_factory=dict)
+
+    def best(self) -> dict[int, float]:
+        return {t: float(c) for t, c in zip(self.targets, self.confidence, strict=True)}
+
+
+def resolve_targets(spec: str | Sequence[int | str] | int, labels: Sequence[str]) -> list[int]:
+    """'all', an index, a label, or a comma-separated / list mix of them -> class indices."""
+    if isinstance(spec, int):
+        items: list = [spec]
+    elif isinstance(spec, str):
+        if spec.strip().lower() == "all":
+            return list(range(len(labels)))
+        items = [s.strip() for s in spec.split(",") if s.strip()]
+    else:
+        items = list(spec)
+    lookup = {name.lower(): i for i, name in enumerate(labels)}
+    out: list[int] = []
+    for item in items:
+        if isinstance(item, str) and item.lower() in lookup:
+            idx = lookup[item.lower()]
+        else:
+            try:
+                idx = int(item)
+            except (TypeError, ValueError):
+                raise ValueError(f"unknown target class {item!r}") from None
+        if not 0 <= idx < len(labels):
+            raise ValueError(f"target {idx} out of range 0..{len(labels) - 1}")
+        if idx not in out:
+            out.append(idx)
+    if not out:
+        raise ValueError("no targets given")
+    return out
+
+
+def model_score_fn(model: torch.nn.Module, chunk: int = 1024) -> ScoreFn:
+    """Score with a model directly, in chunks, without gradients."""
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            outs = [torch.softmax(model(x[i : i + chunk]).float(), -1) for i in range(0, len(x), chunk)]
+        return torch.cat(outs)
+
+    return score
+
+
+class EliteArchive:
+    """One cell per target class holding the best image found for it (MAP-Elites, as in the
+    paper's code: an image is compared with every cell and may hold several)."""
+
+    def __init__(self, targets: list[int], shape: tuple[int, ...], num_classes: int, device) -> None:
+        self.targets = torch.tensor(targets, device=device)
+        self.images = torch.zeros((len(targets), *shape), device=device)
+        self.confidence = torch.full((len(targets),), -1.0, device=device)
+        self.probs = torch.zeros((len(targets), num_classes), device=device)
+
+    @property
+    def occupied(self) -> torch.Tensor:
+        return self.confidence >= 0
+
+    def offer(self, images: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """Insert every image into every cell it beats. Returns, per cell, the index of the new
+        elite in ``images`` (or -1 where the cell kept its elite)."""
+        p = probs[:, self.targets]  # (N, T)
+        best, idx = p.max(0)
+        better = best > self.confidence
+        self.confidence = torch.where(better, best, self.confidence)
+        self.images[better] = images[idx[better]]
+        self.probs[better] = probs[idx[better]]
+        return torch.where(better, idx, torch.full_like(idx, -1))
+
+    def snapshot(self, step: int, evaluations: int, **extra) -> Snapshot:
+        return Snapshot(step, evaluations, self.targets.tolist(), self.images.detach().cpu().clone(),
+                        self.confidence.clamp_min(0).cpu().clone(), self.probs.cpu().clone(), extra)
+
+
+def evaluate(score: ScoreFn, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantise to the 8-bit grid that PNG stores, then score: what is scored is what is saved."""
+    q = quantize(images)
+    return q, score(q).to(q.device)

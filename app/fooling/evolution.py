@@ -1,0 +1,106 @@
+"""Evolutionary fooling: MAP-Elites over all targets at once, and plain single-target evolution.
+
+Both work with any encoding that offers init / mutate / render / take / put (direct pixels or
+CPPNs). Every generation is one batched render and one batched forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from app.fooling.base import EliteArchive, ScoreFn, Snapshot, evaluate
+
+
+@dataclass
+class EvolutionParams:
+    population: int = 200  # offspring per generation (the paper's code: 200 for MNIST, 400 ImageNet)
+    generations: int = 1000
+    mutation_rate: float = 0.1
+    # The paper halves the per-gene rate every 1000 generations; its released code keeps it fixed.
+    halve_every: int = 0  # 0: constant rate (the code); 1000: the paper's schedule
+    stop_at: float | None = 0.9999  # stop once every target is at least this confident; None: never
+    seed: int = 0
+
+    def rate_at(self, generation: int) -> float:
+        if self.halve_every > 0:
+            return self.mutation_rate * 0.5 ** (generation // self.halve_every)
+        return self.mutation_rate
+
+
+def _generator(device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def map_elites(score: ScoreFn, encoding, targets: list[int], num_classes: int,
+               params: EvolutionParams) -> Iterator[Snapshot]:
+    """MAP-Elites with one cell per target class, as in the paper's code: generation 0 is random;
+    then parents are drawn uniformly (with replacement) from occupied cells, mutated, scored on all
+    classes, and each child replaces the elite of every cell it beats."""
+    device = encoding.device
+    gen = _generator(device, params.seed)
+    archive = EliteArchive(targets, encoding.shape, num_classes, device)
+    genomes = encoding.init(params.population, gen)
+    elites = None
+    evaluations = 0
+    for step in range(params.generations + 1):
+        if step > 0:
+            occupied = archive.occupied.nonzero().squeeze(1)
+            pick = occupied[torch.randint(len(occupied), (params.population,), generator=gen, device=device)]
+            genomes = encoding.mutate(encoding.take(elites, pick), gen, params.rate_at(step))
+        images, probs = evaluate(score, encoding.render(genomes))
+        evaluations += len(images)
+        winners = archive.offer(images, probs)
+        won = winners >= 0
+        if elites is None:
+            elites = encoding.take(genomes, winners.clamp_min(0))
+        elif won.any():
+            encoding.put(elites, won.nonzero().squeeze(1), genomes, winners[won])
+        yield archive.snapshot(step, evaluations, occupied=int(archive.occupied.sum()))
+        if params.stop_at is not None and bool((archive.confidence >= params.stop_at).all()):
+            return
+
+
+def evolve(score: ScoreFn, encoding, targets: list[int], num_classes: int,
+           params: EvolutionParams) -> Iterator[Snapshot]:
+    """Single-target evolution: an independent (mu + lambda) population per target, all targets
+    scored together in one forward pass. Each generation every parent makes one child; the best
+    ``population`` of parents and children survive (truncation selection)."""
+    device = encoding.device
+    gen = _generator(device, params.seed)
+    n_t, pop = len(targets), params.population
+    tgt = torch.tensor(targets, device=device)
+    archive = EliteArchive(targets, encoding.shape, num_classes, device)
+    genomes = encoding.init(n_t * pop, gen)  # target-major: rows [t*pop, (t+1)*pop) belong to target t
+    images, probs = evaluate(score, encoding.render(genomes))
+    fitness = probs.view(n_t, pop, -1).gather(2, tgt.view(n_t, 1, 1).expand(n_t, pop, 1)).squeeze(2)
+    evaluations = len(images)
+    _offer_own(archive, images, probs, fitness, n_t, pop)
+    yield archive.snapshot(0, evaluations)
+    for step in range(1, params.generations + 1):
+        children = encoding.mutate(genomes, gen, params.rate_at(step))
+        c_images, c_probs = evaluate(score, encoding.render(children))
+        evaluations += len(c_images)
+        c_fit = c_probs.view(n_t, pop, -1).gather(2, tgt.view(n_t, 1, 1).expand(n_t, pop, 1)).squeeze(2)
+        both = torch.cat([fitness, c_fit], 1)  # (T, 2*pop)
+        fitness, keep = both.topk(pop, dim=1)
+        offset = torch.arange(n_t, device=device).view(n_t, 1) * pop
+        from_children = keep >= pop
+        src = torch.where(from_children, keep - pop, keep) + offset  # row within its own pool
+        genomes = encoding.select(genomes, children, src.flatten(), from_children.flatten())
+        _offer_own(archive, c_images, c_probs, c_fit, n_t, pop)
+        yield archive.snapshot(step, evaluations)
+        if params.stop_at is not None and bool((archive.confidence >= params.stop_at).all()):
+            return
+
+
+def _offer_own(archive: EliteArchive, images, probs, fitness, n_t: int, pop: int) -> None:
+    """Each target's archive cell only takes images from that target's own population."""
+    best, idx = fitness.max(1)
+    rows = idx + torch.arange(n_t, device=idx.device) * pop
+    better = best > archive.confidence
+    archive.confidence = torch.where(better, best, archive.confidence)
+    archive.images[better] = images[rows[better]]
+    archive.probs[better] = probs[rows[better]]

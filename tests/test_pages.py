@@ -1,0 +1,53 @@
+"""Server-rendered pages, security headers, health endpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from tests.conftest import png_bytes
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200 and "lenet-mnist" in r.json()["loaded"]
+
+
+def test_home_lists_models_with_status(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert "lenet-mnist" in r.text and "efficientnet-lite0-imagenet" in r.text and "alexnet-imagenet" in r.text
+
+
+def test_security_headers_everywhere(client):
+    for path in ("/", "/api/v1/models", "/healthz", "/nope"):
+        r = client.get(path)
+        assert "script-src 'self'" in r.headers["content-security-policy"], path
+        assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_score_page_form_and_escaping(client, mnist_test):
+    assert client.get("/score").status_code == 200
+    x, y = mnist_test
+    digit = png_bytes(Image.fromarray((x[0, 0].numpy() * 255).astype(np.uint8)))
+    r = client.post("/score", files={"file": ("<script>alert(1)</script>.png", digit, "image/png")},
+                    data={"model": "lenet-mnist"})
+    assert r.status_code == 200
+    assert "<script>alert(1)</script>" not in r.text and "&lt;script&gt;" in r.text
+    assert "7" in r.text and "%" in r.text
+    bad = client.post("/score", files={"file": ("x.txt", b"nope", "text/plain")}, data={"model": "lenet-mnist"})
+    assert bad.status_code == 415 and "not a readable image" in bad.text
+
+
+def test_oversized_body_refused_before_reading(client, lab):
+    limit = lab.settings.max_upload_bytes * lab.settings.max_files + (1 << 20)
+    r = client.post("/api/v1/score", content=b"x", headers={"content-length": str(limit + 1),
+                                                             "content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+
+def test_openapi_documents_score(client):
+    spec = client.get("/openapi.json").json()
+    assert "/api/v1/score" in spec["paths"] and "/api/v1/models" in spec["paths"]
+    assert client.get("/docs").status_code == 200
