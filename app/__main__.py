@@ -37,6 +37,24 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fetch-weights", help="download torchvision ImageNet weights")
     p.add_argument("models", nargs="*", help="model ids (default: all torchvision models)")
 
+    p = sub.add_parser("fool", help="make fooling images with one method")
+    p.add_argument("--model", default="lenet-mnist")
+    p.add_argument("--method", default="map-elites",
+                   choices=["evolve", "map-elites", "gradient", "fgsm", "pgd", "random"])
+    p.add_argument("--encoding", default="direct", choices=["direct", "cppn"],
+                   help="evolve, map-elites, gradient: direct (pixels) or cppn")
+    p.add_argument("--targets", default=None,
+                   help="all, or comma-separated class indices or names (adversarial: omit for untargeted)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/latest")
+    p.add_argument("--image", help="the real image to perturb (fgsm, pgd) or start from (gradient)")
+    p.add_argument("--generations", type=int, help="evolutionary methods")
+    p.add_argument("--steps", type=int, help="gradient and pgd")
+    p.add_argument("--population", type=int, help="offspring per generation")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="any method parameter, e.g. --param epsilon=0.1 --param halve_every=1000")
+    p.add_argument("--quiet", action="store_true")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -62,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         meta = train(Path(args.data_dir), Path(args.out), seed=args.seed, epochs=args.epochs,
                      model_id=args.model_id)
         print(f"test accuracy {meta['test_accuracy']:.4%}, {meta['seconds']} s -> {args.out}")
+    elif args.command == "fool":
+        from app.fool_cli import run
+        from app.fooling.methods import MethodError
+
+        try:
+            return run(args)
+        except (MethodError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "fetch-weights":
         from app.models import builtin
         from app.models.entry import ModelEntry

@@ -7,7 +7,7 @@ step; the same seed on the same device gives the same images.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -60,6 +60,12 @@ def resolve_targets(spec: str | Sequence[int | str] | int, labels: Sequence[str]
     if not out:
         raise ValueError("no targets given")
     return out
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 def model_score_fn(model: torch.nn.Module, chunk: int = 1024) -> ScoreFn:

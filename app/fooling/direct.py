@@ -40,3 +40,10 @@ class DirectEncoding:
     @staticmethod
     def put(genomes: torch.Tensor, idx: torch.Tensor, new: torch.Tensor, new_idx: torch.Tensor) -> None:
         genomes[idx] = new[new_idx]
+
+    @staticmethod
+    def select(parents: torch.Tensor, children: torch.Tensor, rows: torch.Tensor,
+               from_children: torch.Tensor) -> torch.Tensor:
+        """Survivors: row i is children[rows[i]] where from_children[i], else parents[rows[i]]."""
+        mask = from_children.view(-1, *([1] * (parents.ndim - 1)))
+        return torch.where(mask, children[rows], parents[rows])

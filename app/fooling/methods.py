@@ -1,0 +1,71 @@
+"""Method names (shared by the CLI and the API) -> configured step-wise generators."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import fields
+
+import torch
+
+from app.fooling.attacks import AttackParams, fgsm, pgd
+from app.fooling.base import ScoreFn, Snapshot
+from app.fooling.baseline import random_images
+from app.fooling.direct import DirectEncoding
+from app.fooling.evolution import EvolutionParams, evolve, map_elites
+from app.fooling.gradient import GradientParams, gradient_ascent
+from app.models.entry import ModelEntry
+
+METHODS = ("evolve", "map-elites", "gradient", "fgsm", "pgd", "random")
+ENCODINGS = ("direct", "cppn")
+ADVERSARIAL = ("fgsm", "pgd")
+
+
+class MethodError(ValueError):
+    pass
+
+
+def _params(cls, options: dict, seed: int):
+    names = {f.name for f in fields(cls)}
+    unknown = set(options) - names
+    if unknown:
+        raise MethodError(f"unknown parameter(s) {sorted(unknown)} for this method; known: {sorted(names)}")
+    return cls(**{**options, "seed": seed})
+
+
+def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn, targets: list[int] | None,
+          encoding: str = "direct", seed: int = 0, options: dict | None = None,
+          image: torch.Tensor | None = None) -> Iterator[Snapshot]:
+    options = dict(options or {})
+    if method not in METHODS:
+        raise MethodError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if encoding not in ENCODINGS:
+        raise MethodError(f"unknown encoding {encoding!r}; choose direct or cppn")
+    if encoding == "cppn":
+        raise MethodError("the cppn encoding is not available in this build yet; use --encoding direct")
+    device = next(iter(model.buffers()), torch.empty(0)).device
+    if method in ADVERSARIAL or method == "gradient":
+        if not entry.differentiable:
+            raise MethodError(f"{method} needs gradients, and {entry.id} is a black box ({entry.source}); "
+                              "use evolve, map-elites or random")
+    if method in ADVERSARIAL:
+        if image is None:
+            raise MethodError(f"{method} perturbs a real image: give one (--image PATH)")
+        params = _params(AttackParams, options, seed)
+        x = image.to(device)[None]
+        target = None
+        if targets:
+            x = x.expand(len(targets), *x.shape[1:]).clone()
+            target = torch.tensor(targets, device=device)
+        return (fgsm if method == "fgsm" else pgd)(model, x, target, params)
+    if targets is None:
+        raise MethodError("targets are required")
+    if method == "gradient":
+        return gradient_ascent(model, targets, entry.input_shape, entry.num_classes,
+                               _params(GradientParams, options, seed), start_image=image)
+    enc = DirectEncoding(entry.input_shape, device, rate=float(options.get("mutation_rate", 0.1)),
+                         eta=float(options.pop("eta", 15.0)))
+    if method == "random":
+        return random_images(score, enc, targets, entry.num_classes, seed=seed,
+                             **{k: int(v) for k, v in options.items() if k in ("batches", "batch_size")})
+    params = _params(EvolutionParams, options, seed)
+    return (map_elites if method == "map-elites" else evolve)(score, enc, targets, entry.num_classes, params)
