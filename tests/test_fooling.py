@@ -21,9 +21,10 @@ from app.settings import ROOT
 
 
 def last(gen):
+    """Run a method to its end and return its final snapshot."""
     snap = None
-    for snap in gen:
-        pass
+    for s in gen:
+        snap = s
     return snap
 
 

@@ -47,7 +47,8 @@ def _snapshot(model, x0, adv, step, targets, labels_before, targeted) -> Snapsho
     )
 
 
-def fgsm(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None, params: AttackParams) -> Iterator[Snapshot]:
+def fgsm(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None,
+         params: AttackParams) -> Iterator[Snapshot]:
     """One step of size epsilon along the sign of the gradient. With ``target`` the step lowers
     the loss towards it; without, it raises the loss of the model's own prediction."""
     with torch.no_grad():
@@ -60,7 +61,8 @@ def fgsm(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None, p
     yield _snapshot(model, x, adv, 1, labels, before, targeted)
 
 
-def pgd(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None, params: AttackParams) -> Iterator[Snapshot]:
+def pgd(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None,
+        params: AttackParams) -> Iterator[Snapshot]:
     """Iterated signed-gradient steps of ``step_size``, projected onto the epsilon L-inf ball
     around x and onto [0, 1]; optionally from a uniform random start inside the ball."""
     with torch.no_grad():

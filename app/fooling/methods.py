@@ -43,10 +43,9 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
     if encoding == "cppn":
         raise MethodError("the cppn encoding is not available in this build yet; use --encoding direct")
     device = next(iter(model.buffers()), torch.empty(0)).device
-    if method in ADVERSARIAL or method == "gradient":
-        if not entry.differentiable:
-            raise MethodError(f"{method} needs gradients, and {entry.id} is a black box ({entry.source}); "
-                              "use evolve, map-elites or random")
+    if (method in ADVERSARIAL or method == "gradient") and not entry.differentiable:
+        raise MethodError(f"{method} needs gradients, and {entry.id} is a black box ({entry.source}); "
+                          "use evolve, map-elites or random")
     if method in ADVERSARIAL:
         if image is None:
             raise MethodError(f"{method} perturbs a real image: give one (--image PATH)")
