@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 
 import torch
@@ -15,7 +14,6 @@ from app.api.middleware import GuardMiddleware
 from app.settings import ROOT, Settings
 from app.state import Lab
 
-log = logging.getLogger("app")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()

@@ -45,12 +45,6 @@ class Scorer:
                 self._batchers[model_id] = b
             return b
 
-    def probabilities_sync(self, model_id: str, x: torch.Tensor) -> torch.Tensor:
-        """For worker threads: coalesced with every other caller of the same model."""
-        if not self.batching:
-            return compute.run(self.forward, model_id, x)
-        return self.batcher(model_id).submit(x).result()
-
     async def probabilities(self, model_id: str, x: torch.Tensor, token: list[bool] | None = None) -> torch.Tensor:
         """For request handlers: never blocks the event loop."""
         if not self.batching:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,9 +56,6 @@ class Settings:
             batch_max_wait_ms=float(_env("BATCH_MAX_WAIT_MS", str(d.batch_max_wait_ms))),
             torch_threads=int(_env("TORCH_THREADS", "0")),
         )
-
-    def describe(self) -> dict:
-        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
 
 
 def resolve_device(name: str) -> str:

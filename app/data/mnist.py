@@ -46,9 +46,17 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+_VERIFIED: set[Path] = set()  # folders already hashed by this process: 110 MB need not be read twice
+
+
 def verified(data_dir: Path) -> bool:
-    d = raw_dir(data_dir)
-    return all((d / n).is_file() and sha256(d / n) == h for n, h in SHA256.items())
+    d = raw_dir(data_dir).resolve()
+    if d in _VERIFIED and all((d / n).is_file() for n in SHA256):
+        return True
+    ok = all((d / n).is_file() and sha256(d / n) == h for n, h in SHA256.items())
+    if ok:
+        _VERIFIED.add(d)
+    return ok
 
 
 def _check_and_place(src_dir: Path, dest: Path) -> None:

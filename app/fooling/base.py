@@ -29,8 +29,6 @@ class Snapshot:
     probs: torch.Tensor  # (T, K): full softmax of each best image
     extra: dict = field(default_factory=dict)
 
-    def best(self) -> dict[int, float]:
-        return {t: float(c) for t, c in zip(self.targets, self.confidence, strict=True)}
 
 
 def resolve_targets(spec: str | Sequence[int | str] | int, labels: Sequence[str]) -> list[int]:
@@ -103,6 +101,15 @@ class EliteArchive:
         self.images[better] = images[idx[better]]
         self.probs[better] = probs[idx[better]]
         return torch.where(better, idx, torch.full_like(idx, -1))
+
+    def offer_own(self, images: torch.Tensor, probs: torch.Tensor, rows: torch.Tensor) -> None:
+        """Each cell considers only its own candidate: row ``rows[t]`` of images/probs for cell t
+        (single-target evolution and gradient ascent, where each target has its own images)."""
+        conf = probs[rows, self.targets]
+        better = conf > self.confidence
+        self.confidence = torch.where(better, conf, self.confidence)
+        self.images[better] = images[rows[better]]
+        self.probs[better] = probs[rows[better]]
 
     def snapshot(self, step: int, evaluations: int, **extra) -> Snapshot:
         return Snapshot(step, evaluations, self.targets.tolist(), self.images.detach().cpu().clone(),

@@ -21,14 +21,14 @@ class DirectEncoding:
 
     name = "direct"
 
-    def __init__(self, shape: tuple[int, int, int], device, rate: float = 0.1, eta: float = 15.0) -> None:
-        self.shape, self.device, self.rate, self.eta = shape, device, rate, eta
+    def __init__(self, shape: tuple[int, int, int], device, eta: float = 15.0) -> None:
+        self.shape, self.device, self.eta = shape, device, eta
 
     def init(self, n: int, gen: torch.Generator) -> torch.Tensor:
         return torch.rand((n, *self.shape), generator=gen, device=self.device)
 
-    def mutate(self, genomes: torch.Tensor, gen: torch.Generator, rate: float | None = None) -> torch.Tensor:
-        return polynomial_mutation(genomes, self.rate if rate is None else rate, self.eta, gen)
+    def mutate(self, genomes: torch.Tensor, gen: torch.Generator, rate: float) -> torch.Tensor:
+        return polynomial_mutation(genomes, rate, self.eta, gen)
 
     def render(self, genomes: torch.Tensor) -> torch.Tensor:
         return genomes

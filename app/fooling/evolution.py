@@ -77,7 +77,8 @@ def evolve(score: ScoreFn, encoding, targets: list[int], num_classes: int,
     images, probs = evaluate(score, encoding.render(genomes))
     fitness = probs.view(n_t, pop, -1).gather(2, tgt.view(n_t, 1, 1).expand(n_t, pop, 1)).squeeze(2)
     evaluations = len(images)
-    _offer_own(archive, images, probs, fitness, n_t, pop)
+    offset = torch.arange(n_t, device=device) * pop  # first row of each target's population
+    archive.offer_own(images, probs, fitness.argmax(1) + offset)
     yield archive.snapshot(0, evaluations)
     for step in range(1, params.generations + 1):
         children = encoding.mutate(genomes, gen, params.rate_at(step))
@@ -86,21 +87,10 @@ def evolve(score: ScoreFn, encoding, targets: list[int], num_classes: int,
         c_fit = c_probs.view(n_t, pop, -1).gather(2, tgt.view(n_t, 1, 1).expand(n_t, pop, 1)).squeeze(2)
         both = torch.cat([fitness, c_fit], 1)  # (T, 2*pop)
         fitness, keep = both.topk(pop, dim=1)
-        offset = torch.arange(n_t, device=device).view(n_t, 1) * pop
         from_children = keep >= pop
-        src = torch.where(from_children, keep - pop, keep) + offset  # row within its own pool
+        src = torch.where(from_children, keep - pop, keep) + offset[:, None]  # row within its own pool
         genomes = encoding.select(genomes, children, src.flatten(), from_children.flatten())
-        _offer_own(archive, c_images, c_probs, c_fit, n_t, pop)
+        archive.offer_own(c_images, c_probs, c_fit.argmax(1) + offset)
         yield archive.snapshot(step, evaluations)
         if params.stop_at is not None and bool((archive.confidence >= params.stop_at).all()):
             return
-
-
-def _offer_own(archive: EliteArchive, images, probs, fitness, n_t: int, pop: int) -> None:
-    """Each target's archive cell only takes images from that target's own population."""
-    best, idx = fitness.max(1)
-    rows = idx + torch.arange(n_t, device=idx.device) * pop
-    better = best > archive.confidence
-    archive.confidence = torch.where(better, best, archive.confidence)
-    archive.images[better] = images[rows[better]]
-    archive.probs[better] = probs[rows[better]]

@@ -84,15 +84,7 @@ def gradient_ascent(model: torch.nn.Module, targets: list[int], shape: tuple[int
                     pixels.copy_(_blur(pixels, params.blur_sigma))
             images, probs = evaluate(score, render().detach())
         # Each target's cell takes only its own image: the i-th image is optimised for target i.
-        _offer_diagonal(archive, images, probs, tgt)
+        archive.offer_own(images, probs, torch.arange(n, device=device))
         yield archive.snapshot(step, step * n, objective=objective.detach().cpu().tolist())
         if params.stop_at is not None and bool((archive.confidence >= params.stop_at).all()):
             return
-
-
-def _offer_diagonal(archive: EliteArchive, images: torch.Tensor, probs: torch.Tensor, tgt: torch.Tensor) -> None:
-    conf = probs[torch.arange(len(tgt)), tgt]
-    better = conf > archive.confidence
-    archive.confidence = torch.where(better, conf, archive.confidence)
-    archive.images[better] = images[better]
-    archive.probs[better] = probs[better]

@@ -8,7 +8,7 @@ from dataclasses import fields
 import torch
 
 from app.fooling.attacks import AttackParams, fgsm, pgd
-from app.fooling.base import ScoreFn, Snapshot
+from app.fooling.base import ScoreFn, Snapshot, model_device
 from app.fooling.baseline import random_images
 from app.fooling.direct import DirectEncoding
 from app.fooling.evolution import EvolutionParams, evolve, map_elites
@@ -42,7 +42,7 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
         raise MethodError(f"unknown encoding {encoding!r}; choose direct or cppn")
     if encoding == "cppn":
         raise MethodError("the cppn encoding is not available in this build yet; use --encoding direct")
-    device = next(iter(model.buffers()), torch.empty(0)).device
+    device = model_device(model)
     if (method in ADVERSARIAL or method == "gradient") and not entry.differentiable:
         raise MethodError(f"{method} needs gradients, and {entry.id} is a black box ({entry.source}); "
                           "use evolve, map-elites or random")
@@ -61,10 +61,12 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
     if method == "gradient":
         return gradient_ascent(model, targets, entry.input_shape, entry.num_classes,
                                _params(GradientParams, options, seed), start_image=image)
-    enc = DirectEncoding(entry.input_shape, device, rate=float(options.get("mutation_rate", 0.1)),
-                         eta=float(options.pop("eta", 15.0)))
+    enc = DirectEncoding(entry.input_shape, device, eta=float(options.pop("eta", 15.0)))
     if method == "random":
+        unknown = set(options) - {"batches", "batch_size"}
+        if unknown:
+            raise MethodError(f"unknown parameter(s) {sorted(unknown)} for random; known: batch_size, batches")
         return random_images(score, enc, targets, entry.num_classes, seed=seed,
-                             **{k: int(v) for k, v in options.items() if k in ("batches", "batch_size")})
+                             **{k: int(v) for k, v in options.items()})
     params = _params(EvolutionParams, options, seed)
     return (map_elites if method == "map-elites" else evolve)(score, enc, targets, entry.num_classes, params)
