@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--population", type=int, help="offspring per generation")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="any method parameter, e.g. --param epsilon=0.1 --param halve_every=1000")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop after this many seconds (default: 600 for ImageNet evolution on a CPU, else none)")
+    p.add_argument("--history-every", type=float, default=1.0, metavar="SECONDS",
+                   help="how often to record the confidence curve (summary.json history, curve.png)")
     p.add_argument("--quiet", action="store_true")
 
     args = parser.parse_args(argv)

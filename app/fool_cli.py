@@ -43,6 +43,41 @@ def _slug(text: str) -> str:
 
 
 SUCCESS = 0.9999  # the paper's bar: "99.99% confidence"
+DEFAULT_CPU_BUDGET = 600.0  # seconds
+
+
+def _history_row(snap: Snapshot, seconds: float) -> dict:
+    c = snap.confidence
+    return {"step": snap.step, "evaluations": snap.evaluations, "seconds": round(seconds, 3),
+            "min": float(c.min()), "median": float(c.median()), "max": float(c.max()),
+            "at_9999": int((c >= SUCCESS).sum())}
+
+
+def confidence_curve(history: list[dict], title: str) -> Image.Image:
+    """Best confidence (min / median / max over targets) against evaluations, drawn with PIL so
+    the command line needs no plotting library."""
+    w, h, left, bottom, top, right = 640, 360, 56, 40, 28, 16
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    x_max = max(r["evaluations"] for r in history) or 1
+    pw, ph = w - left - right, h - top - bottom
+
+    def xy(ev: float, c: float) -> tuple[float, float]:
+        return left + pw * ev / x_max, top + ph * (1 - c)
+
+    d.rectangle([left, top, left + pw, top + ph], outline="#888")
+    for c in (0.25, 0.5, 0.75):
+        d.line([xy(0, c), xy(x_max, c)], fill="#eee")
+        d.text((8, xy(0, c)[1] - 6), f"{c:.0%}", fill="#555")
+    d.text((8, top - 6), "100%", fill="#555")
+    d.text((left, h - bottom + 8), "0", fill="#555")
+    d.text((left + pw - 60, h - bottom + 8), f"{x_max:,} evals", fill="#555")
+    d.text((left, 8), title, fill="black")
+    for key, colour in (("min", "#d33"), ("median", "#36c"), ("max", "#2a2")):
+        pts = [xy(r["evaluations"], r[key]) for r in history]
+        d.line(pts, fill=colour, width=2)
+        d.text((left + pw - 150 + 50 * ("min", "median", "max").index(key), top + 4), key, fill=colour)
+    return img
 
 
 def progress(snap: Snapshot) -> str:
@@ -77,24 +112,41 @@ def run(args) -> int:
     for item in args.param or []:
         key, _, value = item.partition("=")
         options[key.replace("-", "_")] = json.loads(value) if value else True
-    gen = build(args.method, entry, model, model_score_fn(model), targets, args.encoding, args.seed, options, image)
+    chunk = entry.batch_limit.get(registry.device.split(":")[0]) or 1024  # e.g. EfficientNet on a CPU: 2
+    gen = build(args.method, entry, model, model_score_fn(model, chunk), targets, args.encoding, args.seed,
+                options, image)
 
+    budget = args.max_seconds
+    if budget is None and args.method in ("evolve", "map-elites") and registry.device == "cpu" \
+            and entry.input_shape[1] * entry.input_shape[2] > 64 * 64:
+        budget = DEFAULT_CPU_BUDGET  # ImageNet-size evolution on a CPU never "finishes": bound it
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     reached: dict[int, tuple[int, int, float]] = {}
+    history: list[dict] = []
     snap = None
-    shown = 0.0
+    shown = logged = 0.0
+    stopped_by_budget = False
     for snap in gen:
+        now = time.perf_counter() - t0
         for i, c in enumerate(snap.confidence.tolist()):
             if c >= SUCCESS and i not in reached:
-                reached[i] = (snap.step, snap.evaluations, time.perf_counter() - t0)
-        if not args.quiet and time.perf_counter() - shown > 0.25:  # a live line, redrawn 4 times a second
-            shown = time.perf_counter()
+                reached[i] = (snap.step, snap.evaluations, now)
+        if now - logged >= args.history_every or snap.step == 0:
+            logged = now
+            history.append(_history_row(snap, now))
+        if not args.quiet and now - shown > 0.25:  # a live line, redrawn 4 times a second
+            shown = now
             print(progress(snap), end="", file=sys.stderr, flush=True)
+        if budget is not None and now >= budget:
+            stopped_by_budget = True
+            break
     if not args.quiet:
         print(progress(snap), file=sys.stderr)
     seconds = time.perf_counter() - t0
+    if not history or history[-1]["step"] != snap.step:
+        history.append(_history_row(snap, seconds))
     results = []
     for i, (t, img, conf) in enumerate(zip(snap.targets, snap.images, snap.confidence, strict=True)):
         name = f"{i:02d}_{t}_{_slug(entry.labels[t])}.png"
@@ -108,10 +160,13 @@ def run(args) -> int:
         "model": entry.id, "method": args.method, "encoding": args.encoding, "seed": args.seed,
         "options": options, "device": registry.device, "image": args.image,
         "steps": snap.step, "evaluations": snap.evaluations, "seconds": round(seconds, 3),
-        "ten_crop": False, "results": results,
-        "extra": snap.extra,
+        "ten_crop": bool(options.get("ten_crop", False)), "max_seconds": budget,
+        "stopped_by_budget": stopped_by_budget, "results": results,
+        "history": history, "extra": snap.extra,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if len(history) > 1:
+        confidence_curve(history, f"{entry.id}: {args.method} ({args.encoding})").save(out / "curve.png")
     print(f"{len(results)} targets, min confidence {min(r['confidence'] for r in results):.4%}, "
           f"{snap.evaluations} evaluations, {seconds:.1f} s -> {out}")
     return 0

@@ -8,9 +8,12 @@ import torch
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app import compute, pages
+from app import compute, lab_pages, pages
 from app.api import errors, health, models, score
+from app.api import jobs as jobs_api
 from app.api.middleware import GuardMiddleware
+from app.jobs.runner import LocalRunner
+from app.jobs.store import JobStore
 from app.settings import ROOT, Settings
 from app.state import Lab
 
@@ -24,6 +27,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             torch.set_num_threads(settings.torch_threads)
         lab = Lab.create(settings)
         app.state.lab = lab
+        jobs_api.SHUTDOWN.clear()
+        store = JobStore(settings.data_dir)
+        app.state.runner = LocalRunner(lab, store)
 
         # Loading happens beside the server so /healthz answers at once and /readyz tells when done.
         def loaded(_) -> None:
@@ -31,6 +37,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         compute.submit(lab.registry.load_all).add_done_callback(loaded)
         yield
+        jobs_api.SHUTDOWN.set()  # open event streams end now instead of holding the shutdown
+        app.state.runner.close()
+        store.close()
         lab.close()
 
     app = FastAPI(
@@ -45,7 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(score.router)
+    app.include_router(jobs_api.router)
     app.include_router(pages.router)
+    app.include_router(lab_pages.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     return app
 

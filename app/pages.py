@@ -16,22 +16,24 @@ router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=ROOT / "templates")
 
 
-@router.get("/", response_class=HTMLResponse)
-async def home(request: Request, state: Lab = Depends(lab)) -> HTMLResponse:
-    return templates.TemplateResponse(request, "index.html", {"models": state.registry.list()})
-
-
 @router.get("/score", response_class=HTMLResponse)
 async def score_page(request: Request, state: Lab = Depends(lab)) -> HTMLResponse:
-    return templates.TemplateResponse(request, "score.html", {"models": _usable(state), "result": None})
+    return templates.TemplateResponse(request, "score.html", {"models": _usable(state), "results": None,
+                                                              "chosen": ["lenet-mnist"]})
 
 
 @router.post("/score", response_class=HTMLResponse)
-async def score_form(request: Request, file: list[UploadFile] = File(...), model: str = Form("lenet-mnist"),
-                     state: Lab = Depends(lab)) -> HTMLResponse:
-    ctx = {"models": _usable(state), "result": None, "error": None, "chosen": model}
+async def score_form(request: Request, file: list[UploadFile] = File(...),
+                     model: list[str] = Form(["lenet-mnist"]), state: Lab = Depends(lab)) -> HTMLResponse:
+    """Score the uploads on each chosen model; results side by side."""
+    ctx = {"models": _usable(state), "results": [], "error": None, "chosen": model}
     try:
-        ctx["result"] = await score_uploads(state, file, model, 5)
+        if len(model) > 8:
+            raise HTTPException(422, "choose at most 8 models")
+        for m in model:
+            for f in file:
+                await f.seek(0)
+            ctx["results"].append(await score_uploads(state, file, m, 5))
     except HTTPException as exc:
         ctx["error"] = exc.detail
         return templates.TemplateResponse(request, "score.html", ctx, status_code=exc.status_code)

@@ -13,6 +13,8 @@ from app import compute
 from app.batching import Batcher
 from app.models.registry import Registry
 
+JOB_MAX_BATCH = 4096  # images per shared forward pass for jobs (chunked further by a model's limit)
+
 
 class Scorer:
     def __init__(self, registry: Registry, batching: bool, max_batch: int, max_wait_ms: float) -> None:
@@ -21,6 +23,7 @@ class Scorer:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self._batchers: dict[str, Batcher] = {}
+        self._job_batchers: dict[str, Batcher] = {}
         self._lock = threading.Lock()
 
     def forward(self, model_id: str, x: torch.Tensor) -> torch.Tensor:
@@ -31,18 +34,39 @@ class Scorer:
             logits = model(x.to(self.registry.device, non_blocking=True))
             return torch.softmax(logits.float(), dim=-1).cpu()
 
+    def _limit(self, model_id: str) -> int | None:
+        """The model's best batch size on this device kind, where it has one (EfficientNet on CPU: 2)."""
+        return self.registry.get(model_id).batch_limit.get(self.registry.device.split(":")[0])
+
     def _forward_many(self, model_id: str, xs: list[torch.Tensor]) -> torch.Tensor:
-        return self.forward(model_id, xs[0] if len(xs) == 1 else torch.cat(xs))
+        x = xs[0] if len(xs) == 1 else torch.cat(xs)
+        limit = self._limit(model_id)
+        if limit and len(x) > limit:  # a job's population: in the model's best batch size
+            return torch.cat([self.forward(model_id, x[i : i + limit]) for i in range(0, len(x), limit)])
+        return self.forward(model_id, x)
 
     def batcher(self, model_id: str) -> Batcher:
+        """Scoring requests: small batches, short waits for announced requests."""
         self.registry.model(model_id)  # raises ModelUnavailable before a thread is made
         with self._lock:
             b = self._batchers.get(model_id)
             if b is None:
-                limit = self.registry.get(model_id).batch_limit.get(self.registry.device.split(":")[0])
+                limit = self._limit(model_id)
                 b = Batcher(lambda xs: compute.run(self._forward_many, model_id, xs),
                             min(self.max_batch, limit or self.max_batch), self.max_wait_s, model_id)
                 self._batchers[model_id] = b
+            return b
+
+    def job_batcher(self, model_id: str) -> Batcher:
+        """Jobs' populations: whatever several jobs have waiting goes through the model together
+        (up to JOB_MAX_BATCH images), never waiting for a job that is not ready."""
+        self.registry.model(model_id)
+        with self._lock:
+            b = self._job_batchers.get(model_id)
+            if b is None:
+                b = Batcher(lambda xs: compute.run(self._forward_many, model_id, xs), JOB_MAX_BATCH, 0.0,
+                            f"jobs-{model_id}")
+                self._job_batchers[model_id] = b
             return b
 
     async def probabilities(self, model_id: str, x: torch.Tensor, token: list[bool] | None = None) -> torch.Tensor:
@@ -61,10 +85,13 @@ class Scorer:
             yield token
 
     def stats(self) -> dict[str, dict[str, int]]:
-        return {k: {"batches": b.batches, "images": b.images} for k, b in self._batchers.items()}
+        out = {k: {"batches": b.batches, "images": b.images} for k, b in self._batchers.items()}
+        out |= {f"jobs:{k}": {"batches": b.batches, "images": b.images} for k, b in self._job_batchers.items()}
+        return out
 
     def close(self) -> None:
         with self._lock:
-            for b in self._batchers.values():
+            for b in (*self._batchers.values(), *self._job_batchers.values()):
                 b.close()
             self._batchers.clear()
+            self._job_batchers.clear()

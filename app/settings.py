@@ -36,6 +36,16 @@ class Settings:
     batch_max_size: int = 64
     batch_max_wait_ms: float = 5.0
     torch_threads: int = 0  # 0: leave torch's default (one per core)
+    # Jobs (fooling runs started from the API or pages)
+    workers: int = 4  # jobs running at once; their forward passes share the model's batcher
+    queue_size: int = 64  # jobs waiting beyond the running ones; more get 429
+    max_jobs_per_client: int = 4  # queued + running jobs per client address
+    max_generations: int = 20_000
+    max_steps: int = 5_000
+    max_population: int = 1_000
+    max_targets: int = 1_000
+    events_per_second: float = 5.0  # SSE frames per job and connection, at most
+    job_timeout_s: float = 3_600.0  # a job is stopped (and keeps its best) after this long
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -55,6 +65,15 @@ class Settings:
             batch_max_size=int(_env("BATCH_MAX_SIZE", str(d.batch_max_size))),
             batch_max_wait_ms=float(_env("BATCH_MAX_WAIT_MS", str(d.batch_max_wait_ms))),
             torch_threads=int(_env("TORCH_THREADS", "0")),
+            workers=int(_env("WORKERS", str(d.workers))),
+            queue_size=int(_env("QUEUE_SIZE", str(d.queue_size))),
+            max_jobs_per_client=int(_env("MAX_JOBS_PER_CLIENT", str(d.max_jobs_per_client))),
+            max_generations=int(_env("MAX_GENERATIONS", str(d.max_generations))),
+            max_steps=int(_env("MAX_STEPS", str(d.max_steps))),
+            max_population=int(_env("MAX_POPULATION", str(d.max_population))),
+            max_targets=int(_env("MAX_TARGETS", str(d.max_targets))),
+            events_per_second=float(_env("EVENTS_PER_SECOND", str(d.events_per_second))),
+            job_timeout_s=float(_env("JOB_TIMEOUT_S", str(d.job_timeout_s))),
         )
 
 

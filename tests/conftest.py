@@ -31,8 +31,9 @@ def wait_ready(client: TestClient, timeout: float = 120) -> None:
 
 
 @pytest.fixture(scope="session")
-def client():
-    with TestClient(create_app(make_settings())) as c:
+def client(tmp_path_factory):
+    # Jobs and uploads go to a scratch data directory, never the checkout's data/.
+    with TestClient(create_app(make_settings(data_dir=tmp_path_factory.mktemp("data")))) as c:
         wait_ready(c)
         yield c
 

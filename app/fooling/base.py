@@ -77,6 +77,22 @@ def model_score_fn(model: torch.nn.Module, chunk: int = 1024) -> ScoreFn:
     return score
 
 
+def ten_crop_score(score: ScoreFn, scale: float = 256 / 224) -> ScoreFn:
+    """The paper's fitness for ImageNet: the softmax averaged over 10 crops (4 corners, centre,
+    and their mirror images) of the image enlarged by ``scale``, each crop at the model's size."""
+
+    def score10(x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        big = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+        bh, bw = big.shape[2:]
+        corners = [(0, 0), (0, bw - w), (bh - h, 0), (bh - h, bw - w), ((bh - h) // 2, (bw - w) // 2)]
+        crops = [big[:, :, y:y + h, x0:x0 + w] for y, x0 in corners]
+        crops += [c.flip(3) for c in crops]
+        return score(torch.cat(crops)).view(10, n, -1).mean(0)
+
+    return score10
+
+
 class EliteArchive:
     """One cell per target class holding the best image found for it (MAP-Elites, as in the
     paper's code: an image is compared with every cell and may hold several)."""

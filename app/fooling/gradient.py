@@ -18,7 +18,7 @@ from app.fooling.base import EliteArchive, Snapshot, evaluate, model_device, mod
 @dataclass
 class GradientParams:
     steps: int = 300
-    lr: float = 0.05
+    lr: float | None = None  # Adam step; None: 0.05 for pixels, 0.02 for a CPPN's weights
     l2: float = 0.0  # weight of the L2 penalty on (x - 0.5)
     jitter: int = 0  # random shift of up to this many pixels per step
     blur_every: int = 0  # Gaussian blur (sigma blur_sigma) every n steps; 0: never
@@ -59,12 +59,12 @@ def gradient_ascent(model: torch.nn.Module, targets: list[int], shape: tuple[int
         else:
             x0 = (0.5 + 0.1 * torch.randn((n, *shape), generator=gen)).clamp(0, 1).to(device)
         pixels = x0.requires_grad_(True)
-        opt = torch.optim.Adam([pixels], lr=params.lr)
+        opt = torch.optim.Adam([pixels], lr=params.lr or 0.05)
 
         def render() -> torch.Tensor:
             return pixels
     else:
-        opt = torch.optim.Adam(param.parameters(), lr=params.lr)
+        opt = torch.optim.Adam(param.parameters(), lr=params.lr or 0.02)
         render = param
     archive = EliteArchive(targets, shape, num_classes, device)
     score = model_score_fn(model)

@@ -8,8 +8,10 @@ from dataclasses import fields
 import torch
 
 from app.fooling.attacks import AttackParams, fgsm, pgd
-from app.fooling.base import ScoreFn, Snapshot, model_device
+from app.fooling.base import ScoreFn, Snapshot, model_device, ten_crop_score
 from app.fooling.baseline import random_images
+from app.fooling.cppn import CppnEncoding
+from app.fooling.cppn_param import CppnImage
 from app.fooling.direct import DirectEncoding
 from app.fooling.evolution import EvolutionParams, evolve, map_elites
 from app.fooling.gradient import GradientParams, gradient_ascent
@@ -18,6 +20,7 @@ from app.models.entry import ModelEntry
 METHODS = ("evolve", "map-elites", "gradient", "fgsm", "pgd", "random")
 ENCODINGS = ("direct", "cppn")
 ADVERSARIAL = ("fgsm", "pgd")
+ENCODED = ("evolve", "map-elites", "gradient", "random")  # methods that take --encoding
 
 
 class MethodError(ValueError):
@@ -36,12 +39,16 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
           encoding: str = "direct", seed: int = 0, options: dict | None = None,
           image: torch.Tensor | None = None) -> Iterator[Snapshot]:
     options = dict(options or {})
+    if options.pop("ten_crop", False):  # fitness averaged over the paper's 10 crops (evolution, random)
+        if method not in ("evolve", "map-elites", "random"):
+            raise MethodError("ten_crop applies to evolve, map-elites and random")
+        score = ten_crop_score(score)
     if method not in METHODS:
         raise MethodError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if encoding not in ENCODINGS:
         raise MethodError(f"unknown encoding {encoding!r}; choose direct or cppn")
-    if encoding == "cppn":
-        raise MethodError("the cppn encoding is not available in this build yet; use --encoding direct")
+    if encoding == "cppn" and method not in ENCODED:
+        raise MethodError(f"{method} perturbs pixels of a real image; --encoding applies to {', '.join(ENCODED)}")
     device = model_device(model)
     if (method in ADVERSARIAL or method == "gradient") and not entry.differentiable:
         raise MethodError(f"{method} needs gradients, and {entry.id} is a black box ({entry.source}); "
@@ -59,9 +66,19 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
     if targets is None:
         raise MethodError("targets are required")
     if method == "gradient":
+        param = None
+        if encoding == "cppn":
+            shape = {k: int(options.pop(k)) for k in ("width", "layers") if k in options}
+            if "coord_scale" in options:
+                shape["coord_scale"] = float(options.pop("coord_scale"))
+            param = CppnImage(len(targets), entry.input_shape, seed=seed, device=device, **shape)
         return gradient_ascent(model, targets, entry.input_shape, entry.num_classes,
-                               _params(GradientParams, options, seed), start_image=image)
-    enc = DirectEncoding(entry.input_shape, device, eta=float(options.pop("eta", 15.0)))
+                               _params(GradientParams, options, seed), start_image=image, param=param)
+    if encoding == "cppn":
+        enc = CppnEncoding(entry.input_shape, device, eta=float(options.pop("eta", 15.0)),
+                           max_hidden=int(options.pop("max_hidden", 24)))
+    else:
+        enc = DirectEncoding(entry.input_shape, device, eta=float(options.pop("eta", 15.0)))
     if method == "random":
         unknown = set(options) - {"batches", "batch_size"}
         if unknown:

@@ -1,0 +1,385 @@
+"""The job runner: a bounded queue and a pool of worker threads that drive the engines' step-wise
+generators, publish throttled frames for the streams and pages, and save results.
+
+The API and pages see only the ``Runner`` interface (submit, control, look up, wait for change,
+close), so a distributed backend (Ray) can replace ``LocalRunner`` without touching them.
+
+Where the work happens: evolutionary jobs run their light tensor work (mutation, rendering,
+archive) in their worker thread with one torch thread each, and send every population to the
+model's shared job batcher, which runs forward passes on the single compute thread; populations
+of several jobs that are waiting at the same moment go through the model together. Gradient and
+adversarial jobs need backward passes, so each of their steps runs whole on the compute thread.
+Either way each running job gets one turn per forward pass: none starves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import secrets
+import threading
+import time
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+from app import compute
+from app.fooling.base import Snapshot, resolve_targets
+from app.fooling.methods import METHODS, MethodError, build
+from app.jobs import results
+from app.jobs.spec import STEPPED, JobSpec
+from app.jobs.store import ACTIVE, JobStore
+from app.models.entry import UnknownModel
+from app.state import Lab
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0.9999
+HISTORY_POINTS = 1000  # the confidence chart keeps at most this many points (halved when full)
+
+
+class JobError(Exception):
+    """A job request that cannot be accepted; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, detail: str, field: str | None = None, retry_after: int | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.field, self.retry_after = status, detail, field, retry_after
+
+
+@dataclass
+class Job:
+    """A job's live state while it is queued or running (finished jobs are read from the store)."""
+
+    id: str
+    spec: JobSpec
+    client: str
+    created: float
+    labels: list[str]
+    status: str = "queued"
+    started: float | None = None
+    snap: Snapshot | None = None
+    version: int = 0  # bumped on every published frame
+    changed: list[int] = field(default_factory=list)  # per target: version when its image last changed
+    history: list[dict] = field(default_factory=list)
+    reached: dict[int, dict] = field(default_factory=dict)
+    error: str | None = None
+    stop_reason: str | None = None
+    cancel: bool = False
+    finishing: bool = False
+    paused: bool = False
+    step_credits: int = 0
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    listeners: set = field(default_factory=set)  # (loop, asyncio.Event) pairs of open streams
+    png_cache: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    image: torch.Tensor | None = None  # the real image of adversarial jobs, decoded at submit
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ACTIVE
+
+    def elapsed(self) -> float:
+        return 0.0 if self.started is None else time.time() - self.started
+
+
+class Runner(ABC):
+    """What the API and pages need from a job backend."""
+
+    @abstractmethod
+    def submit(self, spec: JobSpec, client: str) -> str: ...
+
+    @abstractmethod
+    def control(self, job_id: str, action: str) -> dict: ...  # cancel, pause, resume, step
+
+    @abstractmethod
+    def live(self, job_id: str) -> Job | None: ...
+
+    @abstractmethod
+    def record(self, job_id: str) -> dict | None: ...
+
+    @abstractmethod
+    async def wait(self, job_id: str, version: int, timeout: float) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class LocalRunner(Runner):
+    def __init__(self, lab: Lab, store: JobStore) -> None:
+        self.lab, self.store, self.settings = lab, store, lab.settings
+        self.interrupted = store.mark_interrupted()
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=self.settings.queue_size)
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._workers = [threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
+                         for i in range(max(1, self.settings.workers))]
+        for w in self._workers:
+            w.start()
+
+    # -- accepting jobs -------------------------------------------------------------------------
+    def validate(self, spec: JobSpec) -> tuple[list[int] | None, list[str]]:
+        """Check a spec against the registry and the limits; return (targets, labels)."""
+        s = self.settings
+        reg = self.lab.registry
+        try:
+            entry = reg.get(spec.model)
+        except UnknownModel:
+            known = ", ".join(e.id for e in reg.list())
+            raise JobError(404, f"unknown model {spec.model!r}; known models: {known}", "model") from None
+        if not entry.available:
+            raise JobError(409, f"model {spec.model!r} is not available: {entry.reason}", "model")
+        for name, value, cap in (("generations", spec.generations, s.max_generations),
+                                 ("steps", spec.steps, s.max_steps), ("population", spec.population, s.max_population)):
+            if value is not None and value > cap:
+                raise JobError(422, f"{name} is capped at {cap} on this server", name)
+        for name in ("generations", "steps", "population", "seed"):
+            if name in spec.params:
+                raise JobError(422, f"give {name} as its own field, not in params", "params")
+        if spec.method in STEPPED and spec.generations is not None:
+            raise JobError(422, f"{spec.method} counts steps, not generations", "generations")
+        if spec.method in ("evolve", "map-elites") and spec.steps is not None:
+            raise JobError(422, f"{spec.method} counts generations, not steps", "steps")
+        targets = None
+        if spec.targets is not None or not spec.adversarial:
+            try:
+                targets = resolve_targets(spec.targets if spec.targets is not None else "all", entry.labels)
+            except ValueError as exc:
+                raise JobError(422, str(exc), "targets") from None
+            if len(targets) > s.max_targets:
+                raise JobError(422, f"at most {s.max_targets} targets per job", "targets")
+        if spec.adversarial and spec.image is None and spec.upload is None:
+            raise JobError(422, f"{spec.method} perturbs a real image: give image (a data URL) or upload", "image")
+        return targets, entry.labels
+
+    def submit(self, spec: JobSpec, client: str) -> str:
+        if self._closing.is_set():
+            raise JobError(503, "the server is shutting down")
+        targets, labels = self.validate(spec)
+        image = png = None
+        if spec.image is not None or spec.upload is not None:
+            entry = self.lab.registry.get(spec.model)
+            try:
+                image, png = results.input_image(spec.image, spec.upload, entry, self.settings.data_dir,
+                                                 self.settings.max_image_pixels, self.settings.max_upload_bytes)
+            except results.InputError as exc:
+                raise JobError(exc.status, exc.detail, exc.field) from None
+        try:  # the engine checks its own parameters; nothing runs until the first step
+            build(spec.method, self.lab.registry.get(spec.model), self.lab.registry.model(spec.model), None, targets,
+                  spec.encoding, spec.seed, spec.options(), image)
+        except (MethodError, TypeError, ValueError) as exc:
+            raise JobError(422, str(exc), "params") from None
+        with self._lock:
+            mine = sum(1 for j in self._jobs.values() if j.client == client and not j.finished)
+            if mine >= self.settings.max_jobs_per_client:
+                raise JobError(429, f"you already have {mine} jobs queued or running (limit "
+                               f"{self.settings.max_jobs_per_client}); cancel one or wait", retry_after=5)
+            job = Job(secrets.token_urlsafe(12), spec, client, time.time(), labels)
+            job.changed = [0] * len(targets or [0])
+            job.image = image
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                raise JobError(429, "the job queue is full; try again shortly", retry_after=10) from None
+            self._jobs[job.id] = job
+        self.store.create(job.id, client, spec.model_dump(exclude={"image"}))
+        if png is not None:
+            (self.store.folder(job.id) / "input.png").write_bytes(png)
+        return job.id
+
+    # -- control --------------------------------------------------------------------------------
+    def control(self, job_id: str, action: str) -> dict:
+        job = self.live(job_id)
+        if job is None:
+            rec = self.store.get(job_id)
+            if rec is None:
+                raise JobError(404, f"no job {job_id!r}")
+            raise JobError(409, f"job {job_id} has already finished ({rec['status']})")
+        with job.cond:
+            if job.finished:
+                raise JobError(409, f"job {job_id} has already finished ({job.status})")
+            if action == "cancel":
+                job.cancel = True
+            elif action == "pause":
+                job.paused = True
+                if job.status == "running":
+                    job.status = "paused"
+            elif action == "resume":
+                job.paused = False
+                if job.status == "paused":
+                    job.status = "running"
+            elif action == "step":
+                if not job.paused:
+                    raise JobError(409, "pause the job before stepping it")
+                job.step_credits += 1
+            else:
+                raise JobError(404, f"unknown action {action!r}")
+            job.cond.notify_all()
+        if action == "cancel" and job.status == "queued":
+            self._finish(job, "cancelled")  # the worker that dequeues it skips it
+        self._publish(job)
+        return {"id": job.id, "status": job.status}
+
+    def live(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def record(self, job_id: str) -> dict | None:
+        return self.store.get(job_id)
+
+    def active(self) -> list[Job]:
+        with self._lock:
+            return [j for j in self._jobs.values() if not j.finished]
+
+    # -- streams --------------------------------------------------------------------------------
+    async def wait(self, job_id: str, version: int, timeout: float) -> None:
+        """Return when the job publishes a frame newer than ``version``, finishes, the server
+        shuts down, or ``timeout`` passes."""
+        job = self.live(job_id)
+        if job is None or job.version > version or job.finished or self._closing.is_set():
+            return
+        ev = asyncio.Event()
+        entry = (asyncio.get_running_loop(), ev)
+        job.listeners.add(entry)
+        try:
+            if job.version > version or job.finished:
+                return
+            await asyncio.wait_for(ev.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            job.listeners.discard(entry)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
+
+    def _publish(self, job: Job) -> None:
+        job.version += 1
+        for loop, ev in list(job.listeners):
+            try:
+                loop.call_soon_threadsafe(ev.set)
+            except RuntimeError:  # that stream's loop is gone
+                job.listeners.discard((loop, ev))
+
+    # -- running --------------------------------------------------------------------------------
+    def _work(self) -> None:
+        torch.set_num_threads(1)  # per thread: the heavy forwards run on the compute thread
+        while not self._closing.is_set():
+            try:
+                job = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if job is None:
+                return
+            if job.finished:  # cancelled while queued
+                continue
+            try:
+                self._run(job)
+            except Exception as exc:  # a failing job records its error; the worker goes on
+                log.warning("job %s failed: %s", job.id, exc)
+                job.error = f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, MethodError | ValueError):
+                    log.debug("%s", traceback.format_exc())
+                self._finish(job, "failed")
+
+    def _run(self, job: Job) -> None:
+        spec, lab = job.spec, self.lab
+        entry = lab.registry.get(spec.model)
+        model = lab.registry.model(spec.model)
+        targets, _ = self.validate(spec)
+        image = job.image
+        batcher = lab.scorer.job_batcher(spec.model)
+
+        def score(x: torch.Tensor) -> torch.Tensor:
+            return batcher.submit(x.detach().cpu()).result()
+
+        assert spec.method in METHODS
+        gen = build(spec.method, entry, model, score, targets, spec.encoding, spec.seed, spec.options(), image)
+        on_compute = spec.method in STEPPED
+        job.status, job.started = "running" if not job.paused else "paused", time.time()
+        self.store.update(job.id, status=job.status)
+        frame_every = 1.0 / max(1.0, 2 * self.settings.events_per_second)  # frames made; streams throttle further
+        last_frame = 0.0
+        sentinel = object()
+        while True:
+            with job.cond:
+                while job.paused and job.step_credits == 0 and not job.cancel and not self._closing.is_set():
+                    job.cond.wait(0.5)
+                if job.cancel or self._closing.is_set():
+                    break
+                if job.step_credits:
+                    job.step_credits -= 1
+            if job.elapsed() > self.settings.job_timeout_s:
+                job.stop_reason = f"server time limit ({self.settings.job_timeout_s:.0f} s)"
+                break
+            if spec.max_seconds is not None and job.elapsed() >= spec.max_seconds:
+                job.stop_reason = f"time budget ({spec.max_seconds:g} s)"
+                break
+            snap = compute.run(next, gen, sentinel) if on_compute else next(gen, sentinel)
+            if snap is sentinel:
+                break
+            self._observe(job, snap)
+            now = time.monotonic()
+            if now - last_frame >= frame_every or job.paused:
+                last_frame = now
+                self._publish(job)
+        if self._closing.is_set() and not job.cancel:
+            self._finish(job, "interrupted")
+        else:
+            self._finish(job, "cancelled" if job.cancel else "done")
+
+    def _observe(self, job: Job, snap: Snapshot) -> None:
+        prev = job.snap
+        job.snap = snap
+        conf = snap.confidence
+        if prev is not None and len(prev.confidence) == len(conf):
+            for i in (conf != prev.confidence).nonzero().squeeze(1).tolist():
+                job.changed[i] = job.version + 1
+        else:
+            job.changed = [job.version + 1] * len(conf)
+        now = job.elapsed()
+        for i, c in enumerate(conf.tolist()):
+            if c >= SUCCESS and i not in job.reached:
+                job.reached[i] = {"step": snap.step, "evaluations": snap.evaluations, "seconds": round(now, 3)}
+        point = {"step": snap.step, "evaluations": snap.evaluations, "seconds": round(now, 3),
+                 "min": float(conf.min()), "median": float(conf.median()), "max": float(conf.max()),
+                 "mean": float(conf.mean())}
+        if not job.history or job.history[-1]["step"] != snap.step:
+            job.history.append(point)
+            if len(job.history) > HISTORY_POINTS:
+                job.history = job.history[::2]
+
+    def _finish(self, job: Job, status: str) -> None:
+        """Save the result, then flip the status: whoever sees a finished job finds its record."""
+        with job.cond:
+            if job.finished or job.finishing:
+                return
+            job.finishing = True
+        try:
+            result = results.save(job, self.store, status) if job.snap is not None else None
+        except Exception as exc:  # saving must not take the worker down either
+            log.warning("could not save job %s: %s", job.id, exc)
+            result, job.error = None, job.error or f"saving failed: {exc}"
+        self.store.update(job.id, status=status, result=result, error=job.error, progress=results.progress(job))
+        with job.cond:
+            job.status = status
+            job.cond.notify_all()
+        self._publish(job)
+        with self._lock:  # keep recent live records a while so streams see the final frame
+            for old in [k for k, j in self._jobs.items() if j.finished and j is not job][:-64]:
+                del self._jobs[old]
+
+    def close(self) -> None:
+        """Stop accepting, interrupt running jobs (their best-so-far is saved), wake the streams."""
+        self._closing.set()
+        for job in self.active():
+            with job.cond:
+                job.cond.notify_all()
+            if job.status == "queued":
+                self._finish(job, "interrupted")
+            self._publish(job)
+        for w in self._workers:
+            w.join(timeout=10)

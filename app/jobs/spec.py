@@ -1,0 +1,55 @@
+"""What a client may ask for when it starts a job, checked before anything runs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.fooling.methods import ADVERSARIAL, ENCODED, METHODS
+
+Method = Literal["evolve", "map-elites", "gradient", "fgsm", "pgd", "random"]
+assert set(Method.__args__) == set(METHODS)  # one list of names for the CLI and the API
+
+EVOLUTIONARY = ("evolve", "map-elites")
+STEPPED = ("gradient", "fgsm", "pgd")
+ParamValue = float | int | bool | str | None
+
+
+class JobSpec(BaseModel):
+    """POST /api/v1/jobs. Names follow the ``python -m app fool`` command line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("lenet-mnist", max_length=100, description="model id, see GET /api/v1/models")
+    method: Method = "map-elites"
+    encoding: Literal["direct", "cppn"] = Field("direct", description="for " + ", ".join(ENCODED))
+    targets: list[int | str] | Literal["all"] | None = Field(
+        "all", description='class indices (or names), "all"; omit for untargeted adversarial jobs')
+    generations: int | None = Field(None, ge=0, description="evolutionary methods")
+    steps: int | None = Field(None, ge=1, description="gradient, fgsm and pgd")
+    population: int | None = Field(None, ge=1, description="offspring per generation")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    params: dict[str, ParamValue] = Field(default_factory=dict, max_length=32,
+                                          description="any other method parameter, e.g. epsilon, lr, halve_every")
+    image: str | None = Field(None, max_length=16 * 1024 * 1024,
+                              description="adversarial jobs (and gradient from an image): a data URL")
+    upload: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{8,64}$",
+                               description="instead of image: the id from POST /api/v1/uploads")
+    max_seconds: float | None = Field(None, gt=0, le=86_400, description="time budget; the best so far is kept")
+    title: str | None = Field(None, max_length=200, description="shown in the gallery")
+
+    def options(self) -> dict:
+        """The method's parameters as the engine takes them."""
+        opts = dict(self.params)
+        if self.generations is not None:
+            opts["generations"] = self.generations
+        if self.steps is not None:
+            opts["steps"] = self.steps
+        if self.population is not None:
+            opts["population"] = self.population
+        return opts
+
+    @property
+    def adversarial(self) -> bool:
+        return self.method in ADVERSARIAL

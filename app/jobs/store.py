@@ -1,0 +1,115 @@
+"""Jobs on disk: one SQLite file for records, one folder per job for its images.
+
+The database is the source of truth for everything that must survive a restart: a job's
+settings, status, progress, final results and error. Images live in ``jobs/<id>/``; the
+database stores file names, never paths taken from a client.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    status TEXT NOT NULL,
+    client TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    progress TEXT NOT NULL DEFAULT '{}',
+    result TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created DESC);
+"""
+
+ACTIVE = ("queued", "running", "paused")
+FINISHED = ("done", "cancelled", "failed", "interrupted")
+
+
+class JobStore:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir) / "jobs"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = Path(data_dir) / "jobs.sqlite3"
+        # One connection shared by the threads under a lock: writes are small and rare
+        # (a few per job), so this is simpler than a pool and never sees "database is locked".
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+
+    def folder(self, job_id: str) -> Path:
+        d = self.root / job_id
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def mark_interrupted(self) -> int:
+        """At start-up: jobs that were queued or running when the server died are interrupted."""
+        with self._lock:
+            cur = self._db.execute(
+                f"UPDATE jobs SET status='interrupted', updated=?, error=COALESCE(error, ?) "
+                f"WHERE status IN ({','.join('?' * len(ACTIVE))})",
+                (time.time(), "the server stopped while this job was running", *ACTIVE))
+            return cur.rowcount
+
+    def create(self, job_id: str, client: str, spec: dict, status: str = "queued") -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute("INSERT INTO jobs (id, created, updated, status, client, spec) VALUES (?,?,?,?,?,?)",
+                             (job_id, now, now, status, client, json.dumps(spec)))
+
+    def update(self, job_id: str, *, status: str | None = None, progress: dict | None = None,
+               result: dict | None = None, error: str | None = None) -> None:
+        sets, args = ["updated=?"], [time.time()]
+        for name, value in (("status", status), ("progress", progress), ("result", result), ("error", error)):
+            if value is not None:
+                sets.append(f"{name}=?")
+                args.append(value if isinstance(value, str) else json.dumps(value))
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*args, job_id))
+
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+
+    def get(self, job_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _row(row) if row else None
+
+    def list(self, limit: int = 50, offset: int = 0, status: str | None = None) -> list[dict]:
+        q, args = "SELECT * FROM jobs", []
+        if status:
+            q += " WHERE status=?"
+            args.append(status)
+        q += " ORDER BY created DESC, id LIMIT ? OFFSET ?"
+        with self._lock:
+            rows = self._db.execute(q, (*args, limit, offset)).fetchall()
+        return [_row(r) for r in rows]
+
+    def count(self, status: str | None = None) -> int:
+        with self._lock:
+            if status:
+                return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status=?", (status,)).fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _row(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    d["spec"] = json.loads(d["spec"])
+    d["progress"] = json.loads(d["progress"] or "{}")
+    d["result"] = json.loads(d["result"]) if d["result"] else None
+    return d

@@ -1,0 +1,287 @@
+"""Jobs over HTTP: start, follow, control, download, limits and errors, on a real LeNet."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.imaging import to_png
+from app.main import create_app
+from tests.conftest import make_settings, wait_ready
+
+LONG = {"model": "lenet-mnist", "method": "map-elites", "generations": 20000, "population": 50,
+        "params": {"stop_at": None}}
+
+
+@pytest.fixture(scope="module")
+def jc(tmp_path_factory):
+    """An app with small limits and its own data directory."""
+    settings = make_settings(preload="lenet-mnist", data_dir=tmp_path_factory.mktemp("jobs"), workers=2,
+                             queue_size=2, max_jobs_per_client=3, max_generations=50_000,
+                             events_per_second=20.0)
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        yield c
+
+
+def who(name: str) -> dict:
+    return {"X-Client-Id": f"client-{name}-0000"}
+
+
+def start(c, body: dict, client: str = "a") -> dict:
+    r = c.post("/api/v1/jobs", json=body, headers=who(client))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def wait_status(c, job_id: str, statuses=("done",), timeout: float = 120) -> dict:
+    t0 = time.time()
+    while True:
+        j = c.get(f"/api/v1/jobs/{job_id}").json()
+        if j["status"] in statuses:
+            return j
+        assert j["status"] not in ("failed", "interrupted") or j["status"] in statuses, j
+        assert time.time() - t0 < timeout, j["status"]
+        time.sleep(0.05)
+
+
+def wait_step(c, job_id: str, at_least: int, timeout: float = 60) -> dict:
+    t0 = time.time()
+    while True:
+        j = c.get(f"/api/v1/jobs/{job_id}").json()
+        if j["progress"]["step"] >= at_least:
+            return j
+        assert time.time() - t0 < timeout
+        time.sleep(0.02)
+
+
+def events(c, job_id: str, headers: dict | None = None) -> list[tuple[str, dict, str | None]]:
+    out, name, data, eid = [], None, None, None
+    with c.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=headers or {}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+            elif line.startswith("id: "):
+                eid = line[4:]
+            elif line == "" and name:
+                out.append((name, data, eid))
+                if name == "close":
+                    break
+                name, data, eid = None, None, None
+    return out
+
+
+def test_map_elites_job_runs_to_999_and_saves_everything(jc):
+    made = start(jc, {"model": "lenet-mnist", "method": "map-elites", "targets": "all", "seed": 0,
+                      "population": 100, "generations": 3000})
+    assert made["status"] == "queued" and set(made["links"]) >= {"self", "events", "page", "cancel"}
+    job = wait_status(jc, made["id"])
+    assert len(job["targets"]) == 10 and job["settings"]["seed"] == 0
+    assert all(t["confidence"] >= 0.9999 for t in job["targets"])
+    assert job["history"] and job["progress"]["evaluations"] > 0
+    png = jc.get(job["targets"][7]["image"])
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    r = jc.post("/api/v1/score", files={"file": ("7.png", png.content, "image/png")},
+                data={"model": "lenet-mnist", "top_k": "1"})
+    assert r.json()["results"][0]["top"][0]["index"] == 7
+    for name in ("grid.png", "curve.png", "summary.json"):
+        assert jc.get(f"/api/v1/jobs/{made['id']}/{name}").status_code == 200
+    summary = jc.get(f"/api/v1/jobs/{made['id']}/summary.json").json()
+    assert summary["settings"]["method"] == "map-elites" and len(summary["targets"]) == 10
+
+
+def test_sse_stream_reads_to_final_event_and_reconnect_gets_result(jc):
+    made = start(jc, {"model": "lenet-mnist", "method": "gradient", "targets": [1, 2, 3], "steps": 300})
+    evs = events(jc, made["id"])
+    names = [e[0] for e in evs]
+    assert names[0] == "state" and names[-2:] == ["final", "close"]
+    final = evs[-2][1]
+    assert final["status"] == "done" and len(final["targets"]) == 3
+    steps = [d["step"] for n, d, _ in evs if n == "snapshot"]
+    assert steps == sorted(steps)
+    again = events(jc, made["id"], headers={"Last-Event-ID": evs[-2][2] or "0"})
+    assert [e[0] for e in again] == ["state", "final", "close"]
+    assert again[1][1]["targets"] == final["targets"]
+
+
+def test_stream_of_a_running_job_throttles_and_shows_progress(jc):
+    made = start(jc, {**LONG, "targets": [0, 1]})
+    wait_step(jc, made["id"], 1)
+    got, t0 = [], time.time()
+    with jc.stream("GET", f"/api/v1/jobs/{made['id']}/events") as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                got.append(json.loads(line[6:]))
+            if len(got) >= 8:
+                break
+    elapsed = time.time() - t0
+    jc.post(f"/api/v1/jobs/{made['id']}/cancel")
+    snaps = [d for d in got[1:] if "step" in d]
+    assert len(snaps) >= 5 and snaps[-1]["step"] > snaps[0]["step"]
+    assert elapsed >= (len(got) - 2) / 20.0 * 0.9  # at most 20 frames a second in this app
+    assert all(t["image"].startswith(f"/api/v1/jobs/{made['id']}/images/") for t in snaps[-1]["targets"])
+    assert "top" in snaps[-1]["targets"][0]
+    wait_status(jc, made["id"], ("cancelled",))
+
+
+def test_cancel_keeps_best_so_far(jc):
+    made = start(jc, {**LONG, "targets": "all"})
+    wait_step(jc, made["id"], 3)
+    r = jc.post(f"/api/v1/jobs/{made['id']}/cancel")
+    assert r.status_code == 200
+    job = wait_status(jc, made["id"], ("cancelled",))
+    assert len(job["targets"]) == 10 and jc.get(job["targets"][0]["image"]).status_code == 200
+    assert jc.post(f"/api/v1/jobs/{made['id']}/cancel").status_code == 409
+
+
+def test_pause_step_resume(jc):
+    made = start(jc, {**LONG, "targets": [4]})
+    wait_step(jc, made["id"], 2)
+    assert jc.post(f"/api/v1/jobs/{made['id']}/step").status_code == 409  # not paused
+    assert jc.post(f"/api/v1/jobs/{made['id']}/pause").json()["status"] == "paused"
+    time.sleep(0.3)
+    before = jc.get(f"/api/v1/jobs/{made['id']}").json()["progress"]["step"]
+    time.sleep(0.3)
+    assert jc.get(f"/api/v1/jobs/{made['id']}").json()["progress"]["step"] == before  # really paused
+    for _ in range(3):
+        assert jc.post(f"/api/v1/jobs/{made['id']}/step").status_code == 200
+    j = wait_step(jc, made["id"], before + 3)
+    time.sleep(0.3)
+    assert jc.get(f"/api/v1/jobs/{made['id']}").json()["progress"]["step"] == before + 3 and j["status"] == "paused"
+    jc.post(f"/api/v1/jobs/{made['id']}/resume")
+    wait_step(jc, made["id"], before + 10)
+    jc.post(f"/api/v1/jobs/{made['id']}/cancel")
+    wait_status(jc, made["id"], ("cancelled",))
+
+
+def test_same_seed_same_result(jc):
+    body = {"model": "lenet-mnist", "method": "map-elites", "targets": [2, 5], "population": 30,
+            "generations": 15, "seed": 7, "params": {"stop_at": None}}
+    a, b = (wait_status(jc, start(jc, body)["id"]) for _ in range(2))
+    assert [t["confidence"] for t in a["targets"]] == [t["confidence"] for t in b["targets"]]
+    assert jc.get(a["targets"][0]["image"]).content == jc.get(b["targets"][0]["image"]).content
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def test_adversarial_job_from_data_url_and_from_upload(jc, mnist_test):
+    x, y = mnist_test
+    i = int((y == 7).nonzero()[0])
+    png = to_png(x[i])
+    made = start(jc, {"model": "lenet-mnist", "method": "pgd", "targets": [3], "steps": 40,
+                      "params": {"epsilon": 0.3}, "image": data_url(png)})
+    job = wait_status(jc, made["id"])
+    assert job["targets"][0]["index"] == 3 and job["targets"][0]["confidence"] > 0.5
+    assert job["extra"]["linf"][0] <= 0.3 + 0.5 / 255 + 1e-6
+    assert jc.get(f"/api/v1/jobs/{made['id']}/input.png").content == png
+    up = jc.post("/api/v1/uploads", files={"file": ("seven.png", png, "image/png")})
+    assert up.status_code == 201
+    made = start(jc, {"model": "lenet-mnist", "method": "fgsm", "params": {"epsilon": 0.2}, "upload": up.json()["id"]})
+    job = wait_status(jc, made["id"])
+    assert job["targets"] and job["extra"]["linf"][0] <= 0.2 + 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("body,status,field", [
+    ({"method": "magic"}, 422, "method"),
+    ({"model": "no-such-model"}, 404, "model"),
+    ({"targets": [10]}, 422, "targets"),
+    ({"targets": "most"}, 422, "targets"),
+    ({"generations": 10**9}, 422, "generations"),
+    ({"population": 0}, 422, "population"),
+    ({"method": "gradient", "generations": 5}, 422, "generations"),
+    ({"params": {"no_such_knob": 1}}, 422, "params"),
+    ({"unexpected": 1}, 422, "unexpected"),
+    ({"method": "pgd"}, 422, "image"),
+    ({"method": "pgd", "image": "not a data url"}, 422, "image"),
+    ({"method": "pgd", "image": "data:image/png;base64,AAAA"}, 400, "image"),
+    ({"method": "pgd", "image": "data:image/png;base64," + base64.b64encode(b"hello").decode()}, 415, "image"),
+    ({"method": "pgd", "upload": "nosuchupload1"}, 404, "upload"),
+    ({"method": "pgd", "upload": "../../etc/passwd"}, 422, "upload"),
+])
+def test_bad_job_requests_get_clear_errors(jc, body, status, field):
+    r = jc.post("/api/v1/jobs", json={"model": "lenet-mnist", **body}, headers=who("bad"))
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field and r.json()["detail"]
+
+
+def test_failing_job_records_error_and_worker_survives(jc):
+    made = start(jc, {"model": "lenet-mnist", "method": "map-elites", "generations": 5,
+                      "params": {"mutation_rate": "lots"}})
+    job = wait_status(jc, made["id"], ("failed", "done"))
+    assert job["status"] == "failed" and job["error"]
+    ok = start(jc, {"model": "lenet-mnist", "method": "map-elites", "generations": 3, "targets": [1]})
+    assert wait_status(jc, ok["id"])["status"] == "done"
+
+
+def cancel_all(c, jobs):
+    for j in jobs:
+        c.post(f"/api/v1/jobs/{j['id']}/cancel")
+    for j in jobs:
+        wait_status(c, j["id"], ("cancelled", "done"))
+
+
+def test_queue_full_answers_429_with_retry_after(jc):
+    running = [start(jc, {**LONG, "targets": [i]}, client=f"q{i}") for i in range(2)]  # both workers busy
+    for j in running:
+        wait_step(jc, j["id"], 1)
+    queued = [start(jc, {**LONG, "targets": [i]}, client=f"w{i}") for i in range(2)]  # the queue (2) is full
+    r = jc.post("/api/v1/jobs", json={**LONG, "targets": [0]}, headers=who("other"))
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0 and "queue" in r.json()["detail"]
+    cancel_all(jc, running + queued)
+
+
+def test_per_client_cap_answers_429(jc):
+    mine = [start(jc, {**LONG, "targets": [i]}, client="capped") for i in range(3)]  # cap is 3
+    r = jc.post("/api/v1/jobs", json={**LONG, "targets": [3]}, headers=who("capped"))
+    assert r.status_code == 429 and "limit 3" in r.json()["detail"] and r.headers["Retry-After"]
+    other = start(jc, {"model": "lenet-mnist", "method": "random", "params": {"batches": 1, "batch_size": 10}},
+                  client="someone-else")  # another client still gets in (one queue slot is free)
+    cancel_all(jc, mine)
+    wait_status(jc, other["id"])
+
+
+def test_ids_are_random_and_file_routes_take_ids_only(jc):
+    ids = {start(jc, {"model": "lenet-mnist", "method": "random", "params": {"batches": 1, "batch_size": 10}})["id"]
+           for _ in range(3)}
+    assert len(ids) == 3 and all(len(i) >= 16 and not i.isdigit() for i in ids)
+    for bad in ("/api/v1/jobs/..%2F..%2Fetc/grid.png", "/api/v1/jobs/x/grid.png",
+                "/api/v1/jobs/aaaaaaaaaaaa/..%2Fjobs.sqlite3", "/api/v1/jobs/aaaaaaaaaaaa/images/..%2F1.png"):
+        r = jc.get(bad)
+        assert r.status_code in (404, 422) and r.headers["content-type"].startswith("application/json")
+    assert jc.get("/api/v1/jobs/aaaaaaaaaaaa").status_code == 404
+
+
+def test_list_is_newest_first(jc):
+    a = start(jc, {"model": "lenet-mnist", "method": "random", "params": {"batches": 1, "batch_size": 10}})
+    b = start(jc, {"model": "lenet-mnist", "method": "random", "params": {"batches": 1, "batch_size": 10}})
+    listed = jc.get("/api/v1/jobs?limit=5").json()
+    ids = [j["id"] for j in listed["jobs"]]
+    assert ids.index(b["id"]) < ids.index(a["id"]) and listed["total"] >= 2
+    assert jc.get("/api/v1/jobs?limit=0").status_code == 422
+
+
+def test_upload_rejects_non_images(jc):
+    r = jc.post("/api/v1/uploads", files={"file": ("x.png", b"not an image", "image/png")})
+    assert r.status_code in (400, 415) and r.json()["field"] == "file"
+
+
+def test_jobs_share_forward_passes(jc):
+    """Two evolution jobs on one model at once: the job batcher runs fewer forward passes than the
+    populations it was sent (some passes carried both jobs)."""
+    lab = jc.app.state.lab
+    stats0 = lab.scorer.stats().get("jobs:lenet-mnist", {"batches": 0, "images": 0})
+    jobs = [start(jc, {**LONG, "generations": 300, "targets": [i]}, client=f"share{i}") for i in range(2)]
+    for j in jobs:
+        wait_status(jc, j["id"])
+    st = lab.scorer.stats()["jobs:lenet-mnist"]
+    batches, images = st["batches"] - stats0["batches"], st["images"] - stats0["images"]
+    assert images >= 2 * 301 * 50 and batches < images / 50
