@@ -66,6 +66,19 @@ class Batcher:
             self._cond.notify_all()
         return fut
 
+    @contextmanager
+    def participant(self) -> Iterator[Participant]:
+        """For a caller that submits again and again (a job, one population per step): it counts
+        as expected at all times except while its own request is queued or running, so each
+        gather waits (up to max_wait) until every participant has its next request in. Running
+        jobs thus move in rounds and share forward passes. Leave while idle (paused)."""
+        p = Participant(self)
+        p.join()
+        try:
+            yield p
+        finally:
+            p.leave()
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -102,12 +115,57 @@ class Batcher:
             try:
                 out = self.forward([x for x, _ in live])
             except Exception as exc:  # one bad batch fails its callers, never the thread
+                with self._cond:
+                    for f in (f for _, f in live if getattr(f, "participant", None) is not None):
+                        f.participant._expect()
                 for _, f in live:
                     f.set_exception(exc)
                 continue
             self.batches += 1
             self.images += len(out)
+            with self._cond:  # participants count as expected again before they hear back
+                for f in (f for _, f in live if getattr(f, "participant", None) is not None):
+                    f.participant._expect()
             start = 0
             for x, f in live:
                 f.set_result(out[start : start + len(x)])
                 start += len(x)
+
+
+class Participant:
+    """A repeat caller of one Batcher (see Batcher.participant)."""
+
+    def __init__(self, batcher: Batcher) -> None:
+        self.batcher = batcher
+        self.counted = False  # guarded by batcher._cond
+
+    def _expect(self) -> None:  # caller holds batcher._cond
+        if not self.counted:
+            self.counted = True
+            self.batcher._expected += 1
+
+    def join(self) -> None:
+        with self.batcher._cond:
+            self._expect()
+
+    def leave(self) -> None:
+        with self.batcher._cond:
+            if self.counted:
+                self.counted = False
+                self.batcher._expected -= 1
+                self.batcher._cond.notify_all()
+
+    def submit(self, x: torch.Tensor) -> torch.Tensor:
+        """Queue x and wait for its probabilities."""
+        b = self.batcher
+        fut: Future = Future()
+        fut.participant = self
+        with b._cond:
+            if b._closed:
+                raise RuntimeError("batcher is closed")
+            if self.counted:
+                self.counted = False
+                b._expected -= 1
+            b._queue.append((x, fut))
+            b._cond.notify_all()
+        return fut.result()

@@ -14,6 +14,7 @@ from app.batching import Batcher
 from app.models.registry import Registry
 
 JOB_MAX_BATCH = 4096  # images per shared forward pass for jobs (chunked further by a model's limit)
+JOB_MAX_WAIT_S = 0.02  # how long a round waits for a busy job before going without it
 
 
 class Scorer:
@@ -58,14 +59,16 @@ class Scorer:
             return b
 
     def job_batcher(self, model_id: str) -> Batcher:
-        """Jobs' populations: whatever several jobs have waiting goes through the model together
-        (up to JOB_MAX_BATCH images), never waiting for a job that is not ready."""
+        """Jobs' populations: what several jobs have ready goes through the model together (up to
+        JOB_MAX_BATCH images). Running jobs are participants (Batcher.participant): a forward pass
+        waits up to JOB_MAX_WAIT_S for the ones still preparing their population, never for paused
+        or finished ones."""
         self.registry.model(model_id)
         with self._lock:
             b = self._job_batchers.get(model_id)
             if b is None:
-                b = Batcher(lambda xs: compute.run(self._forward_many, model_id, xs), JOB_MAX_BATCH, 0.0,
-                            f"jobs-{model_id}")
+                b = Batcher(lambda xs: compute.run(self._forward_many, model_id, xs), JOB_MAX_BATCH,
+                            JOB_MAX_WAIT_S, f"jobs-{model_id}")
                 self._job_batchers[model_id] = b
             return b
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -116,3 +117,37 @@ async def test_batching_off_runs_each_request_alone():
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
+def test_participants_move_in_rounds_and_leaving_stops_the_wait():
+    """Two repeat callers: every forward pass carries both (they move in rounds); once one leaves,
+    the other is not held up waiting for it."""
+
+    sizes: list[int] = []
+
+    def forward(xs):
+        sizes.append(sum(len(x) for x in xs))
+        return torch.cat(xs)
+
+    b = Batcher(forward, max_batch=1000, max_wait_s=1.0, name="rounds")
+    results: dict[int, list] = {0: [], 1: []}
+
+    def job(i: int, steps: int) -> None:
+        with b.participant() as p:
+            for s in range(steps):
+                time.sleep(0.002 * (i + 1))  # uneven work between submits
+                results[i].append(p.submit(torch.full((3, 1), float(i * 100 + s))))
+
+    threads = [threading.Thread(target=job, args=(i, 20)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert all(len(r) == 20 for r in results.values())
+    assert results[1][5].flatten().tolist() == [105.0] * 3  # each caller gets its own rows back
+    assert sizes.count(6) >= 19  # both jobs' rows in (almost) every pass
+    t0 = time.perf_counter()
+    with b.participant() as p:
+        p.submit(torch.zeros((2, 1)))
+    assert time.perf_counter() - t0 < 0.5  # nobody else participates: no 1 s wait
+    b.close()

@@ -7,12 +7,14 @@ import json
 import time
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from app.imaging import to_png
 from app.main import create_app
 from tests.conftest import make_settings, wait_ready
 
+TRUNCATED = to_png(torch.rand((1, 28, 28)))[:60]  # a PNG cut short: header fine, pixels missing
 LONG = {"model": "lenet-mnist", "method": "map-elites", "generations": 20000, "population": 50,
         "params": {"stop_at": None}}
 
@@ -202,7 +204,7 @@ def test_adversarial_job_from_data_url_and_from_upload(jc, mnist_test):
     ({"unexpected": 1}, 422, "unexpected"),
     ({"method": "pgd"}, 422, "image"),
     ({"method": "pgd", "image": "not a data url"}, 422, "image"),
-    ({"method": "pgd", "image": "data:image/png;base64,AAAA"}, 400, "image"),
+    ({"method": "pgd", "image": "data:image/png;base64," + base64.b64encode(TRUNCATED).decode()}, 400, "image"),
     ({"method": "pgd", "image": "data:image/png;base64," + base64.b64encode(b"hello").decode()}, 415, "image"),
     ({"method": "pgd", "upload": "nosuchupload1"}, 404, "upload"),
     ({"method": "pgd", "upload": "../../etc/passwd"}, 422, "upload"),

@@ -18,6 +18,19 @@ class ApiError(StarletteHTTPException):
         self.field = field
 
 
+def _field(loc) -> str:
+    """('body', 'targets', 'list[union[int,str]]', 0) -> 'targets': the client's name for the field,
+    without pydantic's union-member tags."""
+    parts = []
+    for p in loc:
+        if p in ("body", "query", "path", "header", "cookie") and not parts:
+            continue
+        if isinstance(p, str) and ("[" in p or "(" in p or "-" in p and p.startswith("function")):
+            break
+        parts.append(str(p))
+    return ".".join(parts)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -28,11 +41,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")),
-             "message": e.get("msg", "invalid")}
-            for e in exc.errors()
-        ]
+        errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")} for e in exc.errors()]
         fields = ", ".join(e["field"] for e in errors if e["field"])
         return JSONResponse(
             {"error": "invalid", "detail": f"invalid value for: {fields}" if fields else "invalid request",

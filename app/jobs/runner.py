@@ -22,6 +22,7 @@ import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -293,12 +294,21 @@ class LocalRunner(Runner):
         image = job.image
         batcher = lab.scorer.job_batcher(spec.model)
 
+        on_compute = spec.method in STEPPED
+        # Evolution jobs move in rounds with the model's other jobs (see Batcher.participant).
+        part = batcher.participant() if not on_compute else nullcontext()
+        with part as member:
+            status = self._loop(job, member, on_compute, entry, model, targets, image)
+        self._finish(job, status)  # after leaving the round: saving must not hold up other jobs
+
+    def _loop(self, job: Job, member, on_compute: bool, entry, model, targets, image) -> str:
+        spec = job.spec
+
         def score(x: torch.Tensor) -> torch.Tensor:
-            return batcher.submit(x.detach().cpu()).result()
+            return member.submit(x.detach().cpu())
 
         assert spec.method in METHODS
         gen = build(spec.method, entry, model, score, targets, spec.encoding, spec.seed, spec.options(), image)
-        on_compute = spec.method in STEPPED
         job.status, job.started = "running" if not job.paused else "paused", time.time()
         self.store.update(job.id, status=job.status)
         frame_every = 1.0 / max(1.0, 2 * self.settings.events_per_second)  # frames made; streams throttle further
@@ -306,8 +316,12 @@ class LocalRunner(Runner):
         sentinel = object()
         while True:
             with job.cond:
+                if job.paused and job.step_credits == 0 and member is not None:
+                    member.leave()  # others must not wait for a paused job
                 while job.paused and job.step_credits == 0 and not job.cancel and not self._closing.is_set():
                     job.cond.wait(0.5)
+                if member is not None:
+                    member.join()
                 if job.cancel or self._closing.is_set():
                     break
                 if job.step_credits:
@@ -327,9 +341,8 @@ class LocalRunner(Runner):
                 last_frame = now
                 self._publish(job)
         if self._closing.is_set() and not job.cancel:
-            self._finish(job, "interrupted")
-        else:
-            self._finish(job, "cancelled" if job.cancel else "done")
+            return "interrupted"
+        return "cancelled" if job.cancel else "done"
 
     def _observe(self, job: Job, snap: Snapshot) -> None:
         prev = job.snap
