@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install data lint bench train-lenet clean
+.PHONY: run test install data lint browser bench bench-fooling train-lenet clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,11 +22,20 @@ run: install
 lint: install
 	$(PY) -m ruff check app tests bench
 
-test: install data lint
+# Browser tests drive Debian's Chromium (never a downloaded browser); install it when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) \
+		|| echo "warning: could not install chromium; browser tests will be skipped"
+
+test: install data lint browser
 	$(PY) -m pytest
 
 bench: install
 	$(PY) bench/score.py
+
+bench-fooling: data
+	$(PY) bench/fooling.py
 
 train-lenet: data
 	$(PY) -m app train-lenet --seed 0

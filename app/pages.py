@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
 from app.api.deps import lab
 from app.api.score import score_uploads
+from app.explain import logistic
 from app.settings import ROOT
 from app.state import Lab
 
@@ -42,3 +43,11 @@ async def score_form(request: Request, file: list[UploadFile] = File(...),
 
 def _usable(state: Lab) -> list:
     return [e for e in state.registry.list() if e.available]
+
+
+@router.get("/explain/logistic-regression", response_class=HTMLResponse)
+async def logistic_regression(request: Request,
+                              eps: float = Query(logistic.STEP, ge=0, le=1)) -> HTMLResponse:
+    """The 10-D logistic-regression explainer: the slider recomputes in the page, the server renders
+    the starting state (step 0.5: 0.0474 -> 0.88)."""
+    return templates.TemplateResponse(request, "logistic.html", {"s": logistic.state(eps)})

@@ -66,3 +66,23 @@ function setupScore() {
   form.querySelector("[data-clear]")?.addEventListener("click", (e) => { e.preventDefault(); clear(); });
 }
 document.addEventListener("DOMContentLoaded", setupScore);
+
+// The logistic-regression explainer: recompute sigmoid(w . (x + eps sign(w))) as the slider moves.
+function setupLogistic() {
+  const box = document.querySelector("[data-logistic]");
+  if (!box) return;
+  const w = JSON.parse(box.dataset.w), x = JSON.parse(box.dataset.x);
+  const sigmoid = (z) => 1 / (1 + Math.exp(-z));
+  const slider = box.querySelector("[data-slider]");
+  const update = () => {
+    const eps = parseFloat(slider.value);
+    const y = x.map((xi, i) => xi + eps * Math.sign(w[i]));
+    const wy = y.reduce((s, yi, i) => s + yi * w[i], 0);
+    box.querySelectorAll("[data-y]").forEach((td, i) => { td.textContent = +y[i].toFixed(2); });
+    box.querySelector("[data-eps]").textContent = eps;
+    box.querySelector("[data-wy]").textContent = +wy.toFixed(2);
+    box.querySelector("[data-py]").textContent = sigmoid(wy).toFixed(4);
+  };
+  slider.addEventListener("input", update);
+}
+document.addEventListener("DOMContentLoaded", setupLogistic);

@@ -51,3 +51,14 @@ def test_openapi_documents_score(client):
     spec = client.get("/openapi.json").json()
     assert "/api/v1/score" in spec["paths"] and "/api/v1/models" in spec["paths"]
     assert client.get("/docs").status_code == 200
+
+
+def test_logistic_regression_explainer_starts_at_the_discussion_numbers(client):
+    from app.explain import logistic
+
+    s = logistic.state(0.5)
+    assert round(s["p_x"], 4) == 0.0474 and round(s["p_y"], 2) == 0.88 and s["wx"] == -3 and s["wy"] == 2
+    r = client.get("/explain/logistic-regression")
+    assert r.status_code == 200 and "0.0474" in r.text and "0.8808" in r.text
+    assert client.get("/explain/logistic-regression?eps=0").text.count("0.0474") >= 2  # no step: no change
+    assert client.get("/explain/logistic-regression?eps=7").status_code == 422

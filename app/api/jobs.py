@@ -164,13 +164,17 @@ async def control_job(job_id: str = Path(pattern=JOB_ID),
 @router.get("/jobs/{job_id}/images/{position}.png", response_class=Response,
             responses={200: {"content": {"image/png": {}}}, 404: {"description": "no such image"}})
 async def job_image(job_id: str = Path(pattern=JOB_ID), position: int = Path(ge=0, le=100_000),
+                    v: int | None = Query(None, ge=0, description="the version in a frame's image URL"),
                     run: LocalRunner = Depends(runner)) -> Response:
     """The best image so far (live) or final image of one target, by its position in the job."""
     live = run.live(job_id)
-    if live is not None and live.snap is not None:
+    if live is not None and live.snap is not None and not live.finished:
         png = results.live_png(live, position)
         if png is not None:
-            return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
+            # A frame's URL names the version at which this image last changed, so that URL's
+            # content never changes: browsers may keep it, and re-fetch only improved images.
+            cache = "public, max-age=3600" if v is not None else "no-cache"
+            return Response(png, media_type="image/png", headers={"Cache-Control": cache})
     path = run.store.root / job_id / f"{position}.png"
     if path.is_file():
         return FileResponse(path, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})

@@ -26,15 +26,23 @@ class AttackParams:
 
 
 def _grad(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return _logits_and_grad(model, x, labels)[1]
+
+
+def _logits_and_grad(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor):
     x = x.detach().requires_grad_(True)
-    loss = F.cross_entropy(model(x), labels)
-    return torch.autograd.grad(loss, x)[0]
+    logits = model(x)
+    loss = F.cross_entropy(logits, labels)
+    return logits.detach(), torch.autograd.grad(loss, x)[0]
 
 
-def _snapshot(model, x0, adv, step, targets, labels_before, targeted) -> Snapshot:
+def _snapshot(model, x0, adv, step, targets, labels_before, targeted, probs=None) -> Snapshot:
+    """``probs`` given: taken as the scores of ``adv`` (an intermediate PGD step, scored by the
+    forward pass its gradient needed); else the 8-bit image is scored, as it will be saved."""
     adv_q = quantize(adv)  # what is saved (PNG) is what is reported
-    with torch.no_grad():
-        probs = torch.softmax(model(adv_q).float(), -1)
+    if probs is None:
+        with torch.no_grad():
+            probs = torch.softmax(model(adv_q).float(), -1)
     pred = probs.argmax(1)
     idx = targets if targeted else pred
     delta = (adv_q - x0).flatten(1)
@@ -75,7 +83,12 @@ def pgd(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None,
         gen = torch.Generator(device=x.device).manual_seed(params.seed)
         noise = torch.rand(x.shape, generator=gen, device=x.device) * 2 - 1
         adv = (x + params.epsilon * noise).clamp(0, 1)
+    # Each step's forward pass scores the previous step's image, so intermediate snapshots cost no
+    # extra forward pass; the last one scores the final 8-bit image exactly, as it is saved.
     for step in range(1, params.steps + 1):
-        adv = adv + sign * params.step_size * _grad(model, adv, labels).sign()
+        logits, grad = _logits_and_grad(model, adv, labels)
+        if step > 1:
+            yield _snapshot(model, x, adv, step - 1, labels, before, targeted, torch.softmax(logits.float(), -1))
+        adv = adv + sign * params.step_size * grad.sign()
         adv = (x + (adv - x).clamp(-params.epsilon, params.epsilon)).clamp(0, 1).detach()
-        yield _snapshot(model, x, adv, step, labels, before, targeted)
+    yield _snapshot(model, x, adv, params.steps, labels, before, targeted)

@@ -1,0 +1,144 @@
+"""End to end in Debian's Chromium (driven by Playwright, no downloaded browser): start a preset
+and watch it, cancel, score an upload, open the gallery. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from app.settings import ROOT
+from tests.live_server import LiveServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (make test installs it)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = LiveServer(tmp_path_factory.mktemp("browser"), preload="lenet-mnist,efficientnet-lite0-imagenet").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    ctx = browser.new_context(viewport={"width": 1920, "height": 1080})
+    pg = ctx.new_page()
+    problems: list[str] = []
+    pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: problems.append(str(e)))
+    pg.problems = problems
+    yield pg
+    ctx.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def panel_state(page) -> tuple[int, float, str]:
+    step = int(page.locator("[data-step]").first.get_attribute("data-step"))
+    conf = page.locator("[data-confidence]").first.get_attribute("data-confidence")
+    src = page.locator("img.big").first.get_attribute("src")
+    return step, float(conf), src
+
+
+def test_preset_runs_live_image_changes_and_confidence_rises(server, page):
+    page.goto(server.url + "/")
+    shot(page, "lab")
+    page.locator("button[data-preset='digits-as-patterns']").click()
+    page.wait_for_url(re.compile(r"/jobs/[A-Za-z0-9_-]+$"))
+    first = panel_state(page)
+    seen = [first]
+    deadline = time.time() + 60
+    while time.time() < deadline:  # the panel is replaced by the stream: watch it change
+        state = panel_state(page)
+        if state != seen[-1]:
+            seen.append(state)
+        if page.locator("[data-status='done']").count():
+            break
+        page.wait_for_timeout(50)
+    shot(page, "job-finished")
+    assert page.locator("[data-status='done']").count() == 1
+    steps = [s[0] for s in seen]
+    assert len(seen) >= 2 and steps[-1] > steps[0]  # updates arrived while it ran
+    assert seen[-1][1] >= seen[0][1] and seen[-1][1] >= 0.9999  # the confidence rose to 99.99%
+    assert len({s[2] for s in seen}) >= 2  # and the image itself changed
+    assert page.locator(".archive .cell").count() == 10
+    natural = page.evaluate("document.querySelector('img.big').naturalWidth")
+    assert natural == 28  # a 28x28 image, shown large with pixelated scaling
+    assert page.evaluate("getComputedStyle(document.querySelector('img.big')).imageRendering") == "pixelated"
+    assert not page.problems, page.problems
+
+
+def test_cancel_from_the_page(server, page):
+    page.goto(server.url + "/")
+    page.fill("input[name=targets]", "3")
+    page.fill("input[name=generations]", "20000")
+    page.fill("input[name=population]", "50")
+    page.fill("input[name=params]", '{"stop_at": null}')
+    page.locator("form[action='/lab/start'] button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/jobs/"))
+    page.wait_for_selector("[data-status='running']", timeout=30_000)
+    shot(page, "job-running")
+    page.locator("[data-action='cancel']").click()
+    page.wait_for_selector("[data-status='cancelled']", timeout=30_000)
+    assert not page.problems, page.problems
+
+
+def test_score_an_uploaded_image(server, page, grace_hopper):
+    page.goto(server.url + "/score")
+    page.set_input_files("input[type=file]", str(grace_hopper))
+    page.locator("input[name=model][value='efficientnet-lite0-imagenet']").check()
+    page.locator("form[data-score] button[type=submit]").click()
+    page.wait_for_selector(".results .bar")
+    shot(page, "score")
+    text = page.locator(".results").inner_text()
+    assert "efficientnet-lite0-imagenet" in text and "lenet-mnist" in text  # side by side
+    assert page.locator(".results .bar").count() == 10  # top 5 on each model
+    assert not page.problems, page.problems
+
+
+def test_gallery_and_run_page_on_a_phone(server, browser):
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    page = ctx.new_page()
+    page.goto(server.url + "/gallery")
+    assert page.locator(".thumb").count() >= 1  # the preset run from the first test
+    shot(page, "gallery-phone")
+    page.locator(".thumb").first.click()
+    page.wait_for_url(re.compile(r"/jobs/"))
+    assert page.locator("a", has_text="Re-run").count() == 1
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # no sideways scrolling on a phone
+    shot(page, "run-phone")
+    ctx.close()
+
+
+def test_demo_mode_big_type(server, page):
+    page.goto(server.url + "/demo")
+    size = page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")
+    assert size >= 24
+    shot(page, "demo")
+    page.locator("button[data-preset='every-digit-from-noise']").click()
+    page.wait_for_url(re.compile(r"demo=1"))
+    page.keyboard.press("Space")  # pause from the keyboard
+    page.wait_for_selector("[data-status='paused'], [data-status='done']", timeout=30_000)
+    shot(page, "demo-run")
+    assert not page.problems, page.problems
