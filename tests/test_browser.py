@@ -65,6 +65,7 @@ def test_preset_runs_live_image_changes_and_confidence_rises(server, page):
     shot(page, "lab")
     page.locator("button[data-preset='digits-as-patterns']").click()
     page.wait_for_url(re.compile(r"/jobs/[A-Za-z0-9_-]+$"))
+    page.wait_for_selector("img.big", timeout=30_000)
     first = panel_state(page)
     seen = [first]
     deadline = time.time() + 60

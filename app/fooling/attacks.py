@@ -37,22 +37,25 @@ def _logits_and_grad(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tens
 
 
 def _snapshot(model, x0, adv, step, targets, labels_before, targeted, probs=None) -> Snapshot:
-    """``probs`` given: taken as the scores of ``adv`` (an intermediate PGD step, scored by the
-    forward pass its gradient needed); else the 8-bit image is scored, as it will be saved."""
+    """``probs`` given: an intermediate PGD step, scored by the forward pass its gradient needed,
+    with a light summary; else the final 8-bit image is scored exactly as it will be saved, with
+    the full report (perturbation size, predictions before and after, success per image)."""
     adv_q = quantize(adv)  # what is saved (PNG) is what is reported
-    if probs is None:
+    final = probs is None
+    if final:
         with torch.no_grad():
             probs = torch.softmax(model(adv_q).float(), -1)
     pred = probs.argmax(1)
     idx = targets if targeted else pred
-    delta = (adv_q - x0).flatten(1)
-    return Snapshot(
-        step=step, evaluations=step * len(x0), targets=idx.tolist(), images=adv_q.detach().cpu(),
-        confidence=probs.gather(1, idx[:, None]).squeeze(1).cpu(), probs=probs.cpu(),
-        extra={"linf": delta.abs().amax(1).tolist(), "l2": delta.norm(dim=1).tolist(),
-               "pred_before": labels_before.tolist(), "pred_after": pred.tolist(),
-               "success": ((pred == targets) if targeted else (pred != labels_before)).tolist()},
-    )
+    success = (pred == targets) if targeted else (pred != labels_before)
+    if final:
+        delta = (adv_q - x0).flatten(1)
+        extra = {"linf": delta.abs().amax(1).tolist(), "l2": delta.norm(dim=1).tolist(),
+                 "pred_before": labels_before.tolist(), "pred_after": pred.tolist(), "success": success.tolist()}
+    else:
+        extra = {"success_rate": float(success.float().mean())}
+    return Snapshot(step=step, evaluations=step * len(x0), targets=idx.tolist(), images=adv_q.detach().cpu(),
+                    confidence=probs.gather(1, idx[:, None]).squeeze(1).cpu(), probs=probs.cpu(), extra=extra)
 
 
 def fgsm(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None,
