@@ -79,7 +79,8 @@ def test_batched_render_matches_one_network_at_a_time(shape):
     images = enc.render(g)
     assert images.shape == (6, *shape) and images.min() >= 0 and images.max() <= 1
     for i in range(6):
-        assert torch.allclose(images[i], reference_render(enc, g, i, shape[1], shape[2]), atol=1e-5)
+        # float32 rounding differs between the batched and the plain sums; weights up to 10 amplify it
+        assert torch.allclose(images[i], reference_render(enc, g, i, shape[1], shape[2]), atol=1e-4)
 
 
 def test_same_genome_renders_at_any_resolution():

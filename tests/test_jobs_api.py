@@ -252,8 +252,10 @@ def test_per_client_cap_answers_429(jc):
 
 
 def test_ids_are_random_and_file_routes_take_ids_only(jc):
-    ids = {start(jc, {"model": "lenet-mnist", "method": "random", "params": {"batches": 1, "batch_size": 10}})["id"]
-           for _ in range(3)}
+    ids = {start(jc, {"model": "lenet-mnist", "method": "random", "params": {"batches": 1, "batch_size": 10}},
+                 client=f"ids{i}")["id"] for i in range(3)}
+    for i in ids:
+        wait_status(jc, i)
     assert len(ids) == 3 and all(len(i) >= 16 and not i.isdigit() for i in ids)
     for bad in ("/api/v1/jobs/..%2F..%2Fetc/grid.png", "/api/v1/jobs/x/grid.png",
                 "/api/v1/jobs/aaaaaaaaaaaa/..%2Fjobs.sqlite3", "/api/v1/jobs/aaaaaaaaaaaa/images/..%2F1.png"):
@@ -263,8 +265,10 @@ def test_ids_are_random_and_file_routes_take_ids_only(jc):
 
 
 def test_list_is_newest_first(jc):
-    a = start(jc, {"model": "lenet-mnist", "method": "random", "params": {"batches": 1, "batch_size": 10}})
-    b = start(jc, {"model": "lenet-mnist", "method": "random", "params": {"batches": 1, "batch_size": 10}})
+    a = start(jc, {"model": "lenet-mnist", "method": "random", "params": {"batches": 1, "batch_size": 10}}, "list")
+    wait_status(jc, a["id"])
+    b = start(jc, {"model": "lenet-mnist", "method": "random", "params": {"batches": 1, "batch_size": 10}}, "list")
+    wait_status(jc, b["id"])
     listed = jc.get("/api/v1/jobs?limit=5").json()
     ids = [j["id"] for j in listed["jobs"]]
     assert ids.index(b["id"]) < ids.index(a["id"]) and listed["total"] >= 2
