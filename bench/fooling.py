@@ -203,8 +203,14 @@ def pgd_vs_torchattacks(lenet, data_dir: Path) -> dict:
     adv = atk(xs, target)  # (needs gradients: outside no_grad)
     with torch.no_grad():
         theirs_ok = int((lenet(adv).argmax(1) == target).sum())
+    sweep = {}
+    for eps in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3):
+        last = None
+        for s in pgd(lenet, xs, target, AttackParams(epsilon=eps, step_size=0.01, steps=40, seed=0)):
+            last = s
+        sweep[str(eps)] = sum(last.extra["success"]) / len(xs)
     return {"ours_s": t_ours, "torchattacks_s": t_theirs, "ours_success": sum(snap.extra["success"]),
-            "torchattacks_success": theirs_ok, "images": len(xs)}
+            "torchattacks_success": theirs_ok, "images": len(xs), "success_over_epsilon": sweep}
 
 
 def markdown(res: dict) -> str:
@@ -239,7 +245,8 @@ def markdown(res: dict) -> str:
     p = res["pgd"]
     out += ["", f"Targeted PGD, {p['images']} MNIST digits, eps 0.3, step 0.01, 40 steps, random start: ours "
             f"{p['ours_s']:.2f} s ({p['ours_success']}/{p['images']} reach the target), torchattacks "
-            f"{p['torchattacks_s']:.2f} s ({p['torchattacks_success']}/{p['images']})."]
+            f"{p['torchattacks_s']:.2f} s ({p['torchattacks_success']}/{p['images']}). Success rate over epsilon "
+            "(same attack): " + ", ".join(f"{k}: {v:.0%}" for k, v in p.get("success_over_epsilon", {}).items()) + "."]
     return "\n".join(out)
 
 
