@@ -13,71 +13,19 @@ import sys
 import time
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
-from app.fooling.base import Snapshot, model_score_fn, resolve_targets
+from app.figures import confidence_curve, labelled_grid
+from app.fooling.base import SUCCESS, Snapshot, history_point, model_score_fn, resolve_targets
 from app.fooling.methods import ADVERSARIAL, build
 from app.imaging import decode, to_model_input, to_png
 from app.models.registry import Registry
 from app.settings import Settings
 
 
-def labelled_grid(snap: Snapshot, labels: list[str], cell: int = 112, cols: int = 5) -> Image.Image:
-    rows = (len(snap.targets) + cols - 1) // cols
-    cols = min(cols, len(snap.targets))
-    pad = 28
-    grid = Image.new("RGB", (cols * cell, rows * (cell + pad)), "white")
-    draw = ImageDraw.Draw(grid)
-    for i, (t, img, conf) in enumerate(zip(snap.targets, snap.images, snap.confidence, strict=True)):
-        arr = (img.clamp(0, 1) * 255).round().byte()
-        pil = Image.fromarray(arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy())
-        x, y = (i % cols) * cell, (i // cols) * (cell + pad)
-        grid.paste(pil.convert("RGB").resize((cell, cell), Image.NEAREST), (x, y))
-        draw.text((x + 4, y + cell + 2), f"{labels[t][:16]}", fill="black")
-        draw.text((x + 4, y + cell + 14), f"{100 * float(conf):.2f}%", fill="black")
-    return grid
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40] or "class"
 
 
-SUCCESS = 0.9999  # the paper's bar: "99.99% confidence"
 DEFAULT_CPU_BUDGET = 600.0  # seconds
-
-
-def _history_row(snap: Snapshot, seconds: float) -> dict:
-    c = snap.confidence
-    return {"step": snap.step, "evaluations": snap.evaluations, "seconds": round(seconds, 3),
-            "min": float(c.min()), "median": float(c.median()), "max": float(c.max()),
-            "at_9999": int((c >= SUCCESS).sum())}
-
-
-def confidence_curve(history: list[dict], title: str) -> Image.Image:
-    """Best confidence (min / median / max over targets) against evaluations, drawn with PIL so
-    the command line needs no plotting library."""
-    w, h, left, bottom, top, right = 640, 360, 56, 40, 28, 16
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    x_max = max(r["evaluations"] for r in history) or 1
-    pw, ph = w - left - right, h - top - bottom
-
-    def xy(ev: float, c: float) -> tuple[float, float]:
-        return left + pw * ev / x_max, top + ph * (1 - c)
-
-    d.rectangle([left, top, left + pw, top + ph], outline="#888")
-    for c in (0.25, 0.5, 0.75):
-        d.line([xy(0, c), xy(x_max, c)], fill="#eee")
-        d.text((8, xy(0, c)[1] - 6), f"{c:.0%}", fill="#555")
-    d.text((8, top - 6), "100%", fill="#555")
-    d.text((left, h - bottom + 8), "0", fill="#555")
-    d.text((left + pw - 60, h - bottom + 8), f"{x_max:,} evals", fill="#555")
-    d.text((left, 8), title, fill="black")
-    for key, colour in (("min", "#d33"), ("median", "#36c"), ("max", "#2a2")):
-        pts = [xy(r["evaluations"], r[key]) for r in history]
-        d.line(pts, fill=colour, width=2)
-        d.text((left + pw - 150 + 50 * ("min", "median", "max").index(key), top + 4), key, fill=colour)
-    return img
 
 
 def progress(snap: Snapshot) -> str:
@@ -135,7 +83,7 @@ def run(args) -> int:
                 reached[i] = (snap.step, snap.evaluations, now)
         if now - logged >= args.history_every or snap.step == 0:
             logged = now
-            history.append(_history_row(snap, now))
+            history.append(history_point(snap, now))
         if not args.quiet and now - shown > 0.25:  # a live line, redrawn 4 times a second
             shown = now
             print(progress(snap), end="", file=sys.stderr, flush=True)
@@ -146,7 +94,7 @@ def run(args) -> int:
         print(progress(snap), file=sys.stderr)
     seconds = time.perf_counter() - t0
     if not history or history[-1]["step"] != snap.step:
-        history.append(_history_row(snap, seconds))
+        history.append(history_point(snap, seconds))
     results = []
     for i, (t, img, conf) in enumerate(zip(snap.targets, snap.images, snap.confidence, strict=True)):
         name = f"{i:02d}_{t}_{_slug(entry.labels[t])}.png"

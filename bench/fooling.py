@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.data import mnist  # noqa: E402
 from app.fooling.attacks import AttackParams, pgd  # noqa: E402
-from app.fooling.base import evaluate, model_score_fn  # noqa: E402
+from app.fooling.base import SUCCESS, evaluate, model_score_fn  # noqa: E402
 from app.fooling.baseline import random_images  # noqa: E402
 from app.fooling.cppn import CppnEncoding  # noqa: E402
 from app.fooling.direct import DirectEncoding, polynomial_mutation  # noqa: E402
@@ -35,7 +35,6 @@ from app.fooling.methods import build  # noqa: E402
 from app.models.registry import Registry  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
-SUCCESS = 0.9999
 SHAPE = (1, 28, 28)
 
 

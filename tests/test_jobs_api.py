@@ -291,3 +291,23 @@ def test_jobs_share_forward_passes(jc):
     st = lab.scorer.stats()["jobs:lenet-mnist"]
     batches, images = st["batches"] - stats0["batches"], st["images"] - stats0["images"]
     assert images >= 2 * 301 * 50 and batches < images / 50
+
+
+def test_closed_streams_free_their_listeners_and_do_not_hold_the_job(jc):
+    made = start(jc, {**LONG, "targets": [6]}, client="listener")
+    wait_step(jc, made["id"], 1)
+    runner = jc.app.state.runner
+    for _ in range(3):  # open a stream, read its first frames, hang up
+        with jc.stream("GET", f"/api/v1/jobs/{made['id']}/events") as r:
+            n = 0
+            for line in r.iter_lines():
+                n += line.startswith("event: ")
+                if n >= 2:
+                    break
+    step_before = jc.get(f"/api/v1/jobs/{made['id']}").json()["progress"]["step"]
+    t0 = time.time()
+    while runner.live(made["id"]).listeners and time.time() - t0 < 5:
+        time.sleep(0.05)
+    assert not runner.live(made["id"]).listeners  # nothing left waiting for the gone clients
+    wait_step(jc, made["id"], step_before + 5)  # and the job went on regardless
+    cancel_all(jc, [made])

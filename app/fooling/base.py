@@ -14,6 +14,8 @@ import torch
 
 from app.imaging import quantize
 
+SUCCESS = 0.9999  # the paper's bar: "99.99% confidence"
+
 # images (N, C, H, W) in [0, 1] -> softmax probabilities (N, K). The job runner passes a
 # batched, shared scorer; the CLI and tests pass the model directly.
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -29,6 +31,14 @@ class Snapshot:
     probs: torch.Tensor  # (T, K): full softmax of each best image
     extra: dict = field(default_factory=dict)
 
+
+
+def history_point(snap: Snapshot, seconds: float) -> dict:
+    """One point of a run's confidence curve: best confidence over targets (min, median, max, mean)."""
+    c = snap.confidence
+    return {"step": snap.step, "evaluations": snap.evaluations, "seconds": round(seconds, 3),
+            "min": float(c.min()), "median": float(c.median()), "max": float(c.max()),
+            "mean": float(c.mean()), "at_9999": int((c >= SUCCESS).sum())}
 
 
 def resolve_targets(spec: str | Sequence[int | str] | int, labels: Sequence[str]) -> list[int]:

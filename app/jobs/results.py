@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
-from app.fool_cli import confidence_curve, labelled_grid
+from app.figures import confidence_curve, labelled_grid
+from app.fooling.base import SUCCESS
 from app.imaging import ImageError, decode, to_model_input, to_png
 from app.models.entry import ModelEntry
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from app.jobs.runner import Job
     from app.jobs.store import JobStore
 
-SUCCESS = 0.9999
 DATA_URL = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.I)
 UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 

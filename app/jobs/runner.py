@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from app import compute
-from app.fooling.base import Snapshot, resolve_targets
+from app.fooling.base import SUCCESS, Snapshot, history_point, resolve_targets
 from app.fooling.methods import METHODS, MethodError, build
 from app.jobs import results
 from app.jobs.spec import STEPPED, JobSpec
@@ -38,7 +38,6 @@ from app.state import Lab
 
 log = logging.getLogger(__name__)
 
-SUCCESS = 0.9999
 HISTORY_POINTS = 1000  # the confidence chart keeps at most this many points (halved when full)
 
 
@@ -357,9 +356,7 @@ class LocalRunner(Runner):
         for i, c in enumerate(conf.tolist()):
             if c >= SUCCESS and i not in job.reached:
                 job.reached[i] = {"step": snap.step, "evaluations": snap.evaluations, "seconds": round(now, 3)}
-        point = {"step": snap.step, "evaluations": snap.evaluations, "seconds": round(now, 3),
-                 "min": float(conf.min()), "median": float(conf.median()), "max": float(conf.max()),
-                 "mean": float(conf.mean())}
+        point = history_point(snap, now)
         if not job.history or job.history[-1]["step"] != snap.step:
             job.history.append(point)
             if len(job.history) > HISTORY_POINTS:
