@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="how often to record the confidence curve (summary.json history, curve.png)")
     p.add_argument("--quiet", action="store_true")
 
+    p = sub.add_parser("experiment", help="run an experiment: defences, transfer, explainers")
+    p.add_argument("name", help="retrain, transfer, ensemble, smoothing, volume, logistic, neurons, blackbox")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/experiment")
+    p.add_argument("--quick", action="store_true", help="small settings: about a minute on a CPU")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -93,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         except (MethodError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    elif args.command == "experiment":
+        from app.experiments import cli
+
+        try:
+            result = cli.run(args.name, args.seed, args.out, args.quick)
+        except (ValueError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.name}: {result['seconds']} s -> {args.out}/results.json, plots: {', '.join(result['plots'])}")
     elif args.command == "fetch-weights":
         from app.models import builtin
         from app.models.entry import ModelEntry

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api import jobs as jobs_api
 from app.api.deps import lab
 from app.api.errors import ApiError
+from app.imaging import decode, stack, to_model_input
 from app.jobs.presets import BY_NAME, PRESETS
 from app.jobs.runner import JobError, LocalRunner
 from app.jobs.spec import JobSpec
@@ -239,8 +240,6 @@ async def demo(request: Request, state: Lab = Depends(lab)) -> HTMLResponse:
 async def transfer(request: Request, job_id: str = Path(pattern=jobs_api.JOB_ID),
                    run: LocalRunner = Depends(_runner), state: Lab = Depends(lab)) -> HTMLResponse:
     """Score a finished job's images on every other model: do the fooling images transfer?"""
-    from app.imaging import decode, stack, to_model_input
-
     view = jobs_api.view(run, job_id, history=False)
     if view is None:
         raise ApiError(404, f"no job {job_id!r}", "id")

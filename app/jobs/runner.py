@@ -75,6 +75,7 @@ class Job:
     listeners: set = field(default_factory=set)  # (loop, asyncio.Event) pairs of open streams
     png_cache: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     image: torch.Tensor | None = None  # the real image of adversarial jobs, decoded at submit
+    targets: list[int] | None = None  # resolved at submit
 
     @property
     def finished(self) -> bool:
@@ -178,7 +179,7 @@ class LocalRunner(Runner):
                                f"{self.settings.max_jobs_per_client}); cancel one or wait", retry_after=5)
             job = Job(secrets.token_urlsafe(12), spec, client, time.time(), labels)
             job.changed = [0] * len(targets or [0])
-            job.image = image
+            job.image, job.targets = image, targets
             try:
                 self._queue.put_nowait(job)
             except queue.Full:
@@ -289,8 +290,7 @@ class LocalRunner(Runner):
         spec, lab = job.spec, self.lab
         entry = lab.registry.get(spec.model)
         model = lab.registry.model(spec.model)
-        targets, _ = self.validate(spec)
-        image = job.image
+        targets, image = job.targets, job.image
         batcher = lab.scorer.job_batcher(spec.model)
 
         on_compute = spec.method in STEPPED
