@@ -11,8 +11,9 @@ from pathlib import Path
 from app.experiments.common import Context
 
 # name -> module in app.experiments with run(ctx); later issues' experiments join as they land
-EXPERIMENTS = {"logistic": "logistic", "volume": "volume", "smoothing": "smoothing"}
-PLANNED = ("retrain", "transfer", "ensemble", "neurons", "blackbox")
+EXPERIMENTS = {"logistic": "logistic:run", "volume": "volume:run", "smoothing": "smoothing:run",
+               "transfer": "networks:run_transfer", "ensemble": "networks:run_ensemble", "blackbox": "blackbox:run"}
+PLANNED = ("retrain", "neurons")
 
 
 def run(name: str, seed: int, out: str, quick: bool) -> dict:
@@ -24,7 +25,8 @@ def run(name: str, seed: int, out: str, quick: bool) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     ctx = Context(seed=seed, quick=quick, out=folder)
     t0 = time.perf_counter()
-    result = importlib.import_module(f"app.experiments.{EXPERIMENTS[name]}").run(ctx)
+    module, func = EXPERIMENTS[name].split(":")
+    result = getattr(importlib.import_module(f"app.experiments.{module}"), func)(ctx)
     result = {"experiment": name, "seed": seed, "quick": quick, "seconds": round(time.perf_counter() - t0, 2),
               **result}
     (folder / "results.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -76,3 +76,24 @@ def plot(path: Path, title: str, xlabel: str, ylabel: str, series: dict[str, tup
     fig.savefig(path)
     plt.close(fig)
     return path.name
+
+
+def bars(path: Path, title: str, ylabel: str, values: dict[str, float], logy: bool = False) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
+    colours = ["#ffb000", "#5fd38d", "#6aa7ff", "#ff7a59"]
+    ax.bar(list(values), [v or 0 for v in values.values()], color=colours[: len(values)])
+    for i, v in enumerate(values.values()):
+        ax.text(i, v or 0, "not reached" if v is None else f"{v:,.0f}", ha="center", va="bottom")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name

@@ -16,8 +16,6 @@ from app.settings import Settings
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LENET_WEIGHTS = "lenet-mnist.pt"
-LENET_META = "lenet-mnist.meta.json"
 
 # torchvision classifiers offered, oldest first: AlexNet is the paper's ImageNet network.
 TORCHVISION = {
@@ -35,8 +33,8 @@ def imagenet_labels() -> list[str]:
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def lenet_entry(models_dir: Path) -> ModelEntry:
-    weights, meta_path = models_dir / LENET_WEIGHTS, models_dir / LENET_META
+def lenet_entry(models_dir: Path, model_id: str = "lenet-mnist") -> ModelEntry:
+    weights, meta_path = models_dir / f"{model_id}.pt", models_dir / f"{model_id}.meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
 
     def load() -> torch.nn.Module:
@@ -49,9 +47,10 @@ def lenet_entry(models_dir: Path) -> ModelEntry:
         # Caffe's LeNet reads pixels scaled to [0, 1] with no mean subtraction.
         return Classifier(net, mean=(0.0,), std=(1.0,), channels_last=True)
 
+    seed = meta.get("seed")
     return ModelEntry(
-        id="lenet-mnist",
-        title="LeNet (Caffe) on MNIST",
+        id=model_id,
+        title="LeNet (Caffe) on MNIST" + (f", seed {seed}" if model_id != "lenet-mnist" and seed is not None else ""),
         task="mnist-digits",
         input_shape=(1, 28, 28),
         labels=[str(i) for i in range(10)],
@@ -143,9 +142,16 @@ def torchvision_entry(model_id: str) -> ModelEntry:
     return entry
 
 
+def lenet_variants(models_dir: Path) -> list[str]:
+    """Extra LeNets trained with other seeds (`python -m app train-lenet --seed S --model-id
+    lenet-mnist-sS`), for the ensemble and transfer experiments."""
+    return sorted(p.name.removesuffix(".meta.json") for p in models_dir.glob("lenet-mnist-s*.meta.json"))
+
+
 def entries(settings: Settings) -> list[ModelEntry]:
     return [
         lenet_entry(settings.models_dir),
+        *(lenet_entry(settings.models_dir, mid) for mid in lenet_variants(settings.models_dir)),
         efficientnet_entry(),
         *(torchvision_entry(mid) for mid in TORCHVISION),
     ]
