@@ -17,7 +17,8 @@ def experiment(name: str, out, *extra: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("name", ["logistic", "volume", "smoothing"])
+@pytest.mark.parametrize("name", ["logistic", "volume", "smoothing", "blackbox", "neurons", "transfer", "ensemble",
+                                  "retrain"])
 def test_quick_experiment_writes_numbers_and_plots(tmp_path, name):
     p = experiment(name, tmp_path, "--quick")
     assert p.returncode == 0, p.stderr[-2000:]
@@ -30,6 +31,22 @@ def test_quick_experiment_writes_numbers_and_plots(tmp_path, name):
         rows = result["rows"]
         assert [r["radius"] for r in rows] == sorted(r["radius"] for r in rows)
         assert all(0 <= r["fooling"] <= 1 and 0 <= r["real"] <= 1 for r in rows)
+    if name == "blackbox":
+        assert result["onnx_matches_pytorch"] == 1.0 and "black box" in result["gradient_refused_on_black_box"]
+        assert result["black_box_evolution"]["evaluations"] > 0 and result["white_box_gradient"]["queries"] > 0
+    if name == "transfer":
+        n = len(result["networks"])
+        assert n >= 2 and len(result["mean_target_confidence"]) == n
+        assert all(len(row) == n and all(0 <= v <= 1 for v in row) for row in result["mean_target_confidence"])
+    if name == "ensemble":
+        assert len(result["ensemble_images_scored_by_each_member"]) == len(result["members"]) >= 2
+        assert result["evolution_ensemble"]["evaluations"] > 0 and result["gradient_ensemble"]["steps"] > 0
+    if name == "retrain":
+        rows = result["rows"]
+        assert [r["iteration"] for r in rows] == list(range(result["iterations"] + 1))
+        assert all(0 <= r["test_accuracy"] <= 1 and 0 <= r["at_9999"] <= r["evolved"] for r in rows)
+    if name == "neurons":
+        assert {layer["layer"] for layer in result["layers"]} >= {"conv1", "conv2"}
     if name == "smoothing":
         blur = result["filters"]["gaussian blur (sigma)"]
         assert blur[0]["strength"] == 0 and all(0 <= r["test_accuracy"] <= 1 for r in blur)

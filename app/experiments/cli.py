@@ -12,15 +12,14 @@ from app.experiments.common import Context
 
 # name -> module in app.experiments with run(ctx); later issues' experiments join as they land
 EXPERIMENTS = {"logistic": "logistic:run", "volume": "volume:run", "smoothing": "smoothing:run",
-               "transfer": "networks:run_transfer", "ensemble": "networks:run_ensemble", "blackbox": "blackbox:run"}
-PLANNED = ("retrain", "neurons")
+               "retrain": "retrain:run", "transfer": "networks:run_transfer", "ensemble": "networks:run_ensemble",
+               "blackbox": "blackbox:run", "neurons": "neurons:run"}
 
 
 def run(name: str, seed: int, out: str, quick: bool) -> dict:
     if name not in EXPERIMENTS:
         known = ", ".join(EXPERIMENTS)
-        extra = f" ({name} is not built yet)" if name in PLANNED else ""
-        raise ValueError(f"unknown experiment {name!r}{extra}; available: {known}")
+        raise ValueError(f"unknown experiment {name!r}; available: {known}")
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     ctx = Context(seed=seed, quick=quick, out=folder)
