@@ -10,8 +10,10 @@ from fastapi.staticfiles import StaticFiles
 
 from app import compute, lab_pages, pages
 from app.api import errors, health, models, score
+from app.api import experiments as experiments_api
 from app.api import jobs as jobs_api
 from app.api.middleware import GuardMiddleware
+from app.experiments.jobs import ExperimentRunner
 from app.jobs.runner import LocalRunner
 from app.jobs.store import JobStore
 from app.settings import ROOT, Settings
@@ -30,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs_api.SHUTDOWN.clear()
         store = JobStore(settings.data_dir)
         app.state.runner = LocalRunner(lab, store)
+        app.state.experiments = ExperimentRunner(settings)
 
         # Loading happens beside the server so /healthz answers at once and /readyz tells when done.
         def loaded(_) -> None:
@@ -39,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         jobs_api.SHUTDOWN.set()  # open event streams end now instead of holding the shutdown
         app.state.runner.close()
+        app.state.experiments.close()
         store.close()
         lab.close()
 
@@ -57,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs_api.router)
     app.include_router(pages.router)
     app.include_router(lab_pages.router)
+    app.include_router(experiments_api.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     return app
 

@@ -144,3 +144,20 @@ def test_demo_mode_big_type(server, page):
     page.wait_for_selector("[data-status='paused'], [data-status='done']", timeout=30_000)
     shot(page, "demo-run")
     assert not page.problems, page.problems
+
+
+def test_experiment_results_page_and_logistic_explainer(server, page):
+    page.goto(server.url + "/experiments")
+    page.locator("button[data-experiment='logistic']").click()
+    page.wait_for_url(re.compile(r"/experiments/[A-Za-z0-9_-]+$"))
+    page.wait_for_selector("[data-status='done']", timeout=60_000)  # htmx polls until it is done
+    page.wait_for_function("[...document.querySelectorAll('img.plot')].every(i => i.complete && i.naturalWidth > 0)")
+    shot(page, "experiment")
+    page.goto(server.url + "/explain/logistic-regression")
+    assert page.locator("[data-px]").inner_text() == "0.0474" and page.locator("[data-py]").inner_text() == "0.8808"
+    page.locator("[data-slider]").fill("0")  # no step: no change
+    assert page.locator("[data-py]").inner_text() == "0.0474"
+    page.locator("[data-slider]").fill("1")
+    assert float(page.locator("[data-py]").inner_text()) > 0.99
+    shot(page, "explain-logistic")
+    assert not page.problems, page.problems

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -56,3 +57,21 @@ def test_quick_experiment_writes_numbers_and_plots(tmp_path, name):
 def test_unknown_experiment_is_a_clear_error(tmp_path):
     p = experiment("astrology", tmp_path)
     assert p.returncode == 2 and "unknown experiment" in p.stderr
+
+
+def test_experiment_from_the_app_has_a_results_page(client):
+    r = client.post("/api/v1/experiments", json={"name": "logistic", "quick": True, "seed": 0})
+    assert r.status_code == 201
+    exp_id = r.json()["id"]
+    t0 = time.time()
+    while (st := client.get(f"/api/v1/experiments/{exp_id}").json())["status"] not in ("done", "failed"):
+        assert time.time() - t0 < 120
+        time.sleep(0.1)
+    assert st["status"] == "done" and round(st["results"]["p_x"], 4) == 0.0474
+    page = client.get(f"/experiments/{exp_id}")
+    assert page.status_code == 200 and "logistic.png" in page.text and 'data-status="done"' in page.text
+    plot = client.get(f"/api/v1/experiments/{exp_id}/logistic.png")
+    assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
+    assert client.get(f"/api/v1/experiments/{exp_id}/secret.png").status_code == 404
+    assert client.post("/api/v1/experiments", json={"name": "astrology"}).json()["field"] == "name"
+    assert client.get("/experiments").status_code == 200
