@@ -15,7 +15,7 @@ from pathlib import Path
 
 from app.figures import confidence_curve, labelled_grid
 from app.fooling.base import SUCCESS, Snapshot, history_point, model_score_fn, resolve_targets
-from app.fooling.methods import ADVERSARIAL, build
+from app.fooling.methods import ADVERSARIAL, build, method_options
 from app.imaging import decode, to_model_input, to_png
 from app.models.registry import Registry
 from app.settings import Settings
@@ -50,16 +50,11 @@ def run(args) -> int:
     targets = None
     if args.targets is not None or args.method not in ADVERSARIAL:
         targets = resolve_targets(args.targets or "all", entry.labels)
-    options = {}
-    if args.generations is not None:
-        options["generations"] = args.generations
-    if args.population is not None:
-        options["population"] = args.population
-    if args.steps is not None:
-        options["steps"] = args.steps
+    params = {}
     for item in args.param or []:
         key, _, value = item.partition("=")
-        options[key.replace("-", "_")] = json.loads(value) if value else True
+        params[key.replace("-", "_")] = json.loads(value) if value else True
+    options = method_options(params, generations=args.generations, steps=args.steps, population=args.population)
     chunk = entry.batch_limit.get(registry.device.split(":")[0]) or 1024  # e.g. EfficientNet on a CPU: 2
     gen = build(args.method, entry, model, model_score_fn(model, chunk), targets, args.encoding, args.seed,
                 options, image)

@@ -27,6 +27,17 @@ class MethodError(ValueError):
     pass
 
 
+def method_options(params: dict | None = None, *, generations: int | None = None, steps: int | None = None,
+                   population: int | None = None) -> dict:
+    """The engine's options from the top-level knobs (as the CLI and the API name them) and any other
+    method parameters."""
+    opts = dict(params or {})
+    for key, value in (("generations", generations), ("steps", steps), ("population", population)):
+        if value is not None:
+            opts[key] = value
+    return opts
+
+
 def _params(cls, options: dict, seed: int):
     names = {f.name for f in fields(cls)}
     unknown = set(options) - names

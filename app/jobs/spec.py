@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.fooling.methods import ADVERSARIAL, ENCODED, METHODS
+from app.fooling.methods import ADVERSARIAL, ENCODED, METHODS, method_options
 
 Method = Literal["evolve", "map-elites", "gradient", "fgsm", "pgd", "random"]
 assert set(Method.__args__) == set(METHODS)  # one list of names for the CLI and the API
@@ -41,14 +41,8 @@ class JobSpec(BaseModel):
 
     def options(self) -> dict:
         """The method's parameters as the engine takes them."""
-        opts = dict(self.params)
-        if self.generations is not None:
-            opts["generations"] = self.generations
-        if self.steps is not None:
-            opts["steps"] = self.steps
-        if self.population is not None:
-            opts["population"] = self.population
-        return opts
+        return method_options(self.params, generations=self.generations, steps=self.steps,
+                              population=self.population)
 
     @property
     def adversarial(self) -> bool:
