@@ -180,14 +180,14 @@ class LocalRunner(Runner):
             job = Job(secrets.token_urlsafe(12), spec, client, time.time(), labels)
             job.changed = [0] * len(targets or [0])
             job.image, job.targets = image, targets
-            try:
-                self._queue.put_nowait(job)
-            except queue.Full:
-                raise JobError(429, "the job queue is full; try again shortly", retry_after=10) from None
+            if self._queue.full():
+                raise JobError(429, "the job queue is full; try again shortly", retry_after=10)
+            # The record and input exist before any worker can see the job.
+            self.store.create(job.id, client, spec.model_dump(exclude={"image"}))
+            if png is not None:
+                (self.store.folder(job.id) / "input.png").write_bytes(png)
             self._jobs[job.id] = job
-        self.store.create(job.id, client, spec.model_dump(exclude={"image"}))
-        if png is not None:
-            (self.store.folder(job.id) / "input.png").write_bytes(png)
+            self._queue.put_nowait(job)  # only submit() puts, under this lock: the check above holds
         return job.id
 
     # -- control --------------------------------------------------------------------------------
