@@ -54,6 +54,15 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def until(page, js: str, timeout: float = 30) -> None:
+    """Poll a JavaScript condition from the test side (page.evaluate goes over the DevTools protocol;
+    Playwright's wait_for_function would need eval in the page, which our CSP forbids)."""
+    t0 = time.time()
+    while not page.evaluate(js):
+        assert time.time() - t0 < timeout, js
+        page.wait_for_timeout(50)
+
+
 def panel_state(page) -> tuple[int, float, str]:
     step = int(page.locator("[data-step]").first.get_attribute("data-step"))
     conf = page.locator("[data-confidence]").first.get_attribute("data-confidence")
@@ -151,7 +160,7 @@ def test_experiment_results_page_and_logistic_explainer(server, page):
     page.locator("button[data-experiment='logistic']").click()
     page.wait_for_url(re.compile(r"/experiments/[A-Za-z0-9_-]+$"))
     page.wait_for_selector("[data-status='done']", timeout=60_000)  # htmx polls until it is done
-    page.wait_for_function("[...document.querySelectorAll('img.plot')].every(i => i.complete && i.naturalWidth > 0)")
+    until(page, "[...document.querySelectorAll('img.plot')].every(i => i.complete && i.naturalWidth > 0)")
     shot(page, "experiment")
     page.goto(server.url + "/explain/logistic-regression")
     assert page.locator("[data-px]").inner_text() == "0.0474" and page.locator("[data-py]").inner_text() == "0.8808"
@@ -160,4 +169,22 @@ def test_experiment_results_page_and_logistic_explainer(server, page):
     page.locator("[data-slider]").fill("1")
     assert float(page.locator("[data-py]").inner_text()) > 0.99
     shot(page, "explain-logistic")
+    assert not page.problems, page.problems
+
+
+def test_draw_a_digit_and_score_it(server, page):
+    page.goto(server.url + "/score")
+    box = page.locator("canvas.draw").bounding_box()
+    x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
+    page.mouse.move(x0 + 0.3 * w, y0 + 0.2 * h)  # a "7": a bar, then a slanted stroke
+    page.mouse.down()
+    for fx, fy in ((0.7, 0.2), (0.6, 0.45), (0.45, 0.8)):
+        page.mouse.move(x0 + fx * w, y0 + fy * h, steps=8)
+    page.mouse.up()
+    until(page, "document.querySelector('input[type=file]').files.length === 1")
+    page.locator("form[data-score] button[type=submit]").click()
+    page.wait_for_selector(".results .bar")
+    shot(page, "score-drawing")
+    assert "drawing.png" in page.locator(".results").inner_text()
+    assert page.locator(".results .bar").count() == 5
     assert not page.problems, page.problems

@@ -66,8 +66,10 @@ class ExperimentRunner:
         status = {"id": exp_id, "experiment": name, "title": TITLES.get(name, name), "quick": quick, "seed": seed,
                   "status": "queued", "created": time.time()}
         with self._lock:
-            self._queue.put_nowait(exp_id)  # raises queue.Full
-            self._write(exp_id, status)
+            if self._queue.full():
+                raise queue.Full
+            self._write(exp_id, status)  # before the worker can see the id
+            self._queue.put_nowait(exp_id)  # only submit() (and close(), at the end) puts: the check holds
         return exp_id
 
     def get(self, exp_id: str) -> dict | None:
