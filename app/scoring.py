@@ -13,6 +13,14 @@ from app import compute
 from app.batching import Batcher
 from app.models.registry import Registry
 
+
+def top_k(probs: torch.Tensor, labels: list[str], k: int) -> list[dict]:
+    """One image's probabilities -> its k most likely classes as {index, label, confidence}."""
+    values, indices = probs.topk(min(k, probs.shape[-1]))
+    return [{"index": int(i), "label": labels[int(i)], "confidence": float(v)}
+            for v, i in zip(values, indices, strict=True)]
+
+
 JOB_MAX_BATCH = 4096  # images per shared forward pass for jobs (chunked further by a model's limit)
 JOB_MAX_WAIT_S = 0.02  # how long a round waits for a busy job before going without it
 

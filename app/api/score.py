@@ -13,6 +13,7 @@ from app.api.deps import available_model, lab
 from app.api.errors import ApiError
 from app.imaging import ImageError, load_image, open_image, stack, to_model_input
 from app.models.entry import ModelEntry
+from app.scoring import top_k
 from app.settings import Settings
 from app.state import Lab
 
@@ -34,12 +35,6 @@ class ScoreResponse(BaseModel):
     model: str
     results: list[FileResult]
     elapsed_ms: float
-
-
-def top_k(probs: torch.Tensor, labels: list[str], k: int) -> list[dict]:
-    values, indices = probs.topk(k)
-    return [{"index": int(i), "label": labels[int(i)], "confidence": float(v)}
-            for v, i in zip(values, indices, strict=True)]
 
 
 @router.post("/score", response_model=ScoreResponse,

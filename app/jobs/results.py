@@ -17,6 +17,7 @@ from app.figures import confidence_curve, labelled_grid
 from app.fooling.base import SUCCESS
 from app.imaging import ImageError, decode, to_model_input, to_png
 from app.models.entry import ModelEntry
+from app.scoring import top_k
 
 if TYPE_CHECKING:
     from app.jobs.runner import Job
@@ -88,15 +89,13 @@ def frame(job: Job, top: int = 5) -> dict:
         return out
     out.update(step=snap.step, evaluations=snap.evaluations)
     with_top = len(snap.targets) <= 20  # top-k bars only where a page can show them
-    tops = snap.probs.topk(min(top, snap.probs.shape[1]), dim=1) if with_top else None
     for i, (t, c) in enumerate(zip(snap.targets, snap.confidence.tolist(), strict=True)):
         item = {"position": i, "index": t, "label": job.labels[t], "confidence": c,
                 "image": image_url(job.id, i, job.changed[i] if i < len(job.changed) else job.version)}
         if i in job.reached:
             item["reached_9999"] = job.reached[i]
-        if tops is not None:
-            item["top"] = [{"index": int(k), "label": job.labels[int(k)], "confidence": float(v)}
-                           for v, k in zip(tops.values[i], tops.indices[i], strict=True)]
+        if with_top:
+            item["top"] = top_k(snap.probs[i], job.labels, top)
         out["targets"].append(item)
     if snap.extra:
         out["extra"] = _jsonable(snap.extra)
@@ -134,8 +133,7 @@ def save(job: Job, store: JobStore, status: str) -> dict:
         (folder / f"{i}.png").write_bytes(to_png(img))
         targets.append({"position": i, "index": t, "label": job.labels[t], "confidence": c,
                         "image": image_url(job.id, i), "reached_9999": job.reached.get(i),
-                        "top": [{"index": int(k), "label": job.labels[int(k)], "confidence": float(v)}
-                                for v, k in zip(*snap.probs[i].topk(min(5, snap.probs.shape[1])), strict=True)]})
+                        "top": top_k(snap.probs[i], job.labels, 5)})
     labelled_grid(snap, job.labels).save(folder / "grid.png")
     if len(job.history) > 1:
         confidence_curve(job.history, f"{job.spec.model}: {job.spec.method} ({job.spec.encoding})").save(
