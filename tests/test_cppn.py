@@ -11,19 +11,12 @@ import sys
 import pytest
 import torch
 
-from app.fooling.base import model_score_fn, ten_crop_score
+from app.fooling.base import last, model_score_fn, ten_crop_score
 from app.fooling.cppn import _FUNCS, N_IN, WEIGHT_RANGE, CppnEncoding, coordinates, hls_to_rgb
 from app.fooling.evolution import EvolutionParams, map_elites
 from app.fooling.methods import build
 from app.imaging import to_png
 from app.settings import ROOT
-
-
-def last(gen):
-    snap = None
-    for s in gen:
-        snap = s
-    return snap
 
 
 def evolved(enc: CppnEncoding, n: int = 16, rounds: int = 30, seed: int = 0):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app.fooling.attacks import AttackParams, fgsm, pgd
-from app.fooling.base import model_score_fn, resolve_targets
+from app.fooling.base import last, model_score_fn, resolve_targets
 from app.fooling.baseline import random_images
 from app.fooling.direct import DirectEncoding, polynomial_mutation
 from app.fooling.evolution import EvolutionParams, evolve, map_elites
@@ -18,14 +18,6 @@ from app.fooling.gradient import GradientParams, gradient_ascent
 from app.fooling.methods import MethodError, build
 from app.imaging import to_png
 from app.settings import ROOT
-
-
-def last(gen):
-    """Run a method to its end and return its final snapshot."""
-    snap = None
-    for s in gen:
-        snap = s
-    return snap
 
 
 @pytest.fixture(scope="module")

@@ -39,14 +39,6 @@ class Context:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def last(gen):
-    """Run a step-wise method to its end; its final snapshot."""
-    snap = None
-    for snap in gen:  # noqa: B007 (only the last one is wanted)
-        pass
-    return snap
-
-
 def evolve_fooling(model: torch.nn.Module, targets: list[int], seed: int, generations: int,
                    population: int = 100, shape: tuple[int, int, int] = (1, 28, 28)) -> tuple[torch.Tensor, dict]:
     """Direct-encoding MAP-Elites against ``model``; returns (best images, numbers)."""

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from app.experiments.common import Context
-from app.fooling.gradient import _blur, _jitter
+from app.fooling.gradient import blur, jitter_image
 
 
 def visualise(model: nn.Module, layer: nn.Module, channels: list[int], shape: tuple[int, int, int], steps: int,
@@ -22,7 +22,7 @@ def visualise(model: nn.Module, layer: nn.Module, channels: list[int], shape: tu
     idx = torch.tensor(channels)
     try:
         for step in range(1, steps + 1):
-            model(_jitter(x, jitter, gen) if jitter else x)
+            model(jitter_image(x, jitter, gen) if jitter else x)
             act = grab["out"][torch.arange(len(channels)), idx].mean((1, 2))  # image i drives channel i
             opt.zero_grad(set_to_none=True)
             (-act.sum()).backward()
@@ -30,7 +30,7 @@ def visualise(model: nn.Module, layer: nn.Module, channels: list[int], shape: tu
             with torch.no_grad():
                 x.clamp_(0, 1)
                 if blur_every and step % blur_every == 0:
-                    x.copy_(_blur(x, 0.5))
+                    x.copy_(blur(x, 0.5))
     finally:
         hook.remove()
     return x.detach(), act.detach().tolist()

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from app.data import mnist
-from app.experiments.common import Context, last, plot
-from app.fooling.base import SUCCESS, model_score_fn
+from app.experiments.common import Context, plot
+from app.fooling.base import SUCCESS, last, model_score_fn
 from app.fooling.direct import DirectEncoding
 from app.fooling.evolution import EvolutionParams, map_elites
 from app.models.classifier import Classifier

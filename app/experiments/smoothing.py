@@ -10,11 +10,11 @@ from torch import nn
 
 from app.data import mnist
 from app.experiments.common import Context, evolve_fooling, plot
-from app.fooling.gradient import _blur
+from app.fooling.gradient import blur
 
 
 def gaussian(strength: float):
-    return (lambda x: x) if strength <= 0 else (lambda x: _blur(x, strength))
+    return (lambda x: x) if strength <= 0 else (lambda x: blur(x, strength))
 
 
 def median(strength: float):

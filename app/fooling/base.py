@@ -41,6 +41,14 @@ def history_point(snap: Snapshot, seconds: float) -> dict:
             "mean": float(c.mean()), "at_9999": int((c >= SUCCESS).sum())}
 
 
+def last(gen):
+    """Run a step-wise method to its end and return its final snapshot."""
+    snap = None
+    for snap in gen:  # noqa: B007 (only the last one is wanted)
+        pass
+    return snap
+
+
 def resolve_targets(spec: str | Sequence[int | str] | int, labels: Sequence[str]) -> list[int]:
     """'all', an index, a label, or a comma-separated / list mix of them -> class indices."""
     if isinstance(spec, int):

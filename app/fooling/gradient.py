@@ -28,7 +28,8 @@ class GradientParams:
     seed: int = 0
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of an image batch (reflect padding), differentiable."""
     r = max(1, int(round(2 * sigma)))
     k = torch.exp(-torch.arange(-r, r + 1, device=x.device, dtype=x.dtype) ** 2 / (2 * sigma**2))
     k = k / k.sum()
@@ -37,7 +38,8 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def _jitter(x: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+def jitter_image(x: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Shift a batch by the same random offset of up to n pixels (wrapping), for regularisation."""
     dy, dx = (int(v) for v in torch.randint(-n, n + 1, (2,), generator=gen))
     return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
 
@@ -70,7 +72,7 @@ def gradient_ascent(model: torch.nn.Module, targets: list[int], shape: tuple[int
     score = model_score_fn(model)
     for step in range(1, params.steps + 1):
         x = render()
-        xin = _jitter(x, params.jitter, gen) if params.jitter else x
+        xin = jitter_image(x, params.jitter, gen) if params.jitter else x
         logits = model(xin)
         objective = logits.gather(1, tgt[:, None]).squeeze(1)
         loss = -objective.sum() + params.l2 * ((x - 0.5) ** 2).flatten(1).sum(1).sum()
@@ -81,7 +83,7 @@ def gradient_ascent(model: torch.nn.Module, targets: list[int], shape: tuple[int
             if param is None:
                 pixels.clamp_(0, 1)
                 if params.blur_every and step % params.blur_every == 0:
-                    pixels.copy_(_blur(pixels, params.blur_sigma))
+                    pixels.copy_(blur(pixels, params.blur_sigma))
             images, probs = evaluate(score, render().detach())
         # Each target's cell takes only its own image: the i-th image is optimised for target i.
         archive.offer_own(images, probs, torch.arange(n, device=device))
