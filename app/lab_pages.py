@@ -81,10 +81,16 @@ async def lab_home(request: Request, state: Lab = Depends(lab), run: LocalRunner
             form["targets"] = ",".join(str(t) for t in form["targets"])
         if form.get("params"):
             form["params"] = json.dumps(form["params"])
+    return _lab(request, state, run, form)
+
+
+def _lab(request: Request, state: Lab, run: LocalRunner, form: dict, error: str | None = None,
+         status: int = 200) -> HTMLResponse:
+    """The Lab page: presets, the set-up form (filled from ``form``), recent runs, models."""
     recent = [jobs_api.view(run, r["id"], history=False) for r in run.store.list(8)]
     return templates.TemplateResponse(request, "lab.html", {
         "models": state.registry.list(), "presets": PRESETS, "form": form, "recent": [r for r in recent if r],
-        "error": None})
+        "error": error}, status_code=status)
 
 
 def _spec_from_form(form: dict) -> JobSpec:
@@ -132,10 +138,7 @@ async def lab_start(request: Request, run: LocalRunner = Depends(_runner), state
         status = 422
     except ApiError as exc:
         message, status = exc.detail, exc.status_code
-    recent = [jobs_api.view(run, r["id"], history=False) for r in run.store.list(8)]
-    return templates.TemplateResponse(request, "lab.html", {
-        "models": state.registry.list(), "presets": PRESETS, "form": form, "recent": [r for r in recent if r],
-        "error": message}, status_code=status)
+    return _lab(request, state, run, form, message, status)
 
 
 @router.post("/lab/preset/{name}")

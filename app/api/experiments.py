@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.errors import ApiError
 from app.experiments import cli
-from app.experiments.jobs import TITLES, ExperimentRunner
+from app.experiments.jobs import ExperimentRunner
 from app.pages import templates
 
 router = APIRouter()
@@ -70,7 +70,7 @@ async def experiment_plot(exp_id: str = Path(pattern=EXP_ID), name: str = Path(p
 
 @router.get("/experiments", response_class=HTMLResponse, include_in_schema=False)
 async def experiments_page(request: Request, run: ExperimentRunner = Depends(experiments)) -> HTMLResponse:
-    return templates.TemplateResponse(request, "experiments.html", {"titles": TITLES, "recent": run.list(20)})
+    return templates.TemplateResponse(request, "experiments.html", {"titles": cli.TITLES, "recent": run.list(20)})
 
 
 @router.post("/experiments/start/{name}", include_in_schema=False)

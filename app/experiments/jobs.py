@@ -18,16 +18,6 @@ from app.experiments import cli
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
-TITLES = {
-    "retrain": "Retraining with a fooling class (n+1)",
-    "transfer": "Do fooling images transfer between networks?",
-    "ensemble": "Fooling an ensemble",
-    "smoothing": "Input smoothing as a defence",
-    "volume": "How much of image space fools the network",
-    "logistic": "The 10-D logistic-regression example",
-    "neurons": "What single neurons respond to",
-    "blackbox": "Black box or not",
-}
 
 
 class ExperimentRunner:
@@ -63,7 +53,7 @@ class ExperimentRunner:
         if name not in cli.EXPERIMENTS:
             raise KeyError(name)
         exp_id = secrets.token_urlsafe(12)
-        status = {"id": exp_id, "experiment": name, "title": TITLES.get(name, name), "quick": quick, "seed": seed,
+        status = {"id": exp_id, "experiment": name, "title": cli.TITLES[name], "quick": quick, "seed": seed,
                   "status": "queued", "created": time.time()}
         with self._lock:
             if self._queue.full():
