@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from app.batching import Batcher
 from app.main import create_app
+from app.serving.batching import Batcher
 from tests.conftest import make_settings, png_bytes
 
 

@@ -16,7 +16,7 @@ from app.fooling.direct import DirectEncoding, polynomial_mutation
 from app.fooling.evolution import EvolutionParams, evolve, map_elites
 from app.fooling.gradient import GradientParams, gradient_ascent
 from app.fooling.methods import MethodError, build
-from app.imaging import to_png
+from app.serving.imaging import to_png
 from app.settings import ROOT
 
 

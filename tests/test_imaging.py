@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app.imaging import ImageError, decode, quantize, to_model_input, to_png
+from app.serving.imaging import ImageError, decode, quantize, to_model_input, to_png
 from tests.conftest import png_bytes
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.imaging import to_png
 from app.main import create_app
+from app.serving.imaging import to_png
 from tests.conftest import make_settings, wait_ready
 
 TRUNCATED = to_png(torch.rand((1, 28, 28)))[:60]  # a PNG cut short: header fine, pixels missing

@@ -64,7 +64,7 @@ def run_transfer(ctx: Context) -> dict:
     if entry.available:
         from PIL import Image
 
-        from app.imaging import to_model_input
+        from app.serving.imaging import to_model_input
 
         big = ctx.registry.model(entry.id)
         rows = []

@@ -17,7 +17,7 @@ from app.fooling.direct import DirectEncoding
 from app.fooling.evolution import EvolutionParams, map_elites
 from app.models.classifier import Classifier
 from app.models.lenet import LeNet
-from app.train_lenet import random_shift
+from app.models.train_lenet import random_shift
 
 FOOLING = 10  # the extra class
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from app.fooling.base import Snapshot
-from app.imaging import quantize
+from app.serving.imaging import quantize
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from app.imaging import quantize
+from app.serving.imaging import quantize
 
 SUCCESS = 0.9999  # the paper's bar: "99.99% confidence"
 

@@ -8,20 +8,17 @@ import json
 import re
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 
-from app.figures import confidence_curve, labelled_grid
 from app.fooling.base import SUCCESS
-from app.imaging import ImageError, decode, to_model_input, to_png
+from app.fooling.figures import confidence_curve, labelled_grid
+from app.jobs.job import Job
+from app.jobs.store import JobStore
 from app.models.entry import ModelEntry
-from app.scoring import top_k
-
-if TYPE_CHECKING:
-    from app.jobs.runner import Job
-    from app.jobs.store import JobStore
+from app.serving.imaging import ImageError, decode, to_model_input, to_png
+from app.serving.scoring import top_k
 
 DATA_URL = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.I)
 UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from torch import nn
 
-from app import compute
 from app.models import builtin, custom
 from app.models.entry import ModelEntry, ModelUnavailable, UnknownModel
 from app.settings import Settings, resolve_device
@@ -77,8 +77,10 @@ class Registry:
                 self.load(model_id)
         self.ready.set()
 
-    def start_background_downloads(self) -> threading.Thread | None:
-        """Fetch torchvision weights that are not cached, without holding up start-up."""
+    def start_background_downloads(self, run: Callable[..., object] = lambda fn, *a: fn(*a)
+                                   ) -> threading.Thread | None:
+        """Fetch torchvision weights that are not cached, without holding up start-up. ``run`` calls
+        the loader where model work belongs (the server passes its compute thread)."""
         pending = [e for e in self.entries.values() if not e.available and e.meta.get("downloadable")]
         if not pending or not self.settings.download_weights:
             return None
@@ -91,7 +93,7 @@ class Registry:
                 except Exception as exc:
                     entry.reason = builtin.unavailable_reason(entry, exc)
                     continue
-                compute.run(self.load, entry.id)
+                run(self.load, entry.id)
 
         t = threading.Thread(target=work, name="weights-download", daemon=True)
         t.start()

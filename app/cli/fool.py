@@ -13,11 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from app.figures import confidence_curve, labelled_grid
 from app.fooling.base import SUCCESS, Snapshot, history_point, model_score_fn, resolve_targets
+from app.fooling.figures import confidence_curve, labelled_grid
 from app.fooling.methods import ADVERSARIAL, build, method_options
-from app.imaging import decode, to_model_input, to_png
 from app.models.registry import Registry
+from app.serving.imaging import decode, to_model_input, to_png
 from app.settings import Settings
 
 

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import available_model, lab
-from app.api.errors import ApiError
-from app.imaging import ImageError, load_image, open_image, stack, to_model_input
 from app.models.entry import ModelEntry
-from app.scoring import top_k
+from app.serving.imaging import ImageError, load_image, open_image, stack, to_model_input
+from app.serving.lab import Lab
+from app.serving.scoring import top_k
 from app.settings import Settings
-from app.state import Lab
+from app.web.deps import available_model, lab
+from app.web.errors import ApiError
 
 router = APIRouter(prefix="/api/v1", tags=["scoring"])
 

@@ -7,6 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.jobs.job import JobError
+
 CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
          413: "too_large", 415: "unsupported_media_type", 422: "invalid", 429: "too_many_requests",
          503: "unavailable"}
@@ -16,6 +18,12 @@ class ApiError(StarletteHTTPException):
     def __init__(self, status: int, detail: str, field: str | None = None, headers: dict | None = None):
         super().__init__(status, detail, headers)
         self.field = field
+
+
+def job_error(exc: JobError) -> ApiError:
+    """The runner's refusal as an HTTP error (with Retry-After where waiting helps)."""
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return ApiError(exc.status, exc.detail, exc.field, headers)
 
 
 def _field(loc) -> str:

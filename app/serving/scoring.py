@@ -9,9 +9,9 @@ from contextlib import contextmanager
 
 import torch
 
-from app import compute
-from app.batching import Batcher
 from app.models.registry import Registry
+from app.serving import compute
+from app.serving.batching import Batcher
 
 
 def top_k(probs: torch.Tensor, labels: list[str], k: int) -> list[dict]:

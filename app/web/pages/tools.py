@@ -1,20 +1,18 @@
-"""Server-rendered pages (Jinja2). The API stays the source of truth; pages call the same code."""
+"""Pages for scoring images by hand and the logistic-regression explainer."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
-from app.api.deps import lab
-from app.api.score import score_uploads
 from app.explain import logistic
-from app.settings import ROOT
-from app.state import Lab
+from app.serving.lab import Lab
+from app.web.api.score import score_uploads
+from app.web.deps import lab
+from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=ROOT / "templates")
 
 
 @router.get("/score", response_class=HTMLResponse)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from app.experiments import cli
+from app.experiments import catalog
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,10 @@ class ExperimentRunner:
         return sorted(out, key=lambda s: s.get("created", 0), reverse=True)
 
     def submit(self, name: str, quick: bool, seed: int) -> str:
-        if name not in cli.EXPERIMENTS:
+        if name not in catalog.EXPERIMENTS:
             raise KeyError(name)
         exp_id = secrets.token_urlsafe(12)
-        status = {"id": exp_id, "experiment": name, "title": cli.TITLES[name], "quick": quick, "seed": seed,
+        status = {"id": exp_id, "experiment": name, "title": catalog.TITLES[name], "quick": quick, "seed": seed,
                   "status": "queued", "created": time.time()}
         with self._lock:
             if self._queue.full():
@@ -87,7 +87,7 @@ class ExperimentRunner:
                 continue
             self._write(exp_id, {**st, "status": "running", "started": time.time()})
             try:
-                cli.run(st["experiment"], st["seed"], self.root / exp_id, st["quick"], self.settings)
+                catalog.run(st["experiment"], st["seed"], self.root / exp_id, st["quick"], self.settings)
                 self._write(exp_id, {**st, "status": "done", "finished": time.time()})
             except Exception as exc:  # recorded on the experiment, never fatal to the thread
                 log.warning("experiment %s failed: %s", exp_id, exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.models.registry import Registry
-from app.scoring import Scorer
+from app.serving.scoring import Scorer
 from app.settings import Settings
 
 

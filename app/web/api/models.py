@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from app.api.deps import lab
-from app.api.errors import ApiError
 from app.models.entry import UnknownModel
-from app.state import Lab
+from app.serving.lab import Lab
+from app.web.deps import lab
+from app.web.errors import ApiError
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
 

@@ -1,0 +1,76 @@
+"""Builds the FastAPI application: state at start-up, middleware, routers, static files."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from app.experiments.runner import ExperimentRunner
+from app.jobs.runner import LocalRunner
+from app.jobs.store import JobStore
+from app.serving import compute
+from app.serving.lab import Lab
+from app.settings import ROOT, Settings
+from app.web import errors, streams
+from app.web.api import experiments as experiments_api
+from app.web.api import health, models, score
+from app.web.api import jobs as jobs_api
+from app.web.middleware import GuardMiddleware
+from app.web.pages import experiments as experiment_pages
+from app.web.pages import lab as lab_pages
+from app.web.pages import runs as run_pages
+from app.web.pages import tools as tool_pages
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.torch_threads > 0:
+            torch.set_num_threads(settings.torch_threads)
+        lab = Lab.create(settings)
+        app.state.lab = lab
+        streams.SHUTDOWN.clear()
+        store = JobStore(settings.data_dir)
+        app.state.runner = LocalRunner(lab, store)
+        app.state.experiments = ExperimentRunner(settings)
+
+        # Loading happens beside the server so /healthz answers at once and /readyz tells when done.
+        def loaded(_) -> None:
+            lab.registry.start_background_downloads(compute.run)
+
+        compute.submit(lab.registry.load_all).add_done_callback(loaded)
+        yield
+        streams.SHUTDOWN.set()  # open event streams end now instead of holding the shutdown
+        app.state.runner.close()
+        app.state.experiments.close()
+        store.close()
+        lab.close()
+
+    app = FastAPI(
+        title="Fooling Lab",
+        version="0.1.0",
+        description="Watch deep neural networks get fooled: score images, evolve fooling images.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_upload_bytes * settings.max_files + (1 << 20))
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(score.router)
+    app.include_router(jobs_api.router)
+    app.include_router(experiments_api.router)
+    app.include_router(lab_pages.router)
+    app.include_router(run_pages.router)
+    app.include_router(experiment_pages.router)
+    app.include_router(tool_pages.router)
+    app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
+    return app
+
+
+

@@ -1,0 +1,121 @@
+"""A run's pages: the live panel (HTML over SSE), its controls, the gallery, and transfer to other models.
+
+The live panel is re-rendered on the server and streamed as HTML, so the browser runs no code of
+ours to draw it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from app.jobs.runner import JobError, LocalRunner
+from app.serving.imaging import decode, stack, to_model_input
+from app.serving.lab import Lab
+from app.web import streams, views
+from app.web.deps import lab, runner
+from app.web.errors import job_error
+from app.web.templating import templates
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+async def job_page(request: Request, job_id: str = Path(pattern=views.JOB_ID), demo: bool = Query(False),
+                   focus: int = Query(0, ge=0, le=100_000), run: LocalRunner = Depends(runner),
+                   state: Lab = Depends(lab)) -> HTMLResponse:
+    view = views.found(run, job_id)
+    others = [e for e in state.registry.list() if e.available and e.id != view["settings"]["model"]]
+    ctx = views.panel_context(view, focus) | {"demo": demo, "rerun": views.rerun_link(view["settings"]),
+                                              "others": others}
+    return templates.TemplateResponse(request, "job.html", ctx)
+
+
+@router.get("/jobs/{job_id}/stream")
+async def job_stream(request: Request, job_id: str = Path(pattern=views.JOB_ID),
+                     focus: int = Query(0, ge=0, le=100_000), run: LocalRunner = Depends(runner),
+                     state: Lab = Depends(lab)) -> StreamingResponse:
+    """The job page's live panel as HTML over SSE (unnamed messages swap into the panel), then a
+    `close` event so the page stops reconnecting."""
+    views.found(run, job_id, history=False)
+    panel = templates.get_template("_panel.html")
+    interval = 1.0 / max(0.1, state.settings.events_per_second)
+
+    def render() -> tuple[str, int, bool]:
+        view = views.view(run, job_id)
+        html = panel.render(views.panel_context(view, focus) | {"request": request})
+        return html, view.get("version") or 0, view["status"] not in ("queued", "running", "paused")
+
+    async def stream() -> AsyncIterator[str]:
+        html, version, done = render()
+        yield streams.sse_html(html)
+        while not done:
+            if streams.SHUTDOWN.is_set() or run.closing:
+                break
+            t0 = time.monotonic()
+            await run.wait(job_id, version, timeout=15.0)
+            live = run.live(job_id)
+            if live is not None and live.version == version and not live.finished:
+                yield ": keep-alive\n\n"
+                continue
+            html, version, done = render()
+            yield streams.sse_html(html)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
+        yield "event: close\ndata: {}\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers=streams.HEADERS)
+
+
+@router.post("/jobs/{job_id}/control/{action}")
+async def job_control(request: Request, job_id: str = Path(pattern=views.JOB_ID),
+                      action: str = Path(pattern="^(cancel|pause|resume|step)$"),
+                      run: LocalRunner = Depends(runner)) -> Response:
+    try:
+        run.control(job_id, action)
+    except JobError as exc:
+        if exc.status != 409:  # finished already / not paused: the page simply shows the state
+            raise job_error(exc) from None
+    if request.headers.get("hx-request"):
+        return Response(status_code=204)
+    return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+
+@router.get("/gallery", response_class=HTMLResponse)
+async def gallery(request: Request, page: int = Query(1, ge=1, le=10_000),
+                  run: LocalRunner = Depends(runner)) -> HTMLResponse:
+    per = 24
+    recs = [r for r in run.store.list(per, (page - 1) * per, "done")]
+    total = run.store.count("done")
+    items = [views.view(run, r["id"], history=False) for r in recs]
+    return templates.TemplateResponse(request, "gallery.html", {
+        "items": [i for i in items if i], "page": page, "pages": max(1, (total + per - 1) // per), "total": total})
+
+
+@router.get("/jobs/{job_id}/transfer", response_class=HTMLResponse)
+async def transfer(request: Request, job_id: str = Path(pattern=views.JOB_ID),
+                   run: LocalRunner = Depends(runner), state: Lab = Depends(lab)) -> HTMLResponse:
+    """Score a finished job's images on every other model: do the fooling images transfer?"""
+    view = views.found(run, job_id, history=False)
+    folder = run.store.root / job_id
+    rows = []
+    models = [e for e in state.registry.list() if e.available]
+    for t in view.get("targets") or []:
+        path = folder / f"{t['position']}.png"
+        if not path.is_file():
+            continue
+        img = decode(path.read_bytes(), state.settings.max_image_pixels)
+        row = {"target": t, "scores": []}
+        for entry in models:
+            x = stack([to_model_input(img, entry.input_shape, entry.preprocess)])
+            probs = (await state.scorer.probabilities(entry.id, x))[0]
+            top = int(probs.argmax())
+            same = entry.labels == state.registry.get(view["settings"]["model"]).labels
+            row["scores"].append({"model": entry.id, "top_label": entry.labels[top], "top": float(probs[top]),
+                                  "target": float(probs[t["index"]]) if same else None})
+        rows.append(row)
+    return templates.TemplateResponse(request, "transfer.html", {"job": view, "rows": rows, "models": models})

@@ -1,0 +1,91 @@
+"""What clients see of a job: the JSON view shared by the REST API and the pages, its links, and
+the view models the pages render (live panel, chart, re-run link)."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+from app.jobs import results
+from app.jobs.runner import Runner
+from app.web.errors import ApiError
+
+JOB_ID = r"^[A-Za-z0-9_-]{8,64}$"
+STATUS = "^(queued|running|paused|done|cancelled|failed|interrupted)$"
+ACTIVE = ("queued", "running", "paused")
+SPEC_FIELDS = ("model", "method", "encoding", "targets", "generations", "steps", "population", "seed", "max_seconds")
+
+
+def links(job_id: str) -> dict:
+    base = f"/api/v1/jobs/{job_id}"
+    return {"self": base, "events": f"{base}/events", "page": f"/jobs/{job_id}", "cancel": f"{base}/cancel",
+            "pause": f"{base}/pause", "resume": f"{base}/resume", "step": f"{base}/step",
+            "grid": f"{base}/grid.png", "summary": f"{base}/summary.json"}
+
+
+def view(run: Runner, job_id: str, history: bool = True) -> dict | None:
+    """A job as the API shows it: live state while it runs, the stored record once it has finished."""
+    rec = run.record(job_id)
+    if rec is None:
+        return None
+    live = run.live(job_id)
+    out = {"id": job_id, "status": rec["status"], "created": rec["created"], "updated": rec["updated"],
+           "settings": rec["spec"], "error": rec["error"], "links": links(job_id)}
+    if live is not None and (not live.finished or rec["result"] is None):
+        frame = results.frame(live)
+        out.update(status=live.status, error=live.error or rec["error"], version=live.version,
+                   progress={"step": frame["step"], "evaluations": frame["evaluations"], "elapsed": frame["elapsed"]},
+                   targets=frame["targets"])
+        if "extra" in frame:
+            out["extra"] = frame["extra"]
+        if history:
+            out["history"] = live.history
+        return out
+    res = rec["result"] or {}
+    prog = rec["progress"] or {}
+    out.update(progress={"step": prog.get("step", 0), "evaluations": prog.get("evaluations", 0),
+                         "elapsed": prog.get("elapsed", 0.0)},
+               targets=res.get("targets", []), version=live.version if live else None)
+    for key in ("min_confidence", "at_9999", "ten_crop", "stop_reason", "extra"):
+        if key in res:
+            out[key] = res[key]
+    if history:
+        out["history"] = prog.get("history", [])
+    return out
+
+
+def chart(history: list[dict], width: int = 480, height: int = 160) -> dict:
+    """SVG polylines of min / median / max best confidence against evaluations."""
+    if not history:
+        return {"width": width, "height": height, "lines": {}, "max_evals": 0}
+    x_max = max(h["evaluations"] for h in history) or 1
+    lines = {}
+    for key in ("min", "median", "max"):
+        pts = [(width * h["evaluations"] / x_max, height * (1 - h[key])) for h in history]
+        lines[key] = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+    return {"width": width, "height": height, "lines": lines, "max_evals": x_max}
+
+
+def panel_context(view: dict, focus: int = 0) -> dict:
+    targets = view.get("targets") or []
+    focus = min(max(focus, 0), max(len(targets) - 1, 0))
+    return {"job": view, "targets": targets, "focus": targets[focus] if targets else None, "focus_i": focus,
+            "chart": chart(view.get("history") or []), "live": view["status"] in ACTIVE}
+
+
+def rerun_link(settings: dict) -> str:
+    """A Lab URL that carries every setting and the seed: opening it reproduces the run."""
+    q = {k: settings[k] for k in SPEC_FIELDS if settings.get(k) is not None}
+    if isinstance(q.get("targets"), list):
+        q["targets"] = ",".join(str(t) for t in q["targets"])
+    if settings.get("params"):
+        q["params"] = json.dumps(settings["params"], separators=(",", ":"))
+    return "/?" + urllib.parse.urlencode(q)
+
+
+def found(run: Runner, job_id: str, history: bool = True) -> dict:
+    """view(), or a 404 for an unknown job."""
+    v = view(run, job_id, history)
+    if v is None:
+        raise ApiError(404, f"no job {job_id!r}", "id")
+    return v
