@@ -14,7 +14,7 @@ from app.jobs.store import JobStore
 from app.serving import compute
 from app.serving.lab import Lab
 from app.settings import ROOT, Settings
-from app.web import errors, streams
+from app.web import api_docs, errors, streams
 from app.web.api import experiments as experiments_api
 from app.web.api import health, models, score
 from app.web.api import jobs as jobs_api
@@ -23,6 +23,18 @@ from app.web.pages import experiments as experiment_pages
 from app.web.pages import lab as lab_pages
 from app.web.pages import runs as run_pages
 from app.web.pages import tools as tool_pages
+
+DESCRIPTION = """Watch deep neural networks get fooled, live: score images, evolve fooling images, attack real ones.
+
+* **Score** images on any listed model: `POST /api/v1/score`.
+* **Jobs** run one method (evolution with a direct or CPPN encoding, MAP-Elites, gradient ascent,
+  FGSM, PGD, the random baseline) with a seed: start one with `POST /api/v1/jobs`, follow it with
+  Server-Sent Events at its `links.events`, download its images and `summary.json` when it ends.
+* **Errors** are JSON of one shape, `{"error", "detail", "field"}` (plus `errors` for a 422), and a
+  429 says when to retry in `Retry-After`.
+
+The same document as a reference page: [/redoc](/redoc). Python clients: docs/api.md in the repository.
+"""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,8 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Fooling Lab",
         version="0.1.0",
-        description="Watch deep neural networks get fooled: score images, evolve fooling images.",
+        description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by app.web.api_docs from vendored files (works offline, under our CSP)
+        redoc_url=None,
     )
     errors.install(app)
 
@@ -69,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(run_pages.router)
     app.include_router(experiment_pages.router)
     app.include_router(tool_pages.router)
+    app.include_router(api_docs.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     return app
 

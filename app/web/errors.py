@@ -1,17 +1,65 @@
-"""JSON errors everywhere: {"error": code, "detail": message}, with the offending field for 422."""
+"""JSON errors everywhere: {"error": code, "detail": message}, with the offending field for 422,
+and the same shape documented for every status a route can answer."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.jobs.job import JobError
 
-CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
+CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
          413: "too_large", 415: "unsupported_media_type", 422: "invalid", 429: "too_many_requests",
          503: "unavailable"}
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="the request field, dotted for nested ones (e.g. params.epsilon)")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """What every 4xx and 5xx answer carries."""
+
+    error: str = Field(description="a stable code: " + ", ".join(sorted(set(CODES.values()))))
+    detail: str = Field(description="what went wrong, in words for a person")
+    field: str | None = Field(None, description="the request field at fault, where there is one")
+    errors: list[FieldError] | None = Field(None, description="422 from validation: every field at fault")
+
+
+_JOB = "AbCdEfGh12345678"
+ERROR_EXAMPLES = {
+    400: ("corrupt image or too many files",
+          {"error": "bad_request", "detail": "x.png: the image data is truncated or corrupt", "field": "file"}),
+    403: ("not allowed", {"error": "forbidden", "detail": "only the job's owner or the instructor may do that"}),
+    404: ("no such thing", {"error": "not_found", "detail": f"no job {_JOB!r}", "field": "id"}),
+    409: ("conflicts with the current state",
+          {"error": "conflict", "detail": f"job {_JOB} has already finished (done)"}),
+    413: ("too large", {"error": "too_large", "field": "file",
+                        "detail": "image is 9000x9000 = 81000000 pixels; the limit is 40000000"}),
+    415: ("not an image", {"error": "unsupported_media_type", "field": "file",
+                           "detail": "x.txt: not a readable image: send PNG, JPEG, WebP, BMP or GIF"}),
+    422: ("invalid request", {"error": "invalid", "detail": "invalid value for: generations", "field": "generations",
+                              "errors": [{"field": "generations",
+                                          "message": "Input should be greater than or equal to 0"}]}),
+    429: ("too many requests: wait for Retry-After seconds",
+          {"error": "too_many_requests", "detail": "the job queue is full; try again shortly"}),
+    503: ("not ready", {"error": "unavailable", "detail": "the server is shutting down"}),
+}
+
+
+def error_responses(*codes: int, **described: str) -> dict:
+    """OpenAPI ``responses`` for these statuses, each with the ErrorBody schema and an example;
+    ``described`` overrides a description, keyed like ``_404="unknown model"``."""
+    out = {}
+    for code in codes:
+        text, example = ERROR_EXAMPLES[code]
+        out[code] = {"model": ErrorBody, "description": described.get(f"_{code}", text),
+                     "content": {"application/json": {"example": example}}}
+    return out
 
 
 class ApiError(StarletteHTTPException):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import queue
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.experiments import catalog
 from app.experiments.runner import ExperimentRunner
-from app.web.errors import ApiError
+from app.web.api import examples
+from app.web.errors import ApiError, error_responses
 
 router = APIRouter()
 EXP_ID = r"^[A-Za-z0-9_-]{8,64}$"
@@ -44,23 +45,31 @@ def get_or_404(run: ExperimentRunner, exp_id: str) -> dict:
     return st
 
 
-@router.post("/api/v1/experiments", status_code=201, tags=["experiments"])
-async def create_experiment(spec: ExperimentSpec, run: ExperimentRunner = Depends(experiments)) -> dict:
-    """Run an experiment in the background; its results page fills in when it is done."""
+@router.post("/api/v1/experiments", status_code=201, tags=["experiments"], summary="Run an experiment",
+             responses={201: examples.json_example(examples.EXPERIMENT_CREATED), **error_responses(422, 429)})
+async def create_experiment(spec: ExperimentSpec = Body(openapi_examples=examples.EXPERIMENT_REQUESTS),
+                            run: ExperimentRunner = Depends(experiments)) -> dict:
+    """Run one of the experiments (defences, transfer, explainers) in the background. Poll `self`
+    until `status` is done; the numbers are in `results`, the plots under their names."""
     exp_id = start(run, spec)
     return {"id": exp_id, "status": "queued",
             "links": {"self": f"/api/v1/experiments/{exp_id}", "page": f"/experiments/{exp_id}"}}
 
 
-@router.get("/api/v1/experiments/{exp_id}", tags=["experiments"])
+@router.get("/api/v1/experiments/{exp_id}", tags=["experiments"], summary="One experiment",
+            responses={200: examples.json_example(examples.EXPERIMENT), **error_responses(404, 422)})
 async def get_experiment(exp_id: str = Path(pattern=EXP_ID), run: ExperimentRunner = Depends(experiments)) -> dict:
+    """Status (queued, running, done, failed) and, when done, the results with the names of its plots."""
     return get_or_404(run, exp_id)
 
 
 @router.get("/api/v1/experiments/{exp_id}/{name}", response_class=Response, tags=["experiments"],
-            responses={200: {"content": {"image/png": {}}}, 404: {"description": "no such plot"}})
+            summary="An experiment's plot",
+            responses={200: {"content": {"image/png": {}}, "description": "a PNG plot"},
+                       **error_responses(404, 422, _404="no such experiment or plot")})
 async def experiment_plot(exp_id: str = Path(pattern=EXP_ID), name: str = Path(pattern=r"^[a-z0-9-]{1,64}\.png$"),
                           run: ExperimentRunner = Depends(experiments)) -> Response:
+    """One of the plots named in the experiment's `results.plots`."""
     st = get_or_404(run, exp_id)
     if name not in (st.get("results") or {}).get("plots", []):
         raise ApiError(404, f"experiment {exp_id} has no plot {name}", "name")

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, File, Path, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Body, Depends, File, Path, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -16,8 +16,9 @@ from app.jobs.spec import JobSpec
 from app.serving.imaging import ImageError
 from app.serving.lab import Lab
 from app.web import streams
+from app.web.api import examples
 from app.web.deps import client_key, lab, runner
-from app.web.errors import ApiError, job_error
+from app.web.errors import ApiError, error_responses, job_error
 from app.web.views import JOB_ID, STATUS, found, links, view
 
 FILES = {"grid.png": "image/png", "curve.png": "image/png", "summary.json": "application/json",
@@ -26,13 +27,18 @@ FILES = {"grid.png": "image/png", "curve.png": "image/png", "summary.json": "app
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
 
-@router.post("/jobs", status_code=201,
-             responses={404: {"description": "unknown model"}, 409: {"description": "model unavailable"},
-                        413: {"description": "image too large"}, 422: {"description": "invalid settings"},
-                        429: {"description": "queue full or per-client cap reached (see Retry-After)"}})
-async def create_job(spec: JobSpec, request: Request, response: Response,
+@router.post("/jobs", status_code=201, summary="Start a job",
+             responses={201: examples.json_example(examples.JOB_CREATED, "queued; follow links.events"),
+                        **error_responses(404, 409, 413, 422, 429, 503, _404="unknown model or upload",
+                                          _409="model unavailable", _413="image too large",
+                                          _429="queue full or per-client cap reached (see Retry-After)",
+                                          _503="the server is shutting down")})
+async def create_job(request: Request, response: Response,
+                     spec: JobSpec = Body(openapi_examples=examples.JOB_REQUESTS),
                      run: LocalRunner = Depends(runner)) -> dict:
-    """Start a job: one method run with its settings and seed. Returns its id, status and links."""
+    """Start one method run (evolution, MAP-Elites, gradient ascent, FGSM, PGD or the random
+    baseline) with its settings and seed; the same settings and seed give the same images. Answers
+    at once with the job's id and links: follow `events` (Server-Sent Events) or poll `self`."""
     try:
         job_id = await run_in_threadpool(run.submit, spec, client_key(request))
     except JobError as exc:
@@ -41,40 +47,47 @@ async def create_job(spec: JobSpec, request: Request, response: Response,
     return {"id": job_id, "status": "queued", "links": links(job_id)}
 
 
-@router.get("/jobs")
+@router.get("/jobs", summary="List jobs",
+            responses={200: examples.json_example(examples.JOB_LIST), **error_responses(422)})
 async def list_jobs(limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0, le=10**9),
                     status: str | None = Query(None, pattern=STATUS),
                     run: LocalRunner = Depends(runner)) -> dict:
-    """Jobs, newest first."""
+    """Jobs, newest first, without their confidence history; filter by `status`."""
     recs = run.store.list(limit, offset, status)
     jobs = [view(run, r["id"], history=False) for r in recs]
     return {"jobs": [j for j in jobs if j], "total": run.store.count(status), "limit": limit, "offset": offset}
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", summary="One job",
+            responses={200: examples.json_example(examples.JOB_VIEW), **error_responses(404, 422)})
 async def get_job(job_id: str = Path(pattern=JOB_ID), run: LocalRunner = Depends(runner)) -> dict:
-    """Status, progress, settings and, per target: label, best confidence, image URL."""
+    """Status, progress, settings and, per target: label, best confidence, top 5 classes, image URL and
+    when it reached 99.99%; the confidence history for a chart. Live while it runs, final after."""
     return found(run, job_id)
 
 
-@router.post("/jobs/{job_id}/{action}", responses={404: {"description": "no such job or action"},
-                                                   409: {"description": "job already finished"}})
+@router.post("/jobs/{job_id}/{action}", summary="Cancel, pause, resume or step a job",
+             responses={200: examples.json_example(examples.CONTROLLED),
+                        **error_responses(404, 409, 422, _409="job already finished, or not paused (step)")})
 async def control_job(job_id: str = Path(pattern=JOB_ID),
                       action: str = Path(pattern="^(cancel|pause|resume|step)$"),
                       run: LocalRunner = Depends(runner)) -> dict:
-    """cancel (keeps the best images so far), pause, resume, or step (one step while paused)."""
+    """`cancel` stops the job and keeps its best images so far; `pause` holds it; `resume` lets it go
+    on; `step` runs exactly one step of a paused job (for demos)."""
     try:
         return run.control(job_id, action)
     except JobError as exc:
         raise job_error(exc) from None
 
 
-@router.get("/jobs/{job_id}/images/{position}.png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}, 404: {"description": "no such image"}})
+@router.get("/jobs/{job_id}/images/{position}.png", response_class=Response, summary="A target's best image",
+            responses={200: {"content": {"image/png": {}}, "description": "PNG at the model's input size"},
+                       **error_responses(404, 422, _404="no such job, or no image at that position yet")})
 async def job_image(job_id: str = Path(pattern=JOB_ID), position: int = Path(ge=0, le=100_000),
                     v: int | None = Query(None, ge=0, description="the version in a frame's image URL"),
                     run: LocalRunner = Depends(runner)) -> Response:
-    """The best image so far (live) or final image of one target, by its position in the job."""
+    """The best image so far (live) or the final image of one target, by its position in the job's
+    `targets`. The PNG holds exactly the pixels that were scored: it re-scores to the same confidence."""
     live = run.live(job_id)
     if live is not None and live.snap is not None and not live.finished:
         png = results.live_png(live, position)
@@ -90,8 +103,10 @@ async def job_image(job_id: str = Path(pattern=JOB_ID), position: int = Path(ge=
     raise ApiError(404, f"job {job_id} has no image at position {position} (yet)", "position")
 
 
-@router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}, 404: {"description": "no such job"}})
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse, summary="Follow a job (SSE)",
+            responses={200: {"content": {"text/event-stream": {"example": examples.EVENTS}},
+                             "description": "an event stream that ends with `close`"},
+                       **error_responses(404, 422)})
 async def job_events(request: Request, job_id: str = Path(pattern=JOB_ID),
                      run: LocalRunner = Depends(runner), state: Lab = Depends(lab)) -> StreamingResponse:
     """Server-Sent Events: `state` (the full job) first, then `snapshot` frames (at most
@@ -135,12 +150,16 @@ async def job_events(request: Request, job_id: str = Path(pattern=JOB_ID),
                              headers=streams.HEADERS)
 
 
-@router.get("/jobs/{job_id}/{name}", response_class=Response,
-            responses={200: {"content": {"image/png": {}, "application/json": {}}}, 404: {"description": "not there"}})
+@router.get("/jobs/{job_id}/{name}", response_class=Response, summary="Download a job's files",
+            responses={200: {"content": {"image/png": {}, "application/json": {"example": examples.JOB_VIEW}},
+                             "description": "grid.png, curve.png, input.png or summary.json"},
+                       **error_responses(404, 422, _404="no such job, or the file is not written yet")})
 async def job_file(job_id: str = Path(pattern=JOB_ID),
                    name: str = Path(pattern="^(grid\\.png|curve\\.png|summary\\.json|input\\.png)$"),
                    run: LocalRunner = Depends(runner)) -> Response:
-    """Downloads: the labelled grid, the confidence curve, summary.json, and an adversarial job's input."""
+    """The labelled grid of best images (like the paper's figures), the confidence curve, summary.json
+    (settings, seed, per-target results, history) and an adversarial job's input. Written when the
+    job finishes."""
     path = run.store.root / job_id / name
     if not path.is_file():
         found(run, job_id, history=False)
@@ -149,12 +168,13 @@ async def job_file(job_id: str = Path(pattern=JOB_ID),
                         headers={"Content-Disposition": f'inline; filename="{job_id}-{name}"'})
 
 
-@router.post("/uploads", status_code=201,
-             responses={400: {"description": "corrupt image"}, 413: {"description": "too large"},
-                        415: {"description": "not an image"}})
+@router.post("/uploads", status_code=201, summary="Upload an image for jobs",
+             responses={201: examples.json_example(examples.UPLOADED),
+                        **error_responses(400, 413, 415, 422, _400="corrupt image")})
 async def upload(file: UploadFile = File(..., description="an image for adversarial jobs"),
                  state: Lab = Depends(lab)) -> dict:
-    """Keep an image for later jobs (`upload` in POST /api/v1/jobs); answers with its id."""
+    """Keep a real image for adversarial jobs (FGSM, PGD) or gradient ascent from an image: pass the
+    id as `upload` in POST /api/v1/jobs."""
     s = state.settings
     data = await file.read(s.max_upload_bytes + 1)
     if len(data) > s.max_upload_bytes:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel
 
 from app.models.entry import UnknownModel
 from app.serving.lab import Lab
+from app.web.api import examples
 from app.web.deps import lab
-from app.web.errors import ApiError
+from app.web.errors import ApiError, error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
 
@@ -32,16 +33,23 @@ class ModelList(BaseModel):
     models: list[ModelInfo]
 
 
-@router.get("/models", response_model=ModelList, response_model_exclude_unset=True)
+@router.get("/models", response_model=ModelList, response_model_exclude_unset=True, summary="List models",
+            responses={200: examples.json_example(examples.MODELS), **error_responses(422)})
 async def list_models(labels: bool = Query(True, description="include class labels"),
                       state: Lab = Depends(lab)) -> dict:
+    """Every registered model, available or not. An unavailable one says why in `reason` (for
+    torchvision's networks: weights not cached and no internet) and how to get it."""
     return {"models": [e.public(with_labels=labels) for e in state.registry.list()]}
 
 
-@router.get("/models/{model_id}", response_model=ModelInfo)
-async def get_model(model_id: str, state: Lab = Depends(lab)) -> dict:
+@router.get("/models/{model_id}", response_model=ModelInfo, summary="One model",
+            responses={200: examples.json_example(examples.MODEL),
+                       **error_responses(404, 422, _404="unknown model id")})
+async def get_model(model_id: str = Path(max_length=100, description="a model id from GET /api/v1/models"),
+                    state: Lab = Depends(lab)) -> dict:
+    """One model with its class labels, input shape and whether it can be used now."""
     try:
         return state.registry.get(model_id).public()
     except UnknownModel:
-        raise ApiError(404, f"unknown model {model_id!r}") from None
+        raise ApiError(404, f"unknown model {model_id!r}", "model_id") from None
 

@@ -14,8 +14,9 @@ from app.serving.imaging import ImageError, load_image, open_image, stack, to_mo
 from app.serving.lab import Lab
 from app.serving.scoring import top_k
 from app.settings import Settings
+from app.web.api import examples
 from app.web.deps import available_model, lab
-from app.web.errors import ApiError
+from app.web.errors import ApiError, error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["scoring"])
 
@@ -37,18 +38,21 @@ class ScoreResponse(BaseModel):
     elapsed_ms: float
 
 
-@router.post("/score", response_model=ScoreResponse,
-             responses={400: {"description": "corrupt image or too many files"},
-                        404: {"description": "unknown model"},
-                        409: {"description": "model listed but unavailable"},
-                        413: {"description": "upload or image too large"},
-                        415: {"description": "not an image"}, 422: {"description": "invalid field"}})
+@router.post("/score", response_model=ScoreResponse, summary="Score images",
+             responses={200: examples.json_example(examples.SCORE),
+                        **error_responses(400, 404, 409, 413, 415, 422, _404="unknown model",
+                                          _409="model listed but unavailable (see its reason)",
+                                          _413="a file, the body or an image's pixel count is over its limit")})
 async def score(
     file: list[UploadFile] = File(..., description="one or more images: PNG, JPEG, WebP, BMP, GIF"),
     model: str = Form("lenet-mnist", description="model id from GET /api/v1/models"),
     top_k_: int = Form(5, alias="top_k", description="how many classes to return per image"),
     state: Lab = Depends(lab),
 ) -> dict:
+    """The model's top-k classes for each uploaded image (multipart/form-data, one `file` part per
+    image), in the order sent. Each image is resized to the model's input size; concurrent requests
+    are batched together on the server. Try:
+    `curl -F file=@seven.png -F model=lenet-mnist -F top_k=3 http://HOST/api/v1/score`"""
     return await score_uploads(state, file, model, top_k_)
 
 

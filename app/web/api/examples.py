@@ -1,0 +1,89 @@
+"""Example requests and answers for the OpenAPI document (shown in /docs and /redoc), taken from a
+real server and shortened. Kept apart so the routers stay readable."""
+
+from __future__ import annotations
+
+JOB = "AbCdEfGh12345678"
+BASE = f"/api/v1/jobs/{JOB}"
+LINKS = {"self": BASE, "events": f"{BASE}/events", "page": f"/jobs/{JOB}", "cancel": f"{BASE}/cancel",
+         "pause": f"{BASE}/pause", "resume": f"{BASE}/resume", "step": f"{BASE}/step",
+         "grid": f"{BASE}/grid.png", "summary": f"{BASE}/summary.json"}
+
+TOP = [{"index": 7, "label": "7", "confidence": 0.99996}, {"index": 3, "label": "3", "confidence": 0.00003},
+       {"index": 9, "label": "9", "confidence": 0.00001}]
+
+MODEL = {"id": "lenet-mnist", "title": "LeNet (Caffe) on MNIST", "task": "mnist-digits", "input_shape": [1, 28, 28],
+         "num_classes": 10, "device": "cpu", "available": True, "reason": None, "differentiable": True,
+         "source": "models/lenet-mnist.pt",
+         "meta": {"test_accuracy": 0.9949, "command": "python -m app train-lenet --seed 0 --epochs 8"},
+         "labels": ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]}
+UNAVAILABLE = {"id": "alexnet-imagenet", "title": "AlexNet (the paper's ImageNet network) on ImageNet-1k (torchvision)",
+               "task": "imagenet-1k", "input_shape": [3, 224, 224], "num_classes": 1000, "device": "cpu",
+               "available": False, "differentiable": True, "source": "torchvision alexnet IMAGENET1K_V1",
+               "reason": "torchvision weights are not cached and download failed; run "
+                         "`fooling-lab fetch-weights alexnet-imagenet` on a machine with internet",
+               "meta": {"downloadable": True}}
+MODELS = {"models": [MODEL, UNAVAILABLE]}
+
+SCORE = {"model": "lenet-mnist", "elapsed_ms": 3.2,
+         "results": [{"filename": "seven.png", "top": TOP}]}
+
+JOB_CREATED = {"id": JOB, "status": "queued", "links": LINKS}
+
+TARGET = {"position": 7, "index": 7, "label": "7", "confidence": 0.99996, "image": f"{BASE}/images/7.png",
+          "reached_9999": {"step": 212, "evaluations": 42600, "seconds": 2.41}, "top": TOP}
+JOB_VIEW = {"id": JOB, "status": "done", "created": 1795626094.2, "updated": 1795626099.1,
+            "settings": {"model": "lenet-mnist", "method": "map-elites", "encoding": "direct", "targets": "all",
+                         "generations": 500, "steps": None, "population": None, "seed": 0, "params": {},
+                         "upload": None, "max_seconds": None, "title": None},
+            "error": None, "links": LINKS, "progress": {"step": 500, "evaluations": 100200, "elapsed": 4.9},
+            "targets": [TARGET], "version": 88, "min_confidence": 0.99991, "at_9999": 10, "ten_crop": False,
+            "stop_reason": None, "extra": {"occupied": 10},
+            "history": [{"step": 500, "evaluations": 100200, "seconds": 4.9, "min": 0.99991, "median": 0.99997,
+                         "max": 0.99999, "mean": 0.99996, "at_9999": 10}]}
+JOB_LIST = {"jobs": [{k: v for k, v in JOB_VIEW.items() if k != "history"}], "total": 1, "limit": 20, "offset": 0}
+CONTROLLED = {"id": JOB, "status": "paused"}
+UPLOADED = {"id": "Up1oadId0123abcd", "width": 512, "height": 600}
+
+EVENTS = (f'retry: 2000\n\nid: 3\nevent: state\ndata: {{"id":"{JOB}","status":"running",...}}\n\n'
+          f'id: 4\nevent: snapshot\ndata: {{"id":"{JOB}","status":"running","step":40,"evaluations":8200,'
+          '"targets":[...]}\n\n'
+          f'id: 90\nevent: final\ndata: {{"id":"{JOB}","status":"done",...}}\n\n'
+          f'event: close\ndata: {{"id":"{JOB}","status":"done"}}\n\n')
+
+JOB_REQUESTS = {
+    "map-elites": {"summary": "MAP-Elites, direct encoding, all ten digits",
+                   "value": {"model": "lenet-mnist", "method": "map-elites", "encoding": "direct", "targets": "all",
+                             "generations": 500, "seed": 0}},
+    "cppn": {"summary": "CPPN evolution of one ImageNet class, 2-minute budget",
+             "value": {"model": "efficientnet-lite0-imagenet", "method": "evolve", "encoding": "cppn",
+                       "targets": ["school bus"], "max_seconds": 120, "seed": 1}},
+    "gradient": {"summary": "Gradient ascent on three digits",
+                 "value": {"model": "lenet-mnist", "method": "gradient", "targets": [0, 3, 7], "steps": 100,
+                           "params": {"lr": 0.05}}},
+    "pgd": {"summary": "Targeted PGD on an uploaded image",
+            "value": {"model": "lenet-mnist", "method": "pgd", "targets": [3], "upload": "Up1oadId0123abcd",
+                      "steps": 40, "params": {"epsilon": 0.2}}},
+}
+
+EXPERIMENT_REQUESTS = {
+    "logistic": {"summary": "The 10-D logistic-regression example (under a second)",
+                 "value": {"name": "logistic", "quick": True, "seed": 0}},
+    "smoothing": {"summary": "Input smoothing as a defence, quick settings (about a minute)",
+                  "value": {"name": "smoothing", "quick": True, "seed": 0}},
+}
+EXPERIMENT_CREATED = {"id": "ExPeRiMeNt012345", "status": "queued",
+                      "links": {"self": "/api/v1/experiments/ExPeRiMeNt012345",
+                                "page": "/experiments/ExPeRiMeNt012345"}}
+EXPERIMENT = {"id": "ExPeRiMeNt012345", "experiment": "logistic", "title": "The 10-D logistic-regression example",
+              "quick": True, "seed": 0, "status": "done", "created": 1795626106.4, "finished": 1795626106.5,
+              "results": {"experiment": "logistic", "seed": 0, "quick": True, "seconds": 0.09, "p_x": 0.0474,
+                          "p_y": 0.8808, "eps": 0.5, "plots": ["logistic.png"]}}
+
+
+def json_example(example: object, description: str | None = None) -> dict:
+    """An OpenAPI response entry with a JSON example."""
+    out: dict = {"content": {"application/json": {"example": example}}}
+    if description:
+        out["description"] = description
+    return out
