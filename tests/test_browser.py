@@ -188,3 +188,86 @@ def test_draw_a_digit_and_score_it(server, page):
     assert "drawing.png" in page.locator(".results").inner_text()
     assert page.locator(".results .bar").count() == 5
     assert not page.problems, page.problems
+
+
+def _watch(page) -> list[str]:
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("requestfailed", lambda r: problems.append(f"failed {r.url} {r.failure}"))
+    page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    return problems
+
+
+def test_every_page_fits_a_phone_and_a_projector(server, browser):
+    """No page scrolls sideways at 390 px or 1920 px, logs a console error or fails a request."""
+    import httpx
+
+    job = httpx.post(server.url + "/api/v1/jobs", json={"model": "lenet-mnist", "method": "map-elites",
+                                                       "targets": "all", "generations": 40, "seed": 2}).json()
+    exp = httpx.post(server.url + "/api/v1/experiments", json={"name": "logistic"}).json()
+    t0 = time.time()
+    while httpx.get(f"{server.url}/api/v1/jobs/{job['id']}").json()["status"] != "done" or \
+            httpx.get(f"{server.url}/api/v1/experiments/{exp['id']}").json()["status"] != "done":
+        assert time.time() - t0 < 60
+        time.sleep(0.1)
+    pages = {"lab": "/", "score": "/score", "gallery": "/gallery", "experiments": "/experiments",
+             "experiment": f"/experiments/{exp['id']}", "explainer": "/explain/logistic-regression",
+             "demo": "/demo", "run": f"/jobs/{job['id']}", "run-demo": f"/jobs/{job['id']}?demo=1",
+             "transfer": f"/jobs/{job['id']}/transfer", "docs": "/docs", "redoc": "/redoc"}
+    for width, height in ((390, 844), (1920, 1080)):
+        ctx = browser.new_context(viewport={"width": width, "height": height})
+        pg = ctx.new_page()
+        problems = _watch(pg)
+        for name, path in pages.items():
+            pg.goto(server.url + path, wait_until="networkidle")
+            if name == "docs":
+                pg.wait_for_selector(".opblock", timeout=20_000)  # Swagger UI drew the operations
+            elif name == "redoc":
+                pg.wait_for_selector("[data-section-id]", state="attached", timeout=20_000)
+            scroll, client = pg.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+            pg.screenshot(path=str(ARTIFACTS / f"page-{name}-{width}.png"), full_page=True)
+            assert scroll <= client, f"{path} scrolls sideways at {width} px ({scroll} > {client})"
+            assert not problems, f"{path} at {width} px: {problems}"
+        ctx.close()
+
+
+def test_live_cells_always_show_an_image(server, page):
+    """While a run streams, every archive cell keeps showing an image (the panel is morphed, so an
+    img keeps its picture until the next one has loaded); texts follow the state."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(server.url + "/")
+    page.fill("input[name=generations]", "20000")
+    page.fill("input[name=params]", '{"stop_at": null}')
+    page.locator("form[action='/lab/start'] button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/jobs/"))
+    page.wait_for_selector("[data-status='running']", timeout=30_000)
+    assert page.locator("[data-downloads='pending']").count() == 1
+    until(page, "document.querySelectorAll('.archive img').length === 10")
+    page.evaluate("document.querySelectorAll('.archive img').forEach((img, i) => { img.__mark = i; })")
+    import io
+
+    from PIL import Image
+    versions: set[str] = set()
+    for _ in range(6):
+        page.wait_for_timeout(400)
+        srcs = page.evaluate("[...document.querySelectorAll('.archive img')].map(i => i.getAttribute('src'))")
+        versions |= set(srcs)
+        # the same elements: the stream updates them in place instead of replacing them
+        assert page.evaluate("[...document.querySelectorAll('.archive img')].every((img, i) => img.__mark === i)")
+        for i in range(10):
+            png = page.locator(".archive img").nth(i).screenshot()
+            grey = Image.open(io.BytesIO(png)).convert("L")
+            lo, hi = grey.getextrema()
+            assert hi - lo > 60, f"cell {i} shows a flat square, not an image"
+    assert len(versions) > 10  # new images arrived while we watched
+    page.locator("[data-action='cancel']").click()
+    page.wait_for_selector("[data-status='cancelled']", timeout=30_000)
+    page.wait_for_selector("[data-downloads='ready']", timeout=10_000)
+    assert page.locator("[data-downloads='pending']").count() == 0
+    assert page.locator(".archive.cols-5 .cell").count() == 10  # 5x2
+    tops = page.evaluate("[...new Set([...document.querySelectorAll('.archive .cell')]"
+                         ".map(c => Math.round(c.getBoundingClientRect().top)))].length")
+    assert tops == 2
+    shot(page, "live-cells")
+    assert not page.problems, page.problems

@@ -4,6 +4,7 @@ the view models the pages render (live panel, chart, re-run link)."""
 from __future__ import annotations
 
 import json
+import math
 import urllib.parse
 
 from app.jobs import results
@@ -66,10 +67,27 @@ def chart(history: list[dict], width: int = 480, height: int = 160) -> dict:
     return {"width": width, "height": height, "lines": lines, "max_evals": x_max}
 
 
+# Column counts the stylesheet has a class for (.archive.cols-N).
+GRID_COLUMNS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 15, 16, 18, 20)
+SHOWN_CELLS = 200  # the page shows at most this many archive cells; downloads have all
+
+
+def grid_columns(n: int) -> int:
+    """Columns for n cells: a wide-ish, square-ish grid with as few empty places as possible
+    (ten cells: 5x2, not 4+4+2 or nine and one alone)."""
+    if n <= 5:
+        return max(n, 1)
+    low = math.isqrt(n - 1) + 1  # ceil(sqrt(n))
+    options = [c for c in GRID_COLUMNS if low <= c <= 2 * low] or [GRID_COLUMNS[-1]]
+    return min(options, key=lambda c: (-(n % c == 0), c * math.ceil(n / c) - n, c))
+
+
 def panel_context(view: dict, focus: int = 0) -> dict:
     targets = view.get("targets") or []
     focus = min(max(focus, 0), max(len(targets) - 1, 0))
-    return {"job": view, "targets": targets, "focus": targets[focus] if targets else None, "focus_i": focus,
+    shown = targets[:SHOWN_CELLS]
+    return {"job": view, "targets": targets, "shown": shown, "cols": grid_columns(len(shown)),
+            "focus": targets[focus] if targets else None, "focus_i": focus,
             "chart": chart(view.get("history") or []), "live": view["status"] in ACTIVE}
 
 

@@ -37,8 +37,8 @@ async def job_page(request: Request, job_id: str = Path(pattern=views.JOB_ID), d
 
 @router.get("/jobs/{job_id}/stream")
 async def job_stream(request: Request, job_id: str = Path(pattern=views.JOB_ID),
-                     focus: int = Query(0, ge=0, le=100_000), run: LocalRunner = Depends(runner),
-                     state: Lab = Depends(lab)) -> StreamingResponse:
+                     focus: int = Query(0, ge=0, le=100_000), demo: bool = Query(False),
+                     run: LocalRunner = Depends(runner), state: Lab = Depends(lab)) -> StreamingResponse:
     """The job page's live panel as HTML over SSE (unnamed messages swap into the panel), then a
     `close` event so the page stops reconnecting."""
     views.found(run, job_id, history=False)
@@ -47,7 +47,7 @@ async def job_stream(request: Request, job_id: str = Path(pattern=views.JOB_ID),
 
     def render() -> tuple[str, int, bool]:
         view = views.view(run, job_id)
-        html = panel.render(views.panel_context(view, focus) | {"request": request})
+        html = panel.render(views.panel_context(view, focus) | {"request": request, "demo": demo})
         return html, view.get("version") or 0, view["status"] not in ("queued", "running", "paused")
 
     async def stream() -> AsyncIterator[str]:
