@@ -17,10 +17,10 @@ data: install
 	$(PY) -m app fetch-mnist
 
 run: install
-	$(PY) -m app serve
+	$(VENV)/bin/fooling-lab serve
 
 lint: install
-	$(PY) -m ruff check app tests bench
+	$(PY) -m ruff check app tests bench docs/examples
 
 # Browser tests drive Debian's Chromium (never a downloaded browser); install it when missing.
 browser:

@@ -1,4 +1,4 @@
-"""``python -m app fool``: run one method from the command line and write its results.
+"""``fooling-lab fool``: run one method from the command line and write its results.
 
 Writes OUT/<index>_<label>.png for each target's best image, OUT/grid.png (a labelled grid like
 the paper's figures) and OUT/summary.json (settings, seed, per target: label, confidence, step
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
-from app.fooling.base import SUCCESS, Snapshot, history_point, model_score_fn, resolve_targets
+from app.cli.progress import StepProgress, wanted
+from app.fooling.base import SUCCESS, history_point, model_score_fn, resolve_targets
 from app.fooling.figures import confidence_curve, labelled_grid
 from app.fooling.methods import ADVERSARIAL, build, method_options
+from app.models.entry import UnknownModel
 from app.models.registry import Registry
 from app.serving.imaging import decode, to_model_input, to_png
 from app.settings import Settings
@@ -28,20 +29,21 @@ def _slug(text: str) -> str:
 DEFAULT_CPU_BUDGET = 600.0  # seconds
 
 
-def progress(snap: Snapshot) -> str:
-    c = snap.confidence
-    done = int((c >= SUCCESS).sum())
-    return (f"\rstep {snap.step:5d} | evals {snap.evaluations:8d} | min {float(c.min()):.4%} | "
-            f"mean {float(c.mean()):.4%} | {done}/{len(c)} >= 99.99%")
+class Unavailable(RuntimeError):
+    """The chosen model cannot be used here (and why)."""
 
 
-def run(args) -> int:
+def run(args) -> dict:
+    """Run the method, write its files into args.out, and return the summary (as in summary.json)."""
     settings = Settings.from_env()
     registry = Registry(settings)
-    entry = registry.load(args.model)
+    try:
+        entry = registry.load(args.model)
+    except UnknownModel:
+        raise Unavailable(f"unknown model {args.model!r}; known models: "
+                          f"{', '.join(e.id for e in registry.list())}") from None
     if not entry.available:
-        print(f"model {args.model} is not available: {entry.reason}", file=sys.stderr)
-        return 2
+        raise Unavailable(f"model {args.model} is not available: {entry.reason}")
     model = registry.model(args.model)
     image = None
     if args.image:
@@ -69,8 +71,10 @@ def run(args) -> int:
     reached: dict[int, tuple[int, int, float]] = {}
     history: list[dict] = []
     snap = None
-    shown = logged = 0.0
+    logged = 0.0
     stopped_by_budget = False
+    bar = StepProgress(wanted(args.quiet), options.get("generations") or options.get("steps"),
+                       f"{args.method} on {entry.id}")
     for snap in gen:
         now = time.perf_counter() - t0
         for i, c in enumerate(snap.confidence.tolist()):
@@ -79,14 +83,11 @@ def run(args) -> int:
         if now - logged >= args.history_every or snap.step == 0:
             logged = now
             history.append(history_point(snap, now))
-        if not args.quiet and now - shown > 0.25:  # a live line, redrawn 4 times a second
-            shown = now
-            print(progress(snap), end="", file=sys.stderr, flush=True)
+        bar.update(snap)
         if budget is not None and now >= budget:
             stopped_by_budget = True
             break
-    if not args.quiet:
-        print(progress(snap), file=sys.stderr)
+    bar.close()
     seconds = time.perf_counter() - t0
     if not history or history[-1]["step"] != snap.step:
         history.append(history_point(snap, seconds))
@@ -110,6 +111,11 @@ def run(args) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if len(history) > 1:
         confidence_curve(history, f"{entry.id}: {args.method} ({args.encoding})").save(out / "curve.png")
-    print(f"{len(results)} targets, min confidence {min(r['confidence'] for r in results):.4%}, "
-          f"{snap.evaluations} evaluations, {seconds:.1f} s -> {out}")
-    return 0
+    return summary
+
+
+def describe(summary: dict, out: str) -> str:
+    """The one-line human summary of a run."""
+    results = summary["results"]
+    return (f"{len(results)} targets, min confidence {min(r['confidence'] for r in results):.4%}, "
+            f"{summary['evaluations']} evaluations, {summary['seconds']:.1f} s -> {out}")

@@ -1,0 +1,98 @@
+"""The command line: a `fooling-lab` console script with the same commands as `python -m app`,
+JSON on stdout with --json, progress bars only on a terminal, clean errors with exit code 2."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+from app.cli.main import build_parser
+from app.settings import ROOT
+
+SCRIPT = Path(sys.executable).parent / "fooling-lab"
+
+
+def run(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
+
+
+def commands(help_text: str) -> list[str]:
+    names = ["serve", "fetch-mnist", "fetch-weights", "train-lenet", "fool", "experiment"]
+    return [n for n in names if n in help_text]
+
+
+def test_console_script_has_the_same_commands_as_python_m_app():
+    assert SCRIPT.is_file(), "pip install -e . installs the fooling-lab console script"
+    script = run("--help")
+    module = subprocess.run([sys.executable, "-m", "app", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert script.returncode == module.returncode == 0
+    parser_commands = set(build_parser()._subparsers._group_actions[0].choices)
+    assert set(commands(script.stdout)) == set(commands(module.stdout)) == parser_commands
+    assert script.stdout.startswith("usage: fooling-lab") and module.stdout.startswith("usage: python -m app")
+
+
+def test_fool_json_is_the_summary_and_no_progress_without_a_terminal(tmp_path):
+    p = run("fool", "--targets", "1,7", "--generations", "30", "--out", str(tmp_path), "--json")
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout)  # stdout holds exactly one JSON document
+    assert summary == json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 30 and [r["label"] for r in summary["results"]] == ["1", "7"]
+    assert "\r" not in p.stderr and "step/s" not in p.stderr  # not a terminal: no bar
+
+
+def test_progress_bar_on_a_terminal_unless_quiet(tmp_path):
+    def on_terminal(*extra: str) -> str:
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
+        p = subprocess.Popen([str(SCRIPT), "fool", "--targets", "3", "--generations", "40", "--out",
+                              str(tmp_path / "-".join(extra or ("bar",))), *extra],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=slave, text=True)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # the terminal closed: the process is gone
+                break
+            if not data:
+                break
+            chunks.append(data)
+        out, _ = p.communicate(timeout=120)
+        os.close(master)
+        assert p.returncode == 0 and "1 targets" in out
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    shown = on_terminal()
+    assert "step/s" in shown and "40/40" in shown and "at 99.99%" in shown
+    assert "step/s" not in on_terminal("--quiet")
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path):
+    p = run("fool", "--model", "no-such-model", "--out", str(tmp_path))
+    assert p.returncode == 2 and "unknown model 'no-such-model'" in p.stderr and "Traceback" not in p.stderr
+    p = run("fool", "--targets", "12", "--out", str(tmp_path))
+    assert p.returncode == 2 and "out of range" in p.stderr and "Traceback" not in p.stderr
+    p = run("experiment", "nonsense", "--out", str(tmp_path), "--json")
+    assert p.returncode == 2 and "unknown experiment" in p.stderr and p.stdout == ""
+
+
+def test_fetch_weights_reports_each_model(tmp_path):
+    p = run("fetch-weights", "not-a-model", "--json")
+    assert p.returncode == 1
+    report = json.loads(p.stdout)
+    assert report["not-a-model"]["ok"] is False and "not a torchvision model" in report["not-a-model"]["error"]
+
+
+def test_experiment_json(tmp_path):
+    p = run("experiment", "logistic", "--quick", "--out", str(tmp_path), "--json")
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout)
+    assert result == json.loads((tmp_path / "results.json").read_text())
+    assert abs(result["p_x"] - 0.0474) < 1e-4
