@@ -1,10 +1,10 @@
 // Starts Swagger UI on /docs from a file, not an inline script, so the page's CSP can forbid inline code.
 "use strict";
 (() => {
-  const el = document.getElementById("swagger-ui");
+  const el = document.getElementById("docs");
   window.ui = SwaggerUIBundle({
     url: el.dataset.specUrl,
-    dom_id: "#swagger-ui",
+    dom_id: "#docs",
     deepLinking: true,
     docExpansion: "list",
     defaultModelsExpandDepth: 0,
