@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,13 +39,17 @@ class Settings:
     # Jobs (fooling runs started from the API or pages)
     workers: int = 4  # jobs running at once; their forward passes share the model's batcher
     queue_size: int = 64  # jobs waiting beyond the running ones; more get 429
-    max_jobs_per_client: int = 4  # queued + running jobs per client address
+    max_jobs_per_client: int = 4  # queued + running jobs per signed client (browser cookie or job owner)
+    max_jobs_per_address: int = 32  # ... and per network address (a class behind one NAT shares one)
     max_generations: int = 20_000
     max_steps: int = 5_000
     max_population: int = 1_000
     max_targets: int = 1_000
     events_per_second: float = 5.0  # SSE frames per job and connection, at most
     job_timeout_s: float = 3_600.0  # a job is stopped (and keeps its best) after this long
+    # Trust: cookie signing key (generated once into the data dir when empty) and the instructor's token
+    secret_key: str = field(default="", repr=False)
+    admin_token: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -68,12 +72,15 @@ class Settings:
             workers=int(_env("WORKERS", str(d.workers))),
             queue_size=int(_env("QUEUE_SIZE", str(d.queue_size))),
             max_jobs_per_client=int(_env("MAX_JOBS_PER_CLIENT", str(d.max_jobs_per_client))),
+            max_jobs_per_address=int(_env("MAX_JOBS_PER_ADDRESS", str(d.max_jobs_per_address))),
             max_generations=int(_env("MAX_GENERATIONS", str(d.max_generations))),
             max_steps=int(_env("MAX_STEPS", str(d.max_steps))),
             max_population=int(_env("MAX_POPULATION", str(d.max_population))),
             max_targets=int(_env("MAX_TARGETS", str(d.max_targets))),
             events_per_second=float(_env("EVENTS_PER_SECOND", str(d.events_per_second))),
             job_timeout_s=float(_env("JOB_TIMEOUT_S", str(d.job_timeout_s))),
+            secret_key=_env("SECRET_KEY", ""),
+            admin_token=_env("ADMIN_TOKEN", ""),
         )
 
 

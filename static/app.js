@@ -86,3 +86,9 @@ function setupLogistic() {
   slider.addEventListener("input", update);
 }
 document.addEventListener("DOMContentLoaded", setupLogistic);
+
+// Forms that destroy something ask first (data-confirm holds the question).
+document.addEventListener("submit", (ev) => {
+  const q = ev.target.closest("form[data-confirm]")?.dataset.confirm;
+  if (q && !window.confirm(q)) ev.preventDefault();
+});

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.serving.imaging import to_png
+from app.web.identity import CLIENT_COOKIE, Signer
 from tests.conftest import make_settings, wait_ready
 
 TRUNCATED = to_png(torch.rand((1, 28, 28)))[:60]  # a PNG cut short: header fine, pixels missing
@@ -24,14 +25,18 @@ def jc(tmp_path_factory):
     """An app with small limits and its own data directory."""
     settings = make_settings(preload="lenet-mnist", data_dir=tmp_path_factory.mktemp("jobs"), workers=2,
                              queue_size=2, max_jobs_per_client=3, max_generations=50_000,
-                             events_per_second=20.0)
+                             events_per_second=20.0, secret_key=SECRET)
     with TestClient(create_app(settings)) as c:
         wait_ready(c)
         yield c
 
 
+SECRET = "jobs-api-test-secret"
+
+
 def who(name: str) -> dict:
-    return {"X-Client-Id": f"client-{name}-0000"}
+    """A browser of its own: the signed client cookie the server would have given it."""
+    return {"Cookie": f"{CLIENT_COOKIE}={Signer(SECRET.encode()).sign(CLIENT_COOKIE, f'client-{name}')}"}
 
 
 def start(c, body: dict, client: str = "a") -> dict:
@@ -124,7 +129,7 @@ def test_stream_of_a_running_job_throttles_and_shows_progress(jc):
             if len(got) >= 8:
                 break
     elapsed = time.time() - t0
-    jc.post(f"/api/v1/jobs/{made['id']}/cancel")
+    jc.post(f"/api/v1/jobs/{made['id']}/cancel", headers=who("a"))
     snaps = [d for d in got[1:] if "step" in d]
     assert len(snaps) >= 5 and snaps[-1]["step"] > snaps[0]["step"]
     assert elapsed >= (len(got) - 2) / 20.0 * 0.9  # at most 20 frames a second in this app
@@ -136,30 +141,30 @@ def test_stream_of_a_running_job_throttles_and_shows_progress(jc):
 def test_cancel_keeps_best_so_far(jc):
     made = start(jc, {**LONG, "targets": "all"})
     wait_step(jc, made["id"], 3)
-    r = jc.post(f"/api/v1/jobs/{made['id']}/cancel")
+    r = jc.post(f"/api/v1/jobs/{made['id']}/cancel", headers=who("a"))
     assert r.status_code == 200
     job = wait_status(jc, made["id"], ("cancelled",))
     assert len(job["targets"]) == 10 and jc.get(job["targets"][0]["image"]).status_code == 200
-    assert jc.post(f"/api/v1/jobs/{made['id']}/cancel").status_code == 409
+    assert jc.post(f"/api/v1/jobs/{made['id']}/cancel", headers=who("a")).status_code == 409
 
 
 def test_pause_step_resume(jc):
     made = start(jc, {**LONG, "targets": [4]})
     wait_step(jc, made["id"], 2)
-    assert jc.post(f"/api/v1/jobs/{made['id']}/step").status_code == 409  # not paused
-    assert jc.post(f"/api/v1/jobs/{made['id']}/pause").json()["status"] == "paused"
+    assert jc.post(f"/api/v1/jobs/{made['id']}/step", headers=who("a")).status_code == 409  # not paused
+    assert jc.post(f"/api/v1/jobs/{made['id']}/pause", headers=who("a")).json()["status"] == "paused"
     time.sleep(0.3)
     before = jc.get(f"/api/v1/jobs/{made['id']}").json()["progress"]["step"]
     time.sleep(0.3)
     assert jc.get(f"/api/v1/jobs/{made['id']}").json()["progress"]["step"] == before  # really paused
     for _ in range(3):
-        assert jc.post(f"/api/v1/jobs/{made['id']}/step").status_code == 200
+        assert jc.post(f"/api/v1/jobs/{made['id']}/step", headers=who("a")).status_code == 200
     j = wait_step(jc, made["id"], before + 3)
     time.sleep(0.3)
     assert jc.get(f"/api/v1/jobs/{made['id']}").json()["progress"]["step"] == before + 3 and j["status"] == "paused"
-    jc.post(f"/api/v1/jobs/{made['id']}/resume")
+    jc.post(f"/api/v1/jobs/{made['id']}/resume", headers=who("a"))
     wait_step(jc, made["id"], before + 10)
-    jc.post(f"/api/v1/jobs/{made['id']}/cancel")
+    jc.post(f"/api/v1/jobs/{made['id']}/cancel", headers=who("a"))
     wait_status(jc, made["id"], ("cancelled",))
 
 
@@ -226,7 +231,8 @@ def test_failing_job_records_error_and_worker_survives(jc):
 
 def cancel_all(c, jobs):
     for j in jobs:
-        c.post(f"/api/v1/jobs/{j['id']}/cancel")
+        assert c.post(f"/api/v1/jobs/{j['id']}/cancel",
+                      headers={"Authorization": f"Bearer {j['control_token']}"}).status_code in (200, 409)
     for j in jobs:
         wait_status(c, j["id"], ("cancelled", "done"))
 

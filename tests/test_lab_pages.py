@@ -3,6 +3,10 @@ the HTML stream ends with `close`, and user-given text is escaped everywhere."""
 
 from __future__ import annotations
 
+import time
+
+from fastapi.testclient import TestClient
+
 from tests.test_jobs_api import wait_status
 
 
@@ -58,10 +62,29 @@ def test_form_errors_are_shown_not_crashing(client):
 def test_controls_from_the_page(client):
     job_id = start_from_form(client, targets="4", population="50", generations="20000",
                              params='{"stop_at": null}')
-    for action in ("pause", "step", "resume", "cancel"):
+    def press(action: str) -> None:
         r = client.post(f"/jobs/{job_id}/control/{action}", headers={"HX-Request": "true"})
         assert r.status_code == 204, action
+
+    wait_status(client, job_id, ("running",))
+    press("pause")
+    before = wait_status(client, job_id, ("paused",))["progress"]["step"]
+    time.sleep(0.3)  # paused: no step may happen meanwhile
+    assert client.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"] <= before + 1
+    settled = client.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"]
+    press("step")
+    t0 = time.time()
+    while client.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"] != settled + 1:
+        assert time.time() - t0 < 30, "step did not advance the paused job by one"
+        time.sleep(0.02)
+    press("resume")
+    wait_status(client, job_id, ("running",))
+    press("cancel")
     wait_status(client, job_id, ("cancelled",))
+    # someone else's browser (a forged cookie is as good as none) may not touch it
+    stranger = TestClient(client.app, cookies={"fl_client": "forged.value"})
+    assert stranger.post(f"/jobs/{job_id}/control/delete").status_code == 403
+    assert client.get(f"/api/v1/jobs/{job_id}").status_code == 200
     r = client.post(f"/jobs/{job_id}/control/cancel", follow_redirects=False)
     assert r.status_code == 303  # already finished: the page just shows it
 

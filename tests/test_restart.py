@@ -31,9 +31,9 @@ def test_sigkill_then_restart(tmp_path):
                                                   "population": 50, "generations": 400}).json()
     before = wait(url, done["id"], ("done",))
     grid = httpx.get(f"{url}/api/v1/jobs/{done['id']}/grid.png").content
-    running = httpx.post(f"{url}/api/v1/jobs", json=LONG, headers={"X-Client-Id": "restart-1"}).json()
+    running = httpx.post(f"{url}/api/v1/jobs", json=LONG).json()
     wait(url, running["id"], ("running",))
-    queued = httpx.post(f"{url}/api/v1/jobs", json=LONG, headers={"X-Client-Id": "restart-2"}).json()
+    queued = httpx.post(f"{url}/api/v1/jobs", json=LONG).json()
     assert httpx.get(f"{url}/api/v1/jobs/{queued['id']}").json()["status"] == "queued"
     server.kill()
 

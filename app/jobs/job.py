@@ -27,7 +27,7 @@ class Job:
 
     id: str
     spec: JobSpec
-    client: str
+    client: str  # the owner: the signed client id that started it
     created: float
     labels: list[str]
     status: str = "queued"
@@ -46,6 +46,8 @@ class Job:
     cond: threading.Condition = field(default_factory=threading.Condition)
     listeners: set = field(default_factory=set)  # (loop, asyncio.Event) pairs of open streams
     png_cache: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    address: str = ""  # the network address it came from (per-address caps)
+    deleted: bool = False  # deleted while running: finishing must leave nothing behind
     image: torch.Tensor | None = None  # the real image of adversarial jobs, decoded at submit
     targets: list[int] | None = None  # resolved at submit
 

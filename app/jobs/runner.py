@@ -18,6 +18,7 @@ import asyncio
 import logging
 import queue
 import secrets
+import shutil
 import threading
 import time
 import traceback
@@ -45,7 +46,10 @@ class Runner(ABC):
     """What the API and pages need from a job backend."""
 
     @abstractmethod
-    def submit(self, spec: JobSpec, client: str) -> str: ...
+    def submit(self, spec: JobSpec, client: str, address: str = "", token_hash: str | None = None) -> str: ...
+
+    @abstractmethod
+    def delete(self, job_id: str) -> bool: ...  # cancel if running; remove record and files
 
     @abstractmethod
     def control(self, job_id: str, action: str) -> dict: ...  # cancel, pause, resume, step
@@ -111,7 +115,7 @@ class LocalRunner(Runner):
             raise JobError(422, f"{spec.method} perturbs a real image: give image (a data URL) or upload", "image")
         return targets, entry.labels
 
-    def submit(self, spec: JobSpec, client: str) -> str:
+    def submit(self, spec: JobSpec, client: str, address: str = "", token_hash: str | None = None) -> str:
         if self._closing.is_set():
             raise JobError(503, "the server is shutting down")
         targets, labels = self.validate(spec)
@@ -129,17 +133,25 @@ class LocalRunner(Runner):
         except (MethodError, TypeError, ValueError) as exc:
             raise JobError(422, str(exc), "params") from None
         with self._lock:
-            mine = sum(1 for j in self._jobs.values() if j.client == client and not j.finished)
+            active = [j for j in self._jobs.values() if not j.finished]
+            mine = sum(1 for j in active if j.client == client)
             if mine >= self.settings.max_jobs_per_client:
                 raise JobError(429, f"you already have {mine} jobs queued or running (limit "
                                f"{self.settings.max_jobs_per_client}); cancel one or wait", retry_after=5)
-            job = Job(secrets.token_urlsafe(12), spec, client, time.time(), labels)
+            # Behind one NAT a whole class shares an address: this cap is higher, and stops a
+            # client that throws its cookie away from sidestepping the one above.
+            here = sum(1 for j in active if address and j.address == address)
+            if here >= self.settings.max_jobs_per_address:
+                raise JobError(429, f"{here} jobs are queued or running from your network address (limit "
+                               f"{self.settings.max_jobs_per_address}); try again shortly", retry_after=10)
+            job = Job(secrets.token_urlsafe(12), spec, client, time.time(), labels, address=address)
             job.changed = [0] * len(targets or [0])
             job.image, job.targets = image, targets
             if self._queue.full():
                 raise JobError(429, "the job queue is full; try again shortly", retry_after=10)
             # The record and input exist before any worker can see the job.
-            self.store.create(job.id, client, spec.model_dump(exclude={"image"}))
+            self.store.create(job.id, client, spec.model_dump(exclude={"image"}), address=address,
+                              token_hash=token_hash)
             if png is not None:
                 (self.store.folder(job.id) / "input.png").write_bytes(png)
             self._jobs[job.id] = job
@@ -178,6 +190,27 @@ class LocalRunner(Runner):
             self._finish(job, "cancelled")  # the worker that dequeues it skips it
         self._publish(job)
         return {"id": job.id, "status": job.status}
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a job: its record, its files, its gallery entry. A running job is cancelled first
+        and leaves nothing behind when it stops. False when there was no such job."""
+        job = self.live(job_id)
+        if job is not None:
+            with job.cond:
+                job.deleted = job.cancel = True
+                job.cond.notify_all()
+            if job.status == "queued":
+                self._finish(job, "cancelled")
+            with self._lock:
+                self._jobs.pop(job_id, None)
+            self._publish(job)
+        existed = job is not None or self.store.get(job_id) is not None
+        self._remove(job_id)
+        return existed
+
+    def _remove(self, job_id: str) -> None:
+        self.store.delete(job_id)
+        shutil.rmtree(self.store.root / job_id, ignore_errors=True)
 
     def live(self, job_id: str) -> Job | None:
         with self._lock:
@@ -325,11 +358,15 @@ class LocalRunner(Runner):
                 return
             job.finishing = True
         try:
-            result = results.save(job, self.store, status) if job.snap is not None else None
+            result = results.save(job, self.store, status) if job.snap is not None and not job.deleted else None
         except Exception as exc:  # saving must not take the worker down either
             log.warning("could not save job %s: %s", job.id, exc)
             result, job.error = None, job.error or f"saving failed: {exc}"
-        self.store.update(job.id, status=status, result=result, error=job.error, progress=results.progress(job))
+        if job.deleted:  # deleted meanwhile: whatever was written goes too (delete() cleans up as well)
+            self._remove(job.id)
+        else:
+            self.store.update(job.id, status=status, result=result, error=job.error,
+                              progress=results.progress(job))
         with job.cond:
             job.status = status
             job.cond.notify_all()

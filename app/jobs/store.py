@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created DESC);
 """
+# Columns added after the first release: added to an older database at start (ALTER TABLE).
+ADDED_COLUMNS = {"address": "TEXT NOT NULL DEFAULT ''", "token_hash": "TEXT", "hidden": "INTEGER NOT NULL DEFAULT 0"}
 
 ACTIVE = ("queued", "running", "paused")
 FINISHED = ("done", "cancelled", "failed", "interrupted")
@@ -46,6 +48,10 @@ class JobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            for name, decl in ADDED_COLUMNS.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
 
     def folder(self, job_id: str) -> Path:
         d = self.root / job_id
@@ -61,11 +67,17 @@ class JobStore:
                 (time.time(), "the server stopped while this job was running", *ACTIVE))
             return cur.rowcount
 
-    def create(self, job_id: str, client: str, spec: dict, status: str = "queued") -> None:
+    def create(self, job_id: str, client: str, spec: dict, status: str = "queued", address: str = "",
+               token_hash: str | None = None) -> None:
         now = time.time()
         with self._lock:
-            self._db.execute("INSERT INTO jobs (id, created, updated, status, client, spec) VALUES (?,?,?,?,?,?)",
-                             (job_id, now, now, status, client, json.dumps(spec)))
+            self._db.execute("INSERT INTO jobs (id, created, updated, status, client, spec, address, token_hash) "
+                             "VALUES (?,?,?,?,?,?,?,?)",
+                             (job_id, now, now, status, client, json.dumps(spec), address, token_hash))
+
+    def set_hidden(self, job_id: str, hidden: bool) -> bool:
+        with self._lock:
+            return self._db.execute("UPDATE jobs SET hidden=? WHERE id=?", (int(hidden), job_id)).rowcount == 1
 
     def update(self, job_id: str, *, status: str | None = None, progress: dict | None = None,
                result: dict | None = None, error: str | None = None) -> None:
@@ -86,21 +98,28 @@ class JobStore:
             row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _row(row) if row else None
 
-    def list(self, limit: int = 50, offset: int = 0, status: str | None = None) -> list[dict]:
-        q, args = "SELECT * FROM jobs", []
-        if status:
-            q += " WHERE status=?"
-            args.append(status)
-        q += " ORDER BY created DESC, id LIMIT ? OFFSET ?"
+    def list(self, limit: int = 50, offset: int = 0, status: str | None = None, visible: bool = False) -> list[dict]:
+        where, args = self._where(status, visible)
+        q = f"SELECT * FROM jobs{where} ORDER BY created DESC, id LIMIT ? OFFSET ?"
         with self._lock:
             rows = self._db.execute(q, (*args, limit, offset)).fetchall()
         return [_row(r) for r in rows]
 
-    def count(self, status: str | None = None) -> int:
+    def count(self, status: str | None = None, visible: bool = False) -> int:
+        where, args = self._where(status, visible)
         with self._lock:
-            if status:
-                return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status=?", (status,)).fetchone()[0]
-            return self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+            return self._db.execute(f"SELECT COUNT(*) FROM jobs{where}", args).fetchone()[0]
+
+    @staticmethod
+    def _where(status: str | None, visible: bool) -> tuple[str, list]:
+        """visible: leave out jobs the instructor hid (the gallery and the Lab's recent runs)."""
+        conds, args = [], []
+        if status:
+            conds.append("status=?")
+            args.append(status)
+        if visible:
+            conds.append("hidden=0")
+        return (" WHERE " + " AND ".join(conds) if conds else ""), args
 
     def close(self) -> None:
         with self._lock:

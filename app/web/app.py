@@ -18,8 +18,10 @@ from app.web import api_docs, errors, streams
 from app.web.api import experiments as experiments_api
 from app.web.api import health, models, score
 from app.web.api import jobs as jobs_api
+from app.web.identity import Gatekeeper
 from app.web.middleware import GuardMiddleware
 from app.web.pages import experiments as experiment_pages
+from app.web.pages import instructor as instructor_pages
 from app.web.pages import lab as lab_pages
 from app.web.pages import runs as run_pages
 from app.web.pages import tools as tool_pages
@@ -73,7 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
 
-    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_upload_bytes * settings.max_files + (1 << 20))
+    gatekeeper = Gatekeeper(settings.secret_key, settings.admin_token, settings.data_dir)
+    app.state.gatekeeper = gatekeeper
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_upload_bytes * settings.max_files + (1 << 20),
+                       gatekeeper=gatekeeper)
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(score.router)
@@ -84,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(experiment_pages.router)
     app.include_router(tool_pages.router)
     app.include_router(api_docs.router)
+    app.include_router(instructor_pages.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     return app
 

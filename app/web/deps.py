@@ -1,8 +1,9 @@
-"""Shared request dependencies: the lab state, the job runner, who is asking, model lookup."""
+"""Shared request dependencies: the lab state, the job runner, who is asking and what they may do,
+model lookup with clear errors."""
 
 from __future__ import annotations
 
-import re
+import hmac
 
 from fastapi import Request
 
@@ -10,8 +11,7 @@ from app.jobs.runner import LocalRunner
 from app.models.entry import ModelEntry, UnknownModel
 from app.serving.lab import Lab
 from app.web.errors import ApiError
-
-CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+from app.web.identity import Identity, token_hash
 
 
 def lab(request: Request) -> Lab:
@@ -22,13 +22,43 @@ def runner(request: Request) -> LocalRunner:
     return request.app.state.runner
 
 
+def identity(request: Request) -> Identity:
+    """Set for every request by GuardMiddleware (signed cookie, instructor, bearer token)."""
+    return request.state.identity
+
+
 def client_key(request: Request) -> str:
-    """Who counts against the per-client job cap: a page's client id (cookie or header), else
-    the address. A room behind one NAT then still gets a cap per browser."""
-    for value in (request.headers.get("x-client-id"), request.cookies.get("fl_client")):
-        if value and CLIENT_ID.match(value):
-            return f"id:{value}"
-    return f"ip:{request.client.host if request.client else 'unknown'}"
+    """The job owner and what per-client caps count: the signed browser id, never a header the
+    client picks."""
+    return identity(request).client
+
+
+def may_control(who: Identity, record: dict | None) -> bool:
+    """The job's owner (the browser that started it, or its control token) and the instructor."""
+    if record is None:
+        return False
+    if who.instructor or record["client"] == who.client:
+        return True
+    return bool(who.bearer and record.get("token_hash")
+                and hmac.compare_digest(token_hash(who.bearer), record["token_hash"]))
+
+
+def require_control(request: Request, run: LocalRunner, job_id: str) -> dict:
+    """The job's record, or 404 (no such job) / 403 (someone else's)."""
+    record = run.record(job_id)
+    if record is None:
+        raise ApiError(404, f"no job {job_id!r}", "id")
+    if not may_control(identity(request), record):
+        raise ApiError(403, "only the job's owner (the browser that started it, or its control_token sent as "
+                            "'Authorization: Bearer ...') or the instructor may do that")
+    return record
+
+
+def require_instructor(request: Request) -> Identity:
+    who = identity(request)
+    if not who.instructor:
+        raise ApiError(403, "only the instructor may do that (Authorization: Bearer <FOOLING_ADMIN_TOKEN>)")
+    return who
 
 
 def available_model(lab: Lab, model_id: str, field: str = "model") -> ModelEntry:

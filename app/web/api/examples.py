@@ -28,7 +28,7 @@ MODELS = {"models": [MODEL, UNAVAILABLE]}
 SCORE = {"model": "lenet-mnist", "elapsed_ms": 3.2,
          "results": [{"filename": "seven.png", "top": TOP}]}
 
-JOB_CREATED = {"id": JOB, "status": "queued", "links": LINKS}
+JOB_CREATED = {"id": JOB, "status": "queued", "control_token": "q8V0c3K1Yw2m5eXr7tZpN4bLh6sJd9Ga", "links": LINKS}
 
 TARGET = {"position": 7, "index": 7, "label": "7", "confidence": 0.99996, "image": f"{BASE}/images/7.png",
           "reached_9999": {"step": 212, "evaluations": 42600, "seconds": 2.41}, "top": TOP}

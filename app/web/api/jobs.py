@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -17,8 +18,9 @@ from app.serving.imaging import ImageError
 from app.serving.lab import Lab
 from app.web import streams
 from app.web.api import examples
-from app.web.deps import client_key, lab, runner
+from app.web.deps import identity, lab, require_control, require_instructor, runner
 from app.web.errors import ApiError, error_responses, job_error
+from app.web.identity import token_hash
 from app.web.views import JOB_ID, STATUS, found, links, view
 
 FILES = {"grid.png": "image/png", "curve.png": "image/png", "summary.json": "application/json",
@@ -38,13 +40,20 @@ async def create_job(request: Request, response: Response,
                      run: LocalRunner = Depends(runner)) -> dict:
     """Start one method run (evolution, MAP-Elites, gradient ascent, FGSM, PGD or the random
     baseline) with its settings and seed; the same settings and seed give the same images. Answers
-    at once with the job's id and links: follow `events` (Server-Sent Events) or poll `self`."""
+    at once with the job's id and links: follow `events` (Server-Sent Events) or poll `self`.
+
+    `control_token` is shown only here (the server keeps a hash): send it as
+    `Authorization: Bearer <control_token>` to cancel, pause, resume, step or delete the job. The
+    browser that started it (its signed `fl_client` cookie) and the instructor may do so too; anyone
+    else gets 403. Watching (GET, events, images) is open to all."""
+    who = identity(request)
+    token = secrets.token_urlsafe(24)
     try:
-        job_id = await run_in_threadpool(run.submit, spec, client_key(request))
+        job_id = await run_in_threadpool(run.submit, spec, who.client, who.address, token_hash(token))
     except JobError as exc:
         raise job_error(exc) from None
     response.headers["Location"] = f"/api/v1/jobs/{job_id}"
-    return {"id": job_id, "status": "queued", "links": links(job_id)}
+    return {"id": job_id, "status": "queued", "control_token": token, "links": links(job_id)}
 
 
 @router.get("/jobs", summary="List jobs",
@@ -66,18 +75,39 @@ async def get_job(job_id: str = Path(pattern=JOB_ID), run: LocalRunner = Depends
     return found(run, job_id)
 
 
-@router.post("/jobs/{job_id}/{action}", summary="Cancel, pause, resume or step a job",
+@router.post("/jobs/{job_id}/{action}", summary="Control a job: cancel, pause, resume, step; hide or show",
              responses={200: examples.json_example(examples.CONTROLLED),
-                        **error_responses(404, 409, 422, _409="job already finished, or not paused (step)")})
-async def control_job(job_id: str = Path(pattern=JOB_ID),
-                      action: str = Path(pattern="^(cancel|pause|resume|step)$"),
+                        **error_responses(403, 404, 409, 422, _409="job already finished, or not paused (step)",
+                                          _403="not the job's owner or the instructor")})
+async def control_job(request: Request, job_id: str = Path(pattern=JOB_ID),
+                      action: str = Path(pattern="^(cancel|pause|resume|step|hide|unhide)$"),
                       run: LocalRunner = Depends(runner)) -> dict:
     """`cancel` stops the job and keeps its best images so far; `pause` holds it; `resume` lets it go
-    on; `step` runs exactly one step of a paused job (for demos)."""
+    on; `step` runs exactly one step of a paused job (for demos). For the job's owner and the
+    instructor. `hide` and `unhide` (instructor only) take a job out of the gallery and the Lab's
+    recent runs, or put it back, without deleting it."""
+    if action in ("hide", "unhide"):
+        require_instructor(request)
+        if not run.store.set_hidden(job_id, action == "hide"):
+            raise ApiError(404, f"no job {job_id!r}", "id")
+        return {"id": job_id, "status": found(run, job_id, history=False)["status"], "hidden": action == "hide"}
+    require_control(request, run, job_id)
     try:
         return run.control(job_id, action)
     except JobError as exc:
         raise job_error(exc) from None
+
+
+@router.delete("/jobs/{job_id}", status_code=204, response_class=Response, summary="Delete a job",
+               responses={204: {"description": "deleted: the record, its images and its gallery entry are gone"},
+                          **error_responses(403, 404, 422, _403="not the job's owner or the instructor")})
+async def delete_job(request: Request, job_id: str = Path(pattern=JOB_ID),
+                     run: LocalRunner = Depends(runner)) -> Response:
+    """Remove a job for good: a running job is cancelled first. For the job's owner and the
+    instructor; later requests for it answer 404."""
+    require_control(request, run, job_id)
+    await run_in_threadpool(run.delete, job_id)
+    return Response(status_code=204)
 
 
 @router.get("/jobs/{job_id}/images/{position}.png", response_class=Response, summary="A target's best image",

@@ -16,7 +16,7 @@ from app.jobs.spec import JobSpec
 from app.serving.lab import Lab
 from app.settings import ROOT
 from app.web import views
-from app.web.deps import client_key, lab, runner
+from app.web.deps import identity, lab, runner
 from app.web.errors import ApiError, job_error
 from app.web.templating import templates
 
@@ -39,7 +39,7 @@ async def lab_home(request: Request, state: Lab = Depends(lab), run: LocalRunner
 def _lab(request: Request, state: Lab, run: LocalRunner, form: dict, error: str | None = None,
          status: int = 200) -> HTMLResponse:
     """The Lab page: presets, the set-up form (filled from ``form``), recent runs, models."""
-    recent = [views.view(run, r["id"], history=False) for r in run.store.list(8)]
+    recent = [views.view(run, r["id"], history=False) for r in run.store.list(8, visible=True)]
     return templates.TemplateResponse(request, "lab.html", {
         "models": state.registry.list(), "presets": PRESETS, "form": form, "recent": [r for r in recent if r],
         "error": error}, status_code=status)
@@ -71,7 +71,8 @@ def _spec_from_form(form: dict) -> JobSpec:
 
 async def _start(request: Request, run: LocalRunner, spec: JobSpec, demo: bool = False) -> str:
     try:
-        job_id = await run_in_threadpool(run.submit, spec, client_key(request))
+        who = identity(request)
+        job_id = await run_in_threadpool(run.submit, spec, who.client, who.address)
     except JobError as exc:
         raise job_error(exc) from None
     return f"/jobs/{job_id}" + ("?demo=1" if demo else "")

@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.jobs.runner import JobError, LocalRunner
 from app.serving.imaging import decode, stack, to_model_input
 from app.serving.lab import Lab
 from app.web import streams, views
-from app.web.deps import lab, runner
+from app.web.deps import identity, lab, may_control, require_control, require_instructor, runner
 from app.web.errors import job_error
 from app.web.templating import templates
 
@@ -31,8 +32,16 @@ async def job_page(request: Request, job_id: str = Path(pattern=views.JOB_ID), d
     view = views.found(run, job_id)
     others = [e for e in state.registry.list() if e.available and e.id != view["settings"]["model"]]
     ctx = views.panel_context(view, focus) | {"demo": demo, "rerun": views.rerun_link(view["settings"]),
-                                              "others": others}
+                                              "others": others} | _viewer(request, run, job_id)
     return templates.TemplateResponse(request, "job.html", ctx)
+
+
+def _viewer(request: Request, run: LocalRunner, job_id: str) -> dict:
+    """What this viewer may do on the page: controls are shown only to those who may use them."""
+    who = identity(request)
+    record = run.record(job_id)
+    return {"can_control": may_control(who, record), "instructor": who.instructor,
+            "hidden": bool(record and record.get("hidden"))}
 
 
 @router.get("/jobs/{job_id}/stream")
@@ -43,11 +52,12 @@ async def job_stream(request: Request, job_id: str = Path(pattern=views.JOB_ID),
     `close` event so the page stops reconnecting."""
     views.found(run, job_id, history=False)
     panel = templates.get_template("_panel.html")
+    viewer = _viewer(request, run, job_id)
     interval = 1.0 / max(0.1, state.settings.events_per_second)
 
     def render() -> tuple[str, int, bool]:
         view = views.view(run, job_id)
-        html = panel.render(views.panel_context(view, focus) | {"request": request, "demo": demo})
+        html = panel.render(views.panel_context(view, focus) | viewer | {"request": request, "demo": demo})
         return html, view.get("version") or 0, view["status"] not in ("queued", "running", "paused")
 
     async def stream() -> AsyncIterator[str]:
@@ -73,13 +83,24 @@ async def job_stream(request: Request, job_id: str = Path(pattern=views.JOB_ID),
 
 @router.post("/jobs/{job_id}/control/{action}")
 async def job_control(request: Request, job_id: str = Path(pattern=views.JOB_ID),
-                      action: str = Path(pattern="^(cancel|pause|resume|step)$"),
+                      action: str = Path(pattern="^(cancel|pause|resume|step|delete|hide|unhide)$"),
                       run: LocalRunner = Depends(runner)) -> Response:
-    try:
-        run.control(job_id, action)
-    except JobError as exc:
-        if exc.status != 409:  # finished already / not paused: the page simply shows the state
-            raise job_error(exc) from None
+    """The page's buttons: the same rules as the REST controls (owner or instructor; hide and unhide
+    for the instructor)."""
+    if action in ("hide", "unhide"):
+        require_instructor(request)
+        run.store.set_hidden(job_id, action == "hide")
+    else:
+        require_control(request, run, job_id)
+    if action == "delete":
+        await run_in_threadpool(run.delete, job_id)
+        return RedirectResponse("/", status_code=303)
+    if action not in ("hide", "unhide"):
+        try:
+            run.control(job_id, action)
+        except JobError as exc:
+            if exc.status != 409:  # finished already / not paused: the page simply shows the state
+                raise job_error(exc) from None
     if request.headers.get("hx-request"):
         return Response(status_code=204)
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
@@ -89,8 +110,8 @@ async def job_control(request: Request, job_id: str = Path(pattern=views.JOB_ID)
 async def gallery(request: Request, page: int = Query(1, ge=1, le=10_000),
                   run: LocalRunner = Depends(runner)) -> HTMLResponse:
     per = 24
-    recs = [r for r in run.store.list(per, (page - 1) * per, "done")]
-    total = run.store.count("done")
+    recs = run.store.list(per, (page - 1) * per, "done", visible=True)
+    total = run.store.count("done", visible=True)
     items = [views.view(run, r["id"], history=False) for r in recs]
     return templates.TemplateResponse(request, "gallery.html", {
         "items": [i for i in items if i], "page": page, "pages": max(1, (total + per - 1) // per), "total": total})

@@ -1,0 +1,46 @@
+"""/instructor: the instructor signs in once with FOOLING_ADMIN_TOKEN and gets a signed cookie; the
+page says plainly when no admin token is set (the instructor features are off then)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.web.deps import identity
+from app.web.identity import INSTRUCTOR_COOKIE
+from app.web.templating import templates
+
+router = APIRouter(include_in_schema=False)
+
+
+def _page(request: Request, error: str | None = None, status: int = 200) -> HTMLResponse:
+    gate = request.app.state.gatekeeper
+    return templates.TemplateResponse(request, "instructor.html", {
+        "enabled": gate.instructor_enabled, "signed_in": identity(request).instructor, "error": error},
+        status_code=status)
+
+
+@router.get("/instructor", response_class=HTMLResponse)
+async def instructor_page(request: Request) -> HTMLResponse:
+    return _page(request)
+
+
+@router.post("/instructor")
+async def sign_in(request: Request) -> Response:
+    gate = request.app.state.gatekeeper
+    if not gate.instructor_enabled:
+        return _page(request, "Instructor features are off: start the server with FOOLING_ADMIN_TOKEN set.", 403)
+    form = await request.form()
+    token = form.get("token")
+    if not isinstance(token, str) or not gate.is_admin_token(token.strip()):
+        return _page(request, "That is not the instructor token.", 403)
+    resp = RedirectResponse("/instructor", status_code=303)
+    resp.headers.append("set-cookie", gate.instructor_cookie(request.url.scheme == "https"))
+    return resp
+
+
+@router.post("/instructor/sign-out")
+async def sign_out() -> Response:
+    resp = RedirectResponse("/instructor", status_code=303)
+    resp.delete_cookie(INSTRUCTOR_COOKIE, path="/", httponly=True, samesite="lax")
+    return resp

@@ -1,0 +1,181 @@
+"""A room of untrusted clients: signed identities, owners and the instructor, deletion and hiding,
+cross-site refusals, bodies counted as they arrive."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from tests.conftest import make_settings, wait_ready
+
+ADMIN = "teacher-token-for-tests"
+LONG = {"model": "lenet-mnist", "method": "map-elites", "targets": [5], "generations": 20000, "population": 50,
+        "params": {"stop_at": None}}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    settings = make_settings(preload="lenet-mnist", data_dir=tmp_path_factory.mktemp("trust"), admin_token=ADMIN,
+                             workers=2, max_upload_bytes=200_000, max_files=1)
+    application = create_app(settings)
+    with TestClient(application) as c:
+        wait_ready(c)
+        yield application
+
+
+def browser(app) -> TestClient:
+    """A fresh browser: its own cookie jar, hence its own identity once the server has set it."""
+    c = TestClient(app)
+    c.get("/")
+    return c
+
+
+def wait(c: TestClient, job_id: str, statuses: tuple[str, ...], timeout: float = 60) -> dict:
+    t0 = time.time()
+    while (j := c.get(f"/api/v1/jobs/{job_id}").json())["status"] not in statuses:
+        assert time.time() - t0 < timeout, j["status"]
+        time.sleep(0.05)
+    return j
+
+
+def test_first_visit_sets_a_signed_httponly_cookie(app):
+    c = TestClient(app)
+    r = c.get("/")
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("fl_client=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "set-cookie" not in c.get("/gallery").headers  # kept: no new identity on the next visit
+    forged = TestClient(app, cookies={"fl_client": "someone-else.AAAA"})
+    fresh = forged.get("/").headers["set-cookie"]  # a forged value is replaced, never trusted
+    assert "someone-else" not in fresh
+
+
+def test_only_the_owner_and_the_instructor_control_a_job(app):
+    owner, stranger = browser(app), browser(app)
+    made = owner.post("/api/v1/jobs", json=LONG)
+    assert made.status_code == 201
+    job = made.json()
+    token, job_id = job["control_token"], job["id"]
+    record = app.state.runner.store.get(job_id)
+    assert record["token_hash"] == hashlib.sha256(token.encode()).hexdigest()
+    db = app.state.runner.store.path
+    stored = b"".join(p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+    assert token.encode() not in stored  # only its hash is kept
+    wait(owner, job_id, ("running",))
+    for action in ("pause", "step", "resume", "cancel"):
+        r = stranger.post(f"/api/v1/jobs/{job_id}/{action}")
+        assert r.status_code == 403 and r.json()["error"] == "forbidden", action
+    assert stranger.delete(f"/api/v1/jobs/{job_id}").status_code == 403
+    assert stranger.post(f"/api/v1/jobs/{job_id}/pause", headers={"Authorization": "Bearer guessed"}).status_code == 403
+    # watching stays open to everyone
+    assert stranger.get(f"/api/v1/jobs/{job_id}").status_code == 200
+    assert stranger.get(f"/api/v1/jobs/{job_id}/images/0.png").status_code == 200
+    page = stranger.get(f"/jobs/{job_id}").text
+    assert 'data-action="cancel"' not in page and 'data-action="delete"' not in page  # no controls shown
+    assert 'data-action="cancel"' in owner.get(f"/jobs/{job_id}").text
+    # the owner by cookie, a script by its control token, the instructor by the admin token
+    assert owner.post(f"/api/v1/jobs/{job_id}/pause").json()["status"] == "paused"
+    script = TestClient(app)  # no cookie at all
+    assert script.post(f"/api/v1/jobs/{job_id}/resume", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert script.post(f"/api/v1/jobs/{job_id}/cancel", headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 200
+    assert wait(owner, job_id, ("cancelled",))["status"] == "cancelled"
+
+
+def test_delete_removes_record_images_and_gallery_entry(app):
+    owner, stranger = browser(app), browser(app)
+    job = owner.post("/api/v1/jobs", json={**LONG, "generations": 20, "params": {}}).json()
+    wait(owner, job["id"], ("done",))
+    folder = app.state.runner.store.root / job["id"]
+    assert folder.is_dir() and job["id"] in stranger.get("/gallery").text
+    assert owner.delete(f"/api/v1/jobs/{job['id']}").status_code == 204
+    assert stranger.get(f"/api/v1/jobs/{job['id']}").status_code == 404
+    assert stranger.get(f"/api/v1/jobs/{job['id']}/images/0.png").status_code == 404
+    assert stranger.get(f"/api/v1/jobs/{job['id']}/grid.png").status_code == 404
+    assert not folder.exists() and job["id"] not in stranger.get("/gallery").text
+    assert owner.delete(f"/api/v1/jobs/{job['id']}").status_code == 404
+
+
+def test_deleting_a_running_job_leaves_nothing(app):
+    owner = browser(app)
+    job = owner.post("/api/v1/jobs", json=LONG).json()
+    wait(owner, job["id"], ("running",))
+    assert owner.delete(f"/api/v1/jobs/{job['id']}", headers={"Authorization": f"Bearer {job['control_token']}"}
+                        ).status_code == 204
+    assert owner.get(f"/api/v1/jobs/{job['id']}").status_code == 404
+    time.sleep(1.0)  # the worker stops it; finishing must not write the files back
+    assert not (app.state.runner.store.root / job["id"]).exists()
+    assert owner.get(f"/api/v1/jobs/{job['id']}").status_code == 404
+
+
+def test_instructor_hides_from_the_gallery(app):
+    owner = browser(app)
+    job = owner.post("/api/v1/jobs", json={**LONG, "generations": 10, "params": {}, "title": "rude words"}).json()
+    wait(owner, job["id"], ("done",))
+    assert "rude words" in owner.get("/gallery").text
+    assert owner.post(f"/api/v1/jobs/{job['id']}/hide").status_code == 403  # owners cannot, the instructor can
+    teacher = TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"})
+    assert teacher.post(f"/api/v1/jobs/{job['id']}/hide").json()["hidden"] is True
+    assert "rude words" not in owner.get("/gallery").text and "rude words" not in owner.get("/").text
+    assert owner.get(f"/api/v1/jobs/{job['id']}").status_code == 200  # hidden, not deleted
+    teacher.post(f"/api/v1/jobs/{job['id']}/unhide")
+    assert "rude words" in owner.get("/gallery").text
+
+
+def test_instructor_page_signs_in_once(app):
+    c = browser(app)
+    assert 'name="token"' in c.get("/instructor").text
+    r = c.post("/instructor", data={"token": "wrong"})
+    assert r.status_code == 403 and "not the instructor token" in r.text
+    r = c.post("/instructor", data={"token": ADMIN}, follow_redirects=False)
+    assert r.status_code == 303
+    assert "fl_instructor=" in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
+    assert 'data-instructor="on"' in c.get("/instructor").text
+    other = browser(app)
+    job = other.post("/api/v1/jobs", json=LONG).json()
+    assert c.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 200  # the signed instructor cookie
+    c.post("/instructor/sign-out")
+    assert 'data-instructor="on"' not in c.get("/instructor").text
+
+
+def test_without_admin_token_instructor_features_are_off(client):
+    page = client.get("/instructor").text
+    assert 'data-instructor="off"' in page and "FOOLING_ADMIN_TOKEN" in page
+    assert client.post("/api/v1/jobs/AbCdEfGh12345678/hide", headers={"Authorization": "Bearer "}).status_code == 403
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                                     {"Origin": "null"}])
+def test_cross_site_state_changes_are_refused(app, headers):
+    c = browser(app)
+    r = c.post("/api/v1/jobs", json=LONG, headers=headers)
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    r = c.post("/lab/preset/every-digit-from-noise", headers=headers, follow_redirects=False)
+    assert r.status_code == 403
+    assert c.get("/", headers=headers).status_code == 200  # reading is fine
+
+
+def test_same_origin_forms_work(app):
+    c = browser(app)
+    r = c.post("/lab/preset/every-digit-from-noise", headers={"Origin": "http://testserver",
+                                                              "Sec-Fetch-Site": "same-origin"},
+               follow_redirects=False)
+    assert r.status_code == 303
+    job_id = r.headers["location"].rsplit("/", 1)[-1]
+    c.post(f"/api/v1/jobs/{job_id}/cancel")
+
+
+def test_chunked_body_over_the_limit_is_413(app):
+    c = browser(app)
+    limit = app.state.lab.settings.max_upload_bytes + (1 << 20)
+
+    def chunks():
+        for _ in range(limit // 65536 + 4):
+            yield b"x" * 65536
+
+    r = c.post("/api/v1/uploads", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+    r = c.post("/api/v1/jobs", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
