@@ -26,7 +26,7 @@ lint: install
 browser:
 	@command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null 2>&1 \
 		|| (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) \
-		|| echo "warning: could not install chromium; browser tests will be skipped"
+		|| echo "warning: could not install chromium; browser tests will fail (FOOLING_SKIP_BROWSER=1 skips them)"
 
 test: install data lint browser
 	$(PY) -m pytest

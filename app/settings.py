@@ -40,7 +40,7 @@ class Settings:
     workers: int = 4  # jobs running at once; their forward passes share the model's batcher
     queue_size: int = 64  # jobs waiting beyond the running ones; more get 429
     max_jobs_per_client: int = 4  # queued + running jobs per signed client (browser cookie or job owner)
-    max_jobs_per_address: int = 32  # ... and per network address (a class behind one NAT shares one)
+    max_jobs_per_address: int = 256  # ... and per network address (a class behind one NAT shares one)
     max_generations: int = 20_000
     max_steps: int = 5_000
     max_population: int = 1_000

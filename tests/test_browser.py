@@ -3,6 +3,7 @@ and watch it, cancel, score an upload, open the gallery. Screenshots go to test-
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -15,7 +16,6 @@ from tests.live_server import LiveServer
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (make test installs it)")
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,13 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
+    # A missing browser fails the suite, so CI cannot pass without these tests; skipping them is a
+    # choice made out loud (FOOLING_SKIP_BROWSER=1).
+    if not CHROMIUM.exists():
+        if os.environ.get("FOOLING_SKIP_BROWSER") == "1":
+            pytest.skip("FOOLING_SKIP_BROWSER=1: browser tests skipped")
+        pytest.fail("Debian chromium is missing at /usr/bin/chromium: `apt-get install chromium` "
+                    "(make test does), or set FOOLING_SKIP_BROWSER=1 to skip the browser tests")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=[

@@ -179,3 +179,16 @@ def test_chunked_body_over_the_limit_is_413(app):
     assert r.status_code == 413 and r.json()["error"] == "too_large"
     r = c.post("/api/v1/jobs", content=chunks(), headers={"Content-Type": "application/json"})
     assert r.status_code == 413
+
+
+@pytest.mark.parametrize("body", ['{"model": "lenet-mnist", "method": "gradient", "params": {"lr": Infinity}}',
+                                  '{"model": "lenet-mnist", "max_seconds": NaN}',
+                                  '{"model": "lenet-mnist", "params": {"mutation_rate": -Infinity}}'])
+def test_nan_and_infinity_are_422_naming_the_field(app, body):
+    r = browser(app).post("/api/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] in ("params.lr", "max_seconds", "params.mutation_rate")
+    assert "finite" in r.text
+    r = browser(app).post("/api/v1/experiments", content='{"name": "logistic", "seed": NaN}',
+                          headers={"Content-Type": "application/json"})
+    assert r.status_code == 422

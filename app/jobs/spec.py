@@ -19,7 +19,7 @@ ParamValue = float | int | bool | str | None
 class JobSpec(BaseModel):
     """POST /api/v1/jobs. Names follow the ``python -m app fool`` command line."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN or Infinity anywhere: 422
 
     model: str = Field("lenet-mnist", max_length=100, description="model id, see GET /api/v1/models")
     method: Method = "map-elites"

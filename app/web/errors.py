@@ -74,6 +74,9 @@ def job_error(exc: JobError) -> ApiError:
     return ApiError(exc.status, exc.detail, exc.field, headers)
 
 
+_UNION_TAGS = {"float", "int", "bool", "str", "none", "list", "dict"}  # pydantic's names for union members
+
+
 def _field(loc) -> str:
     """('body', 'targets', 'list[union[int,str]]', 0) -> 'targets': the client's name for the field,
     without pydantic's union-member tags."""
@@ -81,7 +84,8 @@ def _field(loc) -> str:
     for p in loc:
         if p in ("body", "query", "path", "header", "cookie") and not parts:
             continue
-        if isinstance(p, str) and ("[" in p or "(" in p or "-" in p and p.startswith("function")):
+        if isinstance(p, str) and ("[" in p or "(" in p or "-" in p and p.startswith("function")
+                                   or p in _UNION_TAGS):
             break
         parts.append(str(p))
     return ".".join(parts)

@@ -18,7 +18,7 @@ EXP_ID = r"^[A-Za-z0-9_-]{8,64}$"
 
 
 class ExperimentSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN or Infinity anywhere: 422
     name: str = Field(description="retrain, transfer, ensemble, smoothing, volume, logistic, neurons, blackbox")
     quick: bool = Field(True, description="small settings (about a minute on a CPU)")
     seed: int = Field(0, ge=0, le=2**31 - 1)
