@@ -102,7 +102,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")} for e in exc.errors()]
-        fields = ", ".join(e["field"] for e in errors if e["field"])
+        fields = ", ".join(dict.fromkeys(e["field"] for e in errors if e["field"]))  # each field once
         return JSONResponse(
             {"error": "invalid", "detail": f"invalid value for: {fields}" if fields else "invalid request",
              "field": errors[0]["field"] if errors else None, "errors": errors},
