@@ -49,10 +49,17 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def student(client: httpx.AsyncClient, i: int, generations: int, out: list[dict]) -> None:
+async def student(url: str, i: int, generations: int, out: list[dict]) -> None:
+    # Each student is a browser of their own: their own cookie jar, hence their own signed identity.
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        await client.get("/healthz")  # first visit: the server sets this student's fl_client cookie
+        await _student(client, i, generations, out)
+
+
+async def _student(client: httpx.AsyncClient, i: int, generations: int, out: list[dict]) -> None:
     body = {"model": "lenet-mnist", "method": "map-elites", "encoding": "direct", "targets": "all",
             "population": 50, "generations": generations, "seed": i, "params": {"stop_at": None}}
-    r = await client.post("/api/v1/jobs", json=body, headers={"X-Client-Id": f"student-{i:04d}"})
+    r = await client.post("/api/v1/jobs", json=body)
     if r.status_code != 201:
         out.append({"student": i, "rejected": r.status_code})
         return
@@ -93,7 +100,7 @@ async def run(url: str, n: int, m: int, generations: int, pid: int | None) -> di
         t0 = time.perf_counter()
         scorers = [asyncio.create_task(scorer(client, png, stop, lat)) for _ in range(m)]
         mem = asyncio.create_task(watch_memory())
-        await asyncio.gather(*(student(client, i, generations, results) for i in range(n)))
+        await asyncio.gather(*(student(url, i, generations, results) for i in range(n)))
         wall = time.perf_counter() - t0
         stop.set()
         await asyncio.gather(*scorers, mem)
