@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from contextlib import asynccontextmanager
 
 import torch
@@ -14,7 +15,7 @@ from app.jobs.store import JobStore
 from app.serving import compute
 from app.serving.lab import Lab
 from app.settings import ROOT, Settings
-from app.web import api_docs, errors, streams
+from app.web import api_docs, errors
 from app.web.api import experiments as experiments_api
 from app.web.api import health, models, score
 from app.web.api import jobs as jobs_api
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             torch.set_num_threads(settings.torch_threads)
         lab = Lab.create(settings)
         app.state.lab = lab
-        streams.SHUTDOWN.clear()
+        app.state.stopping = threading.Event()
         store = JobStore(settings.data_dir)
         app.state.runner = LocalRunner(lab, store)
         app.state.experiments = ExperimentRunner(settings)
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         compute.submit(lab.registry.load_all).add_done_callback(loaded)
         yield
-        streams.SHUTDOWN.set()  # open event streams end now instead of holding the shutdown
+        app.state.stopping.set()  # this app's open event streams end now instead of holding the shutdown
         app.state.runner.close()
         app.state.experiments.close()
         store.close()

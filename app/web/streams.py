@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import threading
 
-# Set when the server is asked to stop, so open event streams end instead of holding shutdown.
-SHUTDOWN = threading.Event()
+# Set when the server process is asked to exit (signal), so open event streams end instead of
+# holding shutdown. Each app also has its own flag (app.state.stopping), set when its lifespan ends:
+# one app stopping (e.g. in tests) must not end another app's streams.
+EXITING = threading.Event()
 
 # Proxies must pass frames through as they come, and nobody may cache a live stream.
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -24,7 +26,7 @@ def _install_exit_hook() -> None:
         return
 
     def handle_exit(self, sig, frame):
-        SHUTDOWN.set()
+        EXITING.set()
         return original(self, sig, frame)
 
     handle_exit._fooling_lab = True
@@ -32,6 +34,12 @@ def _install_exit_hook() -> None:
 
 
 _install_exit_hook()
+
+
+def stopping(request) -> bool:
+    """Should this request's open stream end now (the process or its app is stopping)?"""
+    own = getattr(request.app.state, "stopping", None)
+    return EXITING.is_set() or (own is not None and own.is_set())
 
 
 def sse(event: str, data: dict, event_id: int | None = None) -> str:

@@ -158,7 +158,7 @@ async def job_events(request: Request, job_id: str = Path(pattern=JOB_ID),
                 yield streams.sse("final", final, final.get("version") or version + 1)
                 yield streams.sse("close", {"id": job_id, "status": final["status"]})
                 return
-            if streams.SHUTDOWN.is_set() or run.closing:
+            if streams.stopping(request) or run.closing:
                 yield streams.sse("close", {"id": job_id, "status": "server-stopping"})
                 return
             await run.wait(job_id, version, timeout=1.0)

@@ -64,7 +64,7 @@ async def job_stream(request: Request, job_id: str = Path(pattern=views.JOB_ID),
         html, version, done = render()
         yield streams.sse_html(html)
         while not done:
-            if streams.SHUTDOWN.is_set() or run.closing:
+            if streams.stopping(request) or run.closing:
                 break
             t0 = time.monotonic()
             await run.wait(job_id, version, timeout=15.0)
