@@ -27,12 +27,6 @@ def identity(request: Request) -> Identity:
     return request.state.identity
 
 
-def client_key(request: Request) -> str:
-    """The job owner and what per-client caps count: the signed browser id, never a header the
-    client picks."""
-    return identity(request).client
-
-
 def may_control(who: Identity, record: dict | None) -> bool:
     """The job's owner (the browser that started it, or its control token) and the instructor."""
     if record is None:
@@ -59,6 +53,13 @@ def require_instructor(request: Request) -> Identity:
     if not who.instructor:
         raise ApiError(403, "only the instructor may do that (Authorization: Bearer <FOOLING_ADMIN_TOKEN>)")
     return who
+
+
+def set_hidden(request: Request, run: LocalRunner, job_id: str, hidden: bool) -> None:
+    """Take a job out of the gallery and recent runs, or put it back: the instructor only."""
+    require_instructor(request)
+    if not run.store.set_hidden(job_id, hidden):
+        raise ApiError(404, f"no job {job_id!r}", "id")
 
 
 def available_model(lab: Lab, model_id: str, field: str = "model") -> ModelEntry:

@@ -9,11 +9,11 @@ import urllib.parse
 
 from app.jobs import results
 from app.jobs.runner import Runner
+from app.jobs.store import ACTIVE, FINISHED
 from app.web.errors import ApiError
 
 JOB_ID = r"^[A-Za-z0-9_-]{8,64}$"
-STATUS = "^(queued|running|paused|done|cancelled|failed|interrupted)$"
-ACTIVE = ("queued", "running", "paused")
+STATUS = f"^({'|'.join(ACTIVE + FINISHED)})$"
 SPEC_FIELDS = ("model", "method", "encoding", "targets", "generations", "steps", "population", "seed", "max_seconds")
 
 

@@ -18,7 +18,7 @@ from app.serving.imaging import ImageError
 from app.serving.lab import Lab
 from app.web import streams
 from app.web.api import examples
-from app.web.deps import identity, lab, require_control, require_instructor, runner
+from app.web.deps import identity, lab, require_control, runner, set_hidden
 from app.web.errors import ApiError, error_responses, job_error
 from app.web.identity import token_hash
 from app.web.views import JOB_ID, STATUS, found, links, view
@@ -87,9 +87,7 @@ async def control_job(request: Request, job_id: str = Path(pattern=JOB_ID),
     instructor. `hide` and `unhide` (instructor only) take a job out of the gallery and the Lab's
     recent runs, or put it back, without deleting it."""
     if action in ("hide", "unhide"):
-        require_instructor(request)
-        if not run.store.set_hidden(job_id, action == "hide"):
-            raise ApiError(404, f"no job {job_id!r}", "id")
+        set_hidden(request, run, job_id, action == "hide")
         return {"id": job_id, "status": found(run, job_id, history=False)["status"], "hidden": action == "hide"}
     require_control(request, run, job_id)
     try:

@@ -18,7 +18,7 @@ from app.jobs.runner import JobError, LocalRunner
 from app.serving.imaging import decode, stack, to_model_input
 from app.serving.lab import Lab
 from app.web import streams, views
-from app.web.deps import identity, lab, may_control, require_control, require_instructor, runner
+from app.web.deps import identity, lab, may_control, require_control, runner, set_hidden
 from app.web.errors import job_error
 from app.web.templating import templates
 
@@ -88,8 +88,7 @@ async def job_control(request: Request, job_id: str = Path(pattern=views.JOB_ID)
     """The page's buttons: the same rules as the REST controls (owner or instructor; hide and unhide
     for the instructor)."""
     if action in ("hide", "unhide"):
-        require_instructor(request)
-        run.store.set_hidden(job_id, action == "hide")
+        set_hidden(request, run, job_id, action == "hide")
     else:
         require_control(request, run, job_id)
     if action == "delete":
