@@ -47,6 +47,7 @@ class Settings:
     max_targets: int = 1_000
     events_per_second: float = 5.0  # SSE frames per job and connection, at most
     job_timeout_s: float = 3_600.0  # a job is stopped (and keeps its best) after this long
+    max_pause_s: float = 600.0  # a job paused longer is cancelled (and keeps its best)
     # Trust: cookie signing key (generated once into the data dir when empty) and the instructor's token
     secret_key: str = field(default="", repr=False)
     admin_token: str = field(default="", repr=False)
@@ -79,6 +80,7 @@ class Settings:
             max_targets=int(_env("MAX_TARGETS", str(d.max_targets))),
             events_per_second=float(_env("EVENTS_PER_SECOND", str(d.events_per_second))),
             job_timeout_s=float(_env("JOB_TIMEOUT_S", str(d.job_timeout_s))),
+            max_pause_s=float(_env("MAX_PAUSE_S", str(d.max_pause_s))),
             secret_key=_env("SECRET_KEY", ""),
             admin_token=_env("ADMIN_TOKEN", ""),
         )

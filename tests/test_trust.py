@@ -192,3 +192,42 @@ def test_nan_and_infinity_are_422_naming_the_field(app, body):
     r = browser(app).post("/api/v1/experiments", content='{"name": "logistic", "seed": NaN}',
                           headers={"Content-Type": "application/json"})
     assert r.status_code == 422
+
+
+def test_a_paused_job_frees_its_worker_and_a_long_pause_cancels_it(tmp_path):
+    settings = make_settings(preload="lenet-mnist", data_dir=tmp_path, workers=1, max_pause_s=3.0)
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        c.get("/")
+        paused = c.post("/api/v1/jobs", json=LONG).json()
+        wait(c, paused["id"], ("running",))
+        assert c.post(f"/api/v1/jobs/{paused['id']}/pause").json()["status"] == "paused"
+        # one worker, and it is paused: the next job must still run to the end
+        other = c.post("/api/v1/jobs", json={**LONG, "targets": [2], "generations": 30, "params": {}}).json()
+        assert wait(c, other["id"], ("done",), timeout=30)["progress"]["step"] == 30
+        # step and resume give it a worker again, exactly as before it was parked
+        before = c.get(f"/api/v1/jobs/{paused['id']}").json()["progress"]["step"]
+        c.post(f"/api/v1/jobs/{paused['id']}/step")
+        t0 = time.time()
+        while c.get(f"/api/v1/jobs/{paused['id']}").json()["progress"]["step"] != before + 1:
+            assert time.time() - t0 < 20
+            time.sleep(0.02)
+        c.post(f"/api/v1/jobs/{paused['id']}/resume")
+        stepped = wait(c, paused["id"], ("running",))["progress"]["step"]
+        t0 = time.time()
+        while c.get(f"/api/v1/jobs/{paused['id']}").json()["progress"]["step"] <= stepped + 3:
+            assert time.time() - t0 < 20
+            time.sleep(0.02)
+        # a pause longer than FOOLING_MAX_PAUSE_S cancels it and keeps its best
+        c.post(f"/api/v1/jobs/{paused['id']}/pause")
+        job = wait(c, paused["id"], ("cancelled",), timeout=30)
+        assert "paused longer than 3 s" in job["stop_reason"]
+        assert job["targets"] and c.get(job["targets"][0]["image"]).status_code == 200
+        # and a parked job can be deleted
+        again = c.post("/api/v1/jobs", json=LONG).json()
+        wait(c, again["id"], ("running",))
+        c.post(f"/api/v1/jobs/{again['id']}/pause")
+        time.sleep(0.5)
+        assert c.delete(f"/api/v1/jobs/{again['id']}").status_code == 204
+        time.sleep(0.5)
+        assert not (tmp_path / "jobs" / again["id"]).exists()

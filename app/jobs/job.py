@@ -47,6 +47,9 @@ class Job:
     listeners: set = field(default_factory=set)  # (loop, asyncio.Event) pairs of open streams
     png_cache: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     address: str = ""  # the network address it came from (per-address caps)
+    gen: object = None  # the method's generator, kept while the job is parked
+    member: object = None  # its place in the model's job batcher while a worker runs it
+    parked_at: float | None = None  # monotonic time it was parked (paused, holding no worker)
     deleted: bool = False  # deleted while running: finishing must leave nothing behind
     image: torch.Tensor | None = None  # the real image of adversarial jobs, decoded at submit
     targets: list[int] | None = None  # resolved at submit

@@ -15,6 +15,7 @@ Either way each running job gets one turn per forward pass: none starves.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import secrets
@@ -75,6 +76,7 @@ class LocalRunner(Runner):
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._resumed: collections.deque[Job] = collections.deque()  # parked jobs to run again, first
         self._workers = [threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
                          for i in range(max(1, self.settings.workers))]
         for w in self._workers:
@@ -188,6 +190,8 @@ class LocalRunner(Runner):
             job.cond.notify_all()
         if action == "cancel" and job.status == "queued":
             self._finish(job, "cancelled")  # the worker that dequeues it skips it
+        elif action in ("resume", "step", "cancel"):
+            self._unpark(job)  # a parked job needs a worker again (to step, run on, or stop and save)
         self._publish(job)
         return {"id": job.id, "status": job.status}
 
@@ -201,6 +205,7 @@ class LocalRunner(Runner):
                 job.cond.notify_all()
             if job.status == "queued":
                 self._finish(job, "cancelled")
+            self._unpark(job)  # a parked job is finished (and cleaned up) by a worker
             with self._lock:
                 self._jobs.pop(job_id, None)
             self._publish(job)
@@ -258,12 +263,10 @@ class LocalRunner(Runner):
     def _work(self) -> None:
         torch.set_num_threads(1)  # per thread: the heavy forwards run on the compute thread
         while not self._closing.is_set():
-            try:
-                job = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
+            self._reap_long_pauses()
+            job = self._take()
             if job is None:
-                return
+                continue
             if job.finished:  # cancelled while queued
                 continue
             try:
@@ -274,6 +277,47 @@ class LocalRunner(Runner):
                 if not isinstance(exc, MethodError | ValueError):
                     log.debug("%s", traceback.format_exc())
                 self._finish(job, "failed")
+
+    def _take(self) -> Job | None:
+        """The next job to run: a resumed (parked) job first, else the queue."""
+        with self._lock:
+            if self._resumed:
+                return self._resumed.popleft()
+        try:
+            return self._queue.get(timeout=0.1)
+        except queue.Empty:
+            return None
+
+    def _park(self, job: Job) -> None:
+        """A paused job gives its worker back; resume or step puts it in line again."""
+        with job.cond:
+            job.parked_at = time.monotonic()
+            wake = job.cancel or not job.paused or job.step_credits > 0  # changed while we parked it
+        if wake:
+            self._unpark(job)
+
+    def _unpark(self, job: Job) -> None:
+        with job.cond:
+            if job.parked_at is None:
+                return
+            job.parked_at = None
+        with self._lock:
+            self._resumed.append(job)
+
+    def _reap_long_pauses(self) -> None:
+        """A pause longer than FOOLING_MAX_PAUSE_S cancels the job, keeping its best."""
+        limit = self.settings.max_pause_s
+        now = time.monotonic()
+        for job in self.active():
+            parked = job.parked_at
+            if parked is not None and now - parked > limit:
+                with job.cond:
+                    if job.parked_at is None:
+                        continue
+                    job.parked_at = None
+                    job.cancel = True
+                job.stop_reason = f"paused longer than {limit:g} s"
+                self._finish(job, "cancelled")
 
     def _run(self, job: Job) -> None:
         spec, lab = job.spec, self.lab
@@ -286,32 +330,36 @@ class LocalRunner(Runner):
         # Evolution jobs move in rounds with the model's other jobs (see Batcher.participant).
         part = batcher.participant() if not on_compute else nullcontext()
         with part as member:
-            status = self._loop(job, member, on_compute, entry, model, targets, image)
+            job.member = member
+            status = self._loop(job, on_compute, entry, model, targets, image)
+            job.member = None
+        if status == "parked":
+            self._park(job)
+            return
         self._finish(job, status)  # after leaving the round: saving must not hold up other jobs
 
-    def _loop(self, job: Job, member, on_compute: bool, entry, model, targets, image) -> str:
+    def _loop(self, job: Job, on_compute: bool, entry, model, targets, image) -> str:
         spec = job.spec
 
         def score(x: torch.Tensor) -> torch.Tensor:
-            return member.submit(x.detach().cpu())
+            return job.member.submit(x.detach().cpu())  # the batcher place of whichever run holds the job
 
-        assert spec.method in METHODS
-        gen = build(spec.method, entry, model, score, targets, spec.encoding, spec.seed, spec.options(), image)
-        job.status, job.started = "running" if not job.paused else "paused", time.time()
-        self.store.update(job.id, status=job.status)
+        if job.gen is None:  # first run; a parked job goes on where it stopped
+            assert spec.method in METHODS
+            job.gen = build(spec.method, entry, model, score, targets, spec.encoding, spec.seed, spec.options(),
+                            image)
+            job.status, job.started = "running" if not job.paused else "paused", time.time()
+            self.store.update(job.id, status=job.status)
+        gen = job.gen
         frame_every = 1.0 / max(1.0, 2 * self.settings.events_per_second)  # frames made; streams throttle further
         last_frame = 0.0
         sentinel = object()
         while True:
             with job.cond:
-                if job.paused and job.step_credits == 0 and member is not None:
-                    member.leave()  # others must not wait for a paused job
-                while job.paused and job.step_credits == 0 and not job.cancel and not self._closing.is_set():
-                    job.cond.wait(0.5)
-                if member is not None:
-                    member.join()
                 if job.cancel or self._closing.is_set():
                     break
+                if job.paused and job.step_credits == 0:
+                    return "parked"  # give the worker to the next job (see _park)
                 if job.step_credits:
                     job.step_credits -= 1
             if job.elapsed() > self.settings.job_timeout_s:
@@ -370,6 +418,9 @@ class LocalRunner(Runner):
         with job.cond:
             job.status = status
             job.cond.notify_all()
+        # The record has it all now: a finished job keeps no tensors (RSS stays flat over a term).
+        job.gen = job.member = job.snap = job.image = None
+        job.png_cache.clear()
         self._publish(job)
         with self._lock:  # keep recent live records a while so streams see the final frame
             for old in [k for k, j in self._jobs.items() if j.finished and j is not job][:-64]:
@@ -381,7 +432,8 @@ class LocalRunner(Runner):
         for job in self.active():
             with job.cond:
                 job.cond.notify_all()
-            if job.status == "queued":
+            if job.status == "queued" or job.parked_at is not None:  # no worker holds it
+                job.parked_at = None
                 self._finish(job, "interrupted")
             self._publish(job)
         for w in self._workers:
