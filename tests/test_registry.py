@@ -162,3 +162,58 @@ def test_pickled_state_dict_is_never_loaded_as_model(byo_dir, tmp_path):
     reg = Registry(make_settings(models_dir=tmp_path, preload="x"))
     reg.load_all()
     assert not reg.get("x").available  # a pickle is not a TorchScript archive: refused, not unpickled
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file named in it."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def _with_entry(src, dst, suffix: str, data: bytes, extra: str | None = None) -> None:
+    """A copy of a .pt2 archive with the entry ending in ``suffix`` replaced (or ``extra`` added)."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        prefix = zin.namelist()[0].split("/")[0]
+        for info in zin.infolist():
+            zout.writestr(info, data if info.filename.endswith(suffix) else zin.read(info))
+        if extra:
+            zout.writestr(f"{prefix}/{extra}", data)
+
+
+def test_pt2_archive_that_would_run_code_is_refused(byo_dir, tmp_path):
+    import io
+    import pickle
+
+    folder, _ = byo_dir
+    marker = tmp_path / "pwned"
+    evil = io.BytesIO()
+    torch.save(_Payload(str(marker)), evil)  # a torch.save zip whose data.pkl calls Path.touch
+    cases = {
+        "sample": ("data/sample_inputs/model.pt", evil.getvalue(), None),  # torch retries unrestricted
+        "opaque": ("never-matches", pickle.dumps(_Payload(str(marker))), "data/constants/opaque_0"),
+    }
+    for name, (suffix, data, extra) in cases.items():
+        _with_entry(folder / "tiny.pt2", tmp_path / f"{name}.pt2", suffix, data, extra)
+        _descriptor(tmp_path, name, f"{name}.pt2")
+    # Without the check, torch.export.load really runs the payload: the threat is real.
+    with pytest.raises(Exception):  # noqa: B017 (whatever it raises after unpickling)
+        torch.export.load(str(tmp_path / "sample.pt2"))
+    assert marker.exists()
+    marker.unlink()
+    reg = Registry(make_settings(models_dir=tmp_path, preload="sample,opaque"))
+    reg.load_all()
+    for name in cases:
+        entry = reg.get(name)
+        assert not entry.available and "refused" in entry.reason, (name, entry.reason)
+    assert not marker.exists()  # nothing ran
+    # the honest archive still loads
+    reg = Registry(make_settings(models_dir=folder, preload="tiny-export"))
+    reg.load_all()
+    assert reg.get("tiny-export").available

@@ -14,14 +14,18 @@ A descriptor names a model file and a labels file beside it::
     }
 
 The model must take a float batch (N, C, H, W) normalised with mean/std and return logits.
-Files are never unpickled: .pt2 goes through torch.export.load, .pt through torch.jit.load,
-.onnx through onnxruntime (a black box: scoring and evolution work, gradients do not).
+Model files are installed by the operator, never uploaded by users. Even so no file may run code
+when it loads: a .pt2 archive is checked entry by entry before torch.export.load sees it (see
+check_pt2_archive), .pt goes through torch.jit.load (TorchScript's own restricted format), .onnx
+through onnxruntime (a black box: scoring and evolution work, gradients do not).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import zipfile
 from pathlib import Path
 
 import torch
@@ -64,6 +68,40 @@ class ExportedProgramNet(nn.Module):
         return self.program(x)
 
 
+PICKLE_PROTO = b"\x80"  # the first byte of a pickle (protocol 2 and later)
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format: a zip holding data.pkl
+UNSAFE_CONSTANTS = ("/custom_obj", "/opaque")  # torch.export loads these with the full unpickler
+
+
+def check_pt2_archive(path: Path) -> None:
+    """Refuse a torch.export archive that could run code when loaded.
+
+    torch.export.load unpickles some entries with the full unpickler: custom-object and opaque
+    constants, weights and constants marked use_pickle (torch.load with weights_only=False), and
+    the sample inputs when they fail the restricted load (it then retries unrestricted). So: no
+    custom or opaque constants, no raw pickle anywhere, and every torch.save entry must load with
+    weights_only=True; then whatever torch unpickles contains only what that allow-list permits."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise DescriptorError(f"{path.name}: not a torch.export archive ({exc})") from None
+    with archive:
+        for info in archive.infolist():
+            name = info.filename
+            if any(part in name for part in UNSAFE_CONSTANTS):
+                raise DescriptorError(f"{path.name}: refused, {name} is a pickled Python object")
+            with archive.open(info) as f:
+                head = f.read(4)
+            if head.startswith(PICKLE_PROTO):
+                raise DescriptorError(f"{path.name}: refused, {name} is a pickle")
+            if head == ZIP_MAGIC:
+                try:
+                    torch.load(io.BytesIO(archive.read(info)), weights_only=True)
+                except Exception as exc:
+                    raise DescriptorError(f"{path.name}: refused, {name} holds more than tensors "
+                                          f"({type(exc).__name__})") from None
+
+
 def _load_file(path: Path, mean: list[float], std: list[float]) -> nn.Module:
     if path.suffix == ".onnx":
         clf = OnnxClassifier(str(path), mean, std)
@@ -71,6 +109,7 @@ def _load_file(path: Path, mean: list[float], std: list[float]) -> nn.Module:
             raise DescriptorError(f"{path.name}: ONNX batch dimension must be dynamic or 1")
         return clf
     if path.suffix == ".pt2":
+        check_pt2_archive(path)
         net = ExportedProgramNet(torch.export.load(str(path)).module())
     else:
         net = torch.jit.load(str(path), map_location="cpu")
