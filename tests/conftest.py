@@ -61,3 +61,28 @@ def grace_hopper() -> Path:
     path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     assert path.is_file()
     return path
+
+
+def early_and_last(gen, mid: int = 3):
+    """The first snapshot in which at least ``mid`` targets have a confidence well below 1 (between
+    0.01 and 0.99), and the last snapshot."""
+    early = snap = None
+    for snap in gen:
+        if early is None and sum(0.01 < float(c) < 0.99 for c in snap.confidence) >= mid:
+            early = snap
+    return early, snap
+
+
+def assert_pngs_rescore(client, snap, model: str = "lenet-mnist", need_mid: int = 3) -> None:
+    """Saved PNGs score again, through the API, to the confidence the method recorded (within 1e-4).
+    At least ``need_mid`` of them must be well below 1, where a wrong image would show."""
+    from app.serving.imaging import to_png
+
+    files = [("file", (f"{i}.png", to_png(img), "image/png")) for i, img in enumerate(snap.images)]
+    r = client.post("/api/v1/score", files=files, data={"model": model, "top_k": "10"})
+    assert r.status_code == 200
+    confs = [float(c) for c in snap.confidence]
+    assert sum(0.01 < c < 0.99 for c in confs) >= need_mid, confs
+    for target, res, conf in zip(snap.targets, r.json()["results"], confs, strict=True):
+        got = {t["index"]: t["confidence"] for t in res["top"]}[target]
+        assert abs(got - conf) < 1e-4, (target, got, conf)

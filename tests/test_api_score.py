@@ -143,17 +143,27 @@ def test_upload_over_size_limit(client, lab):
     _assert_error(post(client, [("big.png", big, "image/png")]), 413, "file")
 
 
-def test_decompression_bomb(client):
-    # A valid 20000x20000 grayscale PNG is a few hundred KB but 400 megapixels.
-    w = h = 20000
+def _blank_png(w: int, h: int) -> bytes:
+    """A valid all-black grayscale PNG: tiny on the wire, w*h pixels once decoded."""
     raw = zlib.compress(b"".join(b"\x00" + bytes(w) for _ in range(h)), 9)
 
     def chunk(t, d):
         return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
 
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-           + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
-    _assert_error(post(client, [("bomb.png", png, "image/png")]), 413, "file")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb(client, lab):
+    limit = lab.settings.max_image_pixels  # 40 MP by default, below Pillow's own 89 MP warning
+    side = 7000  # 49 MP: over our limit, under Pillow's, so only FOOLING_MAX_IMAGE_PIXELS can stop it
+    assert limit < side * side < Image.MAX_IMAGE_PIXELS
+    r = post(client, [("bomb.png", _blank_png(side, side), "image/png")])
+    _assert_error(r, 413, "file")
+    assert f"the limit is {limit}" in r.json()["detail"]
+    # Over Pillow's thresholds (its warning at 89 MP, its error at twice that) is a 413 too, not a 415.
+    for side in (10_000, 20_000):
+        _assert_error(post(client, [("bomb.png", _blank_png(side, side), "image/png")]), 413, "file")
 
 
 def test_server_still_healthy_after_bad_input(client, mnist_test):

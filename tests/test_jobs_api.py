@@ -66,6 +66,16 @@ def wait_step(c, job_id: str, at_least: int, timeout: float = 60) -> dict:
         time.sleep(0.02)
 
 
+def wait_parked(c, job_id: str, timeout: float = 30) -> int:
+    """Wait until a paused job holds no worker (it cannot step until told to); return its step."""
+    job = c.app.state.runner.live(job_id)
+    t0 = time.time()
+    while job.parked_at is None or job.step_credits:
+        assert time.time() - t0 < timeout
+        time.sleep(0.01)
+    return c.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"]
+
+
 def events(c, job_id: str, headers: dict | None = None) -> list[tuple[str, dict, str | None]]:
     out, name, data, eid = [], None, None, None
     with c.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=headers or {}) as r:
@@ -153,15 +163,12 @@ def test_pause_step_resume(jc):
     wait_step(jc, made["id"], 2)
     assert jc.post(f"/api/v1/jobs/{made['id']}/step", headers=who("a")).status_code == 409  # not paused
     assert jc.post(f"/api/v1/jobs/{made['id']}/pause", headers=who("a")).json()["status"] == "paused"
-    time.sleep(0.3)
-    before = jc.get(f"/api/v1/jobs/{made['id']}").json()["progress"]["step"]
-    time.sleep(0.3)
-    assert jc.get(f"/api/v1/jobs/{made['id']}").json()["progress"]["step"] == before  # really paused
+    before = wait_parked(jc, made["id"])
     for _ in range(3):
         assert jc.post(f"/api/v1/jobs/{made['id']}/step", headers=who("a")).status_code == 200
-    j = wait_step(jc, made["id"], before + 3)
-    time.sleep(0.3)
-    assert jc.get(f"/api/v1/jobs/{made['id']}").json()["progress"]["step"] == before + 3 and j["status"] == "paused"
+    wait_step(jc, made["id"], before + 3)
+    assert wait_parked(jc, made["id"]) == before + 3  # exactly three steps, then it holds again
+    assert jc.get(f"/api/v1/jobs/{made['id']}").json()["status"] == "paused"
     jc.post(f"/api/v1/jobs/{made['id']}/resume", headers=who("a"))
     wait_step(jc, made["id"], before + 10)
     jc.post(f"/api/v1/jobs/{made['id']}/cancel", headers=who("a"))

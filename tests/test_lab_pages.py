@@ -7,7 +7,7 @@ import time
 
 from fastapi.testclient import TestClient
 
-from tests.test_jobs_api import wait_status
+from tests.test_jobs_api import wait_parked, wait_status
 
 
 def start_from_form(client, **fields) -> str:
@@ -68,10 +68,8 @@ def test_controls_from_the_page(client):
 
     wait_status(client, job_id, ("running",))
     press("pause")
-    before = wait_status(client, job_id, ("paused",))["progress"]["step"]
-    time.sleep(0.3)  # paused: no step may happen meanwhile
-    assert client.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"] <= before + 1
-    settled = client.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"]
+    wait_status(client, job_id, ("paused",))
+    settled = wait_parked(client, job_id)  # paused and holding no worker: no step happens now
     press("step")
     t0 = time.time()
     while client.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"] != settled + 1:

@@ -69,7 +69,10 @@ def test_shutdown_does_not_hang_on_open_streams(tmp_path):
     listeners = [threading.Thread(target=listen) for _ in range(3)]
     for t in listeners:
         t.start()
-    time.sleep(1.0)
+    t0 = time.time()  # wait until every stream has had a frame: then they are all open
+    while sum(line == "event: state" for line in got) < 3 or not any(line == "event: snapshot" for line in got):
+        assert time.time() - t0 < 30, got[-5:]
+        time.sleep(0.02)
     took = server.stop(timeout=20)
     assert took < 10  # uvicorn would otherwise wait for the streams forever
     for t in listeners:

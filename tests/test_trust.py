@@ -231,3 +231,31 @@ def test_a_paused_job_frees_its_worker_and_a_long_pause_cancels_it(tmp_path):
         assert c.delete(f"/api/v1/jobs/{again['id']}").status_code == 204
         time.sleep(0.5)
         assert not (tmp_path / "jobs" / again["id"]).exists()
+
+
+def test_cancel_while_a_worker_takes_the_job_still_ends_it(tmp_path):
+    """Cancel lands between a worker taking a queued job and starting it: the job must end
+    cancelled, not be left 'running' with nobody running it."""
+    import threading
+
+    settings = make_settings(preload="lenet-mnist", data_dir=tmp_path, workers=1)
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        c.get("/")
+        runner = c.app.state.runner
+        scorer = c.app.state.lab.scorer
+        batcher_for, taken, proceed = scorer.job_batcher, threading.Event(), threading.Event()
+
+        def slow_batcher(model_id):  # called by the worker after it took the job, before it starts it
+            taken.set()
+            proceed.wait(10)
+            return batcher_for(model_id)
+
+        scorer.job_batcher = slow_batcher
+        job = c.post("/api/v1/jobs", json=LONG).json()
+        assert taken.wait(10)
+        assert c.post(f"/api/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+        proceed.set()
+        time.sleep(1.0)  # give the worker every chance to (wrongly) start it
+        assert c.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "cancelled"
+        assert runner.store.get(job["id"])["status"] == "cancelled" and not runner.active()

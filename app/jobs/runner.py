@@ -168,11 +168,13 @@ class LocalRunner(Runner):
             if rec is None:
                 raise JobError(404, f"no job {job_id!r}")
             raise JobError(409, f"job {job_id} has already finished ({rec['status']})")
+        finish_now = False
         with job.cond:
             if job.finished:
                 raise JobError(409, f"job {job_id} has already finished ({job.status})")
             if action == "cancel":
                 job.cancel = True
+                finish_now = job.status == "queued"  # no worker has it: a worker that takes it now skips it
             elif action == "pause":
                 job.paused = True
                 if job.status == "running":
@@ -188,8 +190,8 @@ class LocalRunner(Runner):
             else:
                 raise JobError(404, f"unknown action {action!r}")
             job.cond.notify_all()
-        if action == "cancel" and job.status == "queued":
-            self._finish(job, "cancelled")  # the worker that dequeues it skips it
+        if finish_now:
+            self._finish(job, "cancelled")
         elif action in ("resume", "step", "cancel"):
             self._unpark(job)  # a parked job needs a worker again (to step, run on, or stop and save)
         self._publish(job)
@@ -336,6 +338,8 @@ class LocalRunner(Runner):
         if status == "parked":
             self._park(job)
             return
+        if status == "skip":
+            return
         self._finish(job, status)  # after leaving the round: saving must not hold up other jobs
 
     def _loop(self, job: Job, on_compute: bool, entry, model, targets, image) -> str:
@@ -344,12 +348,16 @@ class LocalRunner(Runner):
         def score(x: torch.Tensor) -> torch.Tensor:
             return job.member.submit(x.detach().cpu())  # the batcher place of whichever run holds the job
 
-        if job.gen is None:  # first run; a parked job goes on where it stopped
+        with job.cond:  # every status change happens under the job's lock
+            if job.gen is None and (job.cancel or job.finishing or job.finished or self._closing.is_set()):
+                return "skip"  # cancelled (or the server stopped) as we took it: whoever did that finishes it
+            if job.gen is None:  # first run; a parked job goes on where it stopped
+                job.status, job.started = "running" if not job.paused else "paused", time.time()
+        if job.gen is None:
             assert spec.method in METHODS
+            self.store.update(job.id, status=job.status)
             job.gen = build(spec.method, entry, model, score, targets, spec.encoding, spec.seed, spec.options(),
                             image)
-            job.status, job.started = "running" if not job.paused else "paused", time.time()
-            self.store.update(job.id, status=job.status)
         gen = job.gen
         frame_every = 1.0 / max(1.0, 2 * self.settings.events_per_second)  # frames made; streams throttle further
         last_frame = 0.0

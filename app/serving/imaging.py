@@ -36,9 +36,9 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=sorted(ALLOWED_FORMATS))
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # over Pillow's own limits
         raise ImageError(f"image has too many pixels ({exc})", 413) from exc
-    except (Image.UnidentifiedImageError, OSError, Image.DecompressionBombWarning) as exc:
+    except (Image.UnidentifiedImageError, OSError) as exc:
         raise ImageError(
             "not a readable image: send PNG, JPEG, WebP, BMP or GIF", 415
         ) from exc
