@@ -45,6 +45,11 @@ class Settings:
     max_steps: int = 5_000
     max_population: int = 1_000
     max_targets: int = 1_000
+    # Work, not single settings: pixel-images scored in one step (x3 with a backward pass), and
+    # targets x pixels a job keeps (app/jobs/limits.py). 64M: the paper's 400 ImageNet images a
+    # generation; 160M: the paper's 1000-class ImageNet archive (about 600 MB of float32).
+    max_step_work: int = 64_000_000
+    max_job_pixels: int = 160_000_000
     events_per_second: float = 5.0  # SSE frames per job and connection, at most
     job_timeout_s: float = 3_600.0  # a job is stopped (and keeps its best) after this long
     max_pause_s: float = 600.0  # a job paused longer is cancelled (and keeps its best)
@@ -78,6 +83,8 @@ class Settings:
             max_steps=int(_env("MAX_STEPS", str(d.max_steps))),
             max_population=int(_env("MAX_POPULATION", str(d.max_population))),
             max_targets=int(_env("MAX_TARGETS", str(d.max_targets))),
+            max_step_work=int(_env("MAX_STEP_WORK", str(d.max_step_work))),
+            max_job_pixels=int(_env("MAX_JOB_PIXELS", str(d.max_job_pixels))),
             events_per_second=float(_env("EVENTS_PER_SECOND", str(d.events_per_second))),
             job_timeout_s=float(_env("JOB_TIMEOUT_S", str(d.job_timeout_s))),
             max_pause_s=float(_env("MAX_PAUSE_S", str(d.max_pause_s))),

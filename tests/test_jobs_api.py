@@ -10,6 +10,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from app.jobs import runner as runner_module
 from app.main import create_app
 from app.serving.imaging import to_png
 from app.web.identity import CLIENT_COOKIE, Signer
@@ -227,11 +228,24 @@ def test_bad_job_requests_get_clear_errors(jc, body, status, field):
     assert r.json()["field"] == field and r.json()["detail"]
 
 
-def test_failing_job_records_error_and_worker_survives(jc):
-    made = start(jc, {"model": "lenet-mnist", "method": "map-elites", "generations": 5,
-                      "params": {"mutation_rate": "lots"}})
+def test_failing_job_records_error_and_worker_survives(jc, monkeypatch):
+    # a nonsense parameter is refused up front now...
+    r = jc.post("/api/v1/jobs", json={"model": "lenet-mnist", "generations": 5, "params": {"mutation_rate": "lots"}})
+    assert r.status_code == 422 and r.json()["field"] == "params.mutation_rate"
+
+    # ...so make the engine itself fail while it runs
+    def exploding(*args, **kwargs):
+        def steps():
+            raise RuntimeError("engine exploded")
+            yield
+
+        return steps()
+
+    monkeypatch.setattr(runner_module, "build", exploding)
+    made = start(jc, {"model": "lenet-mnist", "method": "map-elites", "generations": 5})
     job = wait_status(jc, made["id"], ("failed", "done"))
-    assert job["status"] == "failed" and job["error"]
+    assert job["status"] == "failed" and "engine exploded" in job["error"]
+    monkeypatch.undo()
     ok = start(jc, {"model": "lenet-mnist", "method": "map-elites", "generations": 3, "targets": [1]})
     assert wait_status(jc, ok["id"])["status"] == "done"
 

@@ -259,3 +259,43 @@ def test_cancel_while_a_worker_takes_the_job_still_ends_it(tmp_path):
         time.sleep(1.0)  # give the worker every chance to (wrongly) start it
         assert c.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "cancelled"
         assert runner.store.get(job["id"])["status"] == "cancelled" and not runner.active()
+
+
+EFF = "efficientnet-lite0-imagenet"
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"method": "random", "params": {"batch_size": 10**9}}, "params.batch_size"),
+    ({"method": "random", "params": {"batches": -1}}, "params.batches"),
+    ({"method": "map-elites", "encoding": "cppn", "params": {"max_hidden": 10**6}}, "params.max_hidden"),
+    ({"method": "gradient", "encoding": "cppn", "params": {"width": 10**5}}, "params.width"),
+    ({"method": "gradient", "encoding": "cppn", "params": {"layers": 10**4}}, "params.layers"),
+    ({"method": "map-elites", "params": {"mutation_rate": 5}}, "params.mutation_rate"),
+    ({"method": "map-elites", "params": {"stop_at": "soon"}}, "params.stop_at"),
+    ({"model": EFF, "method": "evolve", "targets": "all", "population": 1000}, "population"),
+    ({"model": EFF, "method": "gradient", "targets": "all"}, "targets"),
+    ({"model": EFF, "method": "map-elites", "targets": [1, 2], "population": 1000}, "population"),
+    ({"model": EFF, "method": "evolve", "targets": list(range(20)), "population": 100}, "population"),
+])
+def test_work_is_bounded_not_just_settings(client, body, field):
+    r = client.post("/api/v1/jobs", json={"model": "lenet-mnist", "targets": [1], **body})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field, r.json()
+
+
+def test_ordinary_imagenet_jobs_are_within_bounds(client):
+    for body in ({"method": "gradient", "targets": list(range(10)), "steps": 1},
+                 {"method": "map-elites", "targets": list(range(10)), "population": 32, "generations": 1}):
+        job = client.post("/api/v1/jobs", json={"model": EFF, **body})
+        assert job.status_code == 201, job.text
+        client.post(f"/api/v1/jobs/{job.json()['id']}/cancel")
+
+
+def test_targets_times_pixels_is_bounded(tmp_path):
+    settings = make_settings(preload="lenet-mnist", data_dir=tmp_path, max_job_pixels=784 * 8)
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        r = c.post("/api/v1/jobs", json={"model": "lenet-mnist", "targets": "all"})
+        assert r.status_code == 422 and r.json()["field"] == "targets" and "at most 8 targets" in r.json()["detail"]
+        assert c.post("/api/v1/jobs", json={"model": "lenet-mnist", "targets": [1, 2], "generations": 1}
+                      ).status_code == 201

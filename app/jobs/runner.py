@@ -30,7 +30,7 @@ import torch
 
 from app.fooling.base import SUCCESS, Snapshot, history_point, resolve_targets
 from app.fooling.methods import METHODS, MethodError, build
-from app.jobs import results
+from app.jobs import limits, results
 from app.jobs.job import Job, JobError
 from app.jobs.spec import STEPPED, JobSpec
 from app.jobs.store import JobStore
@@ -115,6 +115,12 @@ class LocalRunner(Runner):
                 raise JobError(422, f"at most {s.max_targets} targets per job", "targets")
         if spec.adversarial and spec.image is None and spec.upload is None:
             raise JobError(422, f"{spec.method} perturbs a real image: give image (a data URL) or upload", "image")
+        try:
+            limits.check_params(spec.params)
+            limits.check_work(spec.method, spec.options(), len(targets or []), entry.input_shape,
+                              s.max_step_work, s.max_job_pixels)
+        except limits.LimitError as exc:
+            raise JobError(422, exc.detail, exc.field) from None
         return targets, entry.labels
 
     def submit(self, spec: JobSpec, client: str, address: str = "", token_hash: str | None = None) -> str:
