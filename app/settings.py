@@ -50,6 +50,9 @@ class Settings:
     # generation; 160M: the paper's 1000-class ImageNet archive (about 600 MB of float32).
     max_step_work: int = 64_000_000
     max_job_pixels: int = 160_000_000
+    max_streams_per_client: int = 16  # open event streams per signed client ...
+    max_streams_per_address: int = 500  # ... per network address (a class behind one NAT) ...
+    max_streams: int = 2_000  # ... and on the whole server; past any of them: 429
     events_per_second: float = 5.0  # SSE frames per job and connection, at most
     job_timeout_s: float = 3_600.0  # a job is stopped (and keeps its best) after this long
     max_pause_s: float = 600.0  # a job paused longer is cancelled (and keeps its best)
@@ -85,6 +88,9 @@ class Settings:
             max_targets=int(_env("MAX_TARGETS", str(d.max_targets))),
             max_step_work=int(_env("MAX_STEP_WORK", str(d.max_step_work))),
             max_job_pixels=int(_env("MAX_JOB_PIXELS", str(d.max_job_pixels))),
+            max_streams_per_client=int(_env("MAX_STREAMS_PER_CLIENT", str(d.max_streams_per_client))),
+            max_streams_per_address=int(_env("MAX_STREAMS_PER_ADDRESS", str(d.max_streams_per_address))),
+            max_streams=int(_env("MAX_STREAMS", str(d.max_streams))),
             events_per_second=float(_env("EVENTS_PER_SECOND", str(d.events_per_second))),
             job_timeout_s=float(_env("JOB_TIMEOUT_S", str(d.job_timeout_s))),
             max_pause_s=float(_env("MAX_PAUSE_S", str(d.max_pause_s))),

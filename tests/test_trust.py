@@ -299,3 +299,28 @@ def test_targets_times_pixels_is_bounded(tmp_path):
         assert r.status_code == 422 and r.json()["field"] == "targets" and "at most 8 targets" in r.json()["detail"]
         assert c.post("/api/v1/jobs", json={"model": "lenet-mnist", "targets": [1, 2], "generations": 1}
                       ).status_code == 201
+
+
+def test_event_streams_are_capped_per_client_and_freed_when_closed(tmp_path):
+    settings = make_settings(preload="lenet-mnist", data_dir=tmp_path, max_streams_per_client=2)
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        c.get("/")
+        job = c.post("/api/v1/jobs", json=LONG).json()
+        limiter = c.app.state.streams
+        url = f"/api/v1/jobs/{job['id']}/events"
+        with c.stream("GET", url) as first, c.stream("GET", f"/jobs/{job['id']}/stream") as second:
+            assert first.status_code == second.status_code == 200
+            next(first.iter_lines()), next(second.iter_lines())
+            assert limiter.count() == 2
+            third = c.get(url)  # the same browser: over its cap
+            assert third.status_code == 429 and int(third.headers["Retry-After"]) > 0
+            with browser(c.app).stream("GET", url) as other:  # another browser may
+                assert other.status_code == 200
+        t0 = time.time()
+        while limiter.count():  # hung-up streams give their places back
+            assert time.time() - t0 < 10, limiter.count()
+            time.sleep(0.05)
+        with c.stream("GET", url) as again:
+            assert again.status_code == 200
+        c.post(f"/api/v1/jobs/{job['id']}/cancel")

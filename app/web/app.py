@@ -26,6 +26,7 @@ from app.web.pages import instructor as instructor_pages
 from app.web.pages import lab as lab_pages
 from app.web.pages import runs as run_pages
 from app.web.pages import tools as tool_pages
+from app.web.streams import StreamLimiter
 
 DESCRIPTION = """Watch deep neural networks get fooled, live: score images, evolve fooling images, attack real ones.
 
@@ -78,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     gatekeeper = Gatekeeper(settings.secret_key, settings.admin_token, settings.data_dir)
     app.state.gatekeeper = gatekeeper
+    app.state.streams = StreamLimiter(settings.max_streams_per_client, settings.max_streams_per_address,
+                                      settings.max_streams)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_upload_bytes * settings.max_files + (1 << 20),
                        gatekeeper=gatekeeper)
     app.include_router(health.router)

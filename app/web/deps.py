@@ -4,6 +4,7 @@ model lookup with clear errors."""
 from __future__ import annotations
 
 import hmac
+from collections.abc import AsyncIterator
 
 from fastapi import Request
 
@@ -25,6 +26,12 @@ def runner(request: Request) -> LocalRunner:
 def identity(request: Request) -> Identity:
     """Set for every request by GuardMiddleware (signed cookie, instructor, bearer token)."""
     return request.state.identity
+
+
+def held_stream(request: Request, body: AsyncIterator[str]) -> AsyncIterator[str]:
+    """An event stream that counts against the stream caps while it is open (429 past them)."""
+    who = identity(request)
+    return request.app.state.streams.open(who.client, who.address, body)
 
 
 def may_control(who: Identity, record: dict | None) -> bool:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
+from collections import Counter
+from collections.abc import AsyncIterator
+
+from app.web.errors import ApiError
 
 # Set when the server process is asked to exit (signal), so open event streams end instead of
 # holding shutdown. Each app also has its own flag (app.state.stopping), set when its lifespan ends:
@@ -51,3 +56,53 @@ def sse(event: str, data: dict, event_id: int | None = None) -> str:
 def sse_html(html: str) -> str:
     """An unnamed message carrying HTML (htmx's SSE extension swaps it into the page)."""
     return "".join(f"data: {line}\n" for line in html.splitlines()) + "\n"
+
+
+class StreamLimiter:
+    """Open event streams are counted per signed client, per address (higher: a class behind one
+    NAT shares one) and in all; past any cap a new stream gets 429 with Retry-After."""
+
+    def __init__(self, per_client: int, per_address: int, total: int) -> None:
+        self.caps = {"client": per_client, "address": per_address, "total": total}
+        self._open: Counter = Counter()
+        self._lock = threading.Lock()
+
+    def open(self, client: str, address: str, body: AsyncIterator[str]) -> AsyncIterator[str]:
+        """``body`` wrapped so that its place is held while it is open and given back when it ends,
+        is closed or is dropped unstarted (a client that hangs up at once)."""
+        keys = (("client", client), ("address", address), ("total", ""))
+        with self._lock:
+            for kind, key in keys:
+                if self._open[(kind, key)] >= self.caps[kind]:
+                    where = "on this server" if kind == "total" else f"from your {kind}"
+                    raise ApiError(429, f"too many open event streams {where} (limit {self.caps[kind]}); "
+                                        "close one and retry", headers={"Retry-After": "5"})
+            for key in keys:
+                self._open[key] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if released:
+                    return
+                released = True
+                for key in keys:
+                    self._open[key] -= 1
+                    if not self._open[key]:
+                        del self._open[key]
+
+        async def held() -> AsyncIterator[str]:
+            try:
+                async for chunk in body:
+                    yield chunk
+            finally:
+                release()
+
+        wrapped = held()
+        weakref.finalize(wrapped, release)
+        return wrapped
+
+    def count(self, kind: str = "total", key: str = "") -> int:
+        with self._lock:
+            return self._open[(kind, key)]

@@ -18,7 +18,7 @@ from app.serving.imaging import ImageError
 from app.serving.lab import Lab
 from app.web import streams
 from app.web.api import examples
-from app.web.deps import identity, lab, require_control, runner, set_hidden
+from app.web.deps import held_stream, identity, lab, require_control, runner, set_hidden
 from app.web.errors import ApiError, error_responses, job_error
 from app.web.identity import token_hash
 from app.web.views import JOB_ID, STATUS, found, links, view
@@ -134,7 +134,8 @@ async def job_image(job_id: str = Path(pattern=JOB_ID), position: int = Path(ge=
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse, summary="Follow a job (SSE)",
             responses={200: {"content": {"text/event-stream": {"example": examples.EVENTS}},
                              "description": "an event stream that ends with `close`"},
-                       **error_responses(404, 422)})
+                       **error_responses(404, 422, 429, _429="too many open streams (per client, address or "
+                                                             "server); see Retry-After")})
 async def job_events(request: Request, job_id: str = Path(pattern=JOB_ID),
                      run: LocalRunner = Depends(runner), state: Lab = Depends(lab)) -> StreamingResponse:
     """Server-Sent Events: `state` (the full job) first, then `snapshot` frames (at most
@@ -174,7 +175,7 @@ async def job_events(request: Request, job_id: str = Path(pattern=JOB_ID),
             sent_at = time.monotonic()
             yield streams.sse("snapshot", results.frame(live), version)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
+    return StreamingResponse(held_stream(request, stream()), media_type="text/event-stream",
                              headers=streams.HEADERS)
 
 

@@ -18,7 +18,7 @@ from app.jobs.runner import JobError, LocalRunner
 from app.serving.imaging import decode, stack, to_model_input
 from app.serving.lab import Lab
 from app.web import streams, views
-from app.web.deps import identity, lab, may_control, require_control, runner, set_hidden
+from app.web.deps import held_stream, identity, lab, may_control, require_control, runner, set_hidden
 from app.web.errors import job_error
 from app.web.templating import templates
 
@@ -77,7 +77,7 @@ async def job_stream(request: Request, job_id: str = Path(pattern=views.JOB_ID),
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
         yield "event: close\ndata: {}\n\n"
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
+    return StreamingResponse(held_stream(request, stream()), media_type="text/event-stream",
                              headers=streams.HEADERS)
 
 
