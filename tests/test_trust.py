@@ -324,3 +324,20 @@ def test_event_streams_are_capped_per_client_and_freed_when_closed(tmp_path):
         with c.stream("GET", url) as again:
             assert again.status_code == 200
         c.post(f"/api/v1/jobs/{job['id']}/cancel")
+
+
+def test_transfer_table_is_computed_once_per_finished_job(tmp_path):
+    settings = make_settings(preload="lenet-mnist,lenet-mnist-s1", data_dir=tmp_path)
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        job = c.post("/api/v1/jobs", json={"model": "lenet-mnist", "targets": [3, 8], "generations": 20}).json()
+        wait(c, job["id"], ("done",))
+        stats = c.app.state.lab.scorer.stats
+        first = c.get(f"/jobs/{job['id']}/transfer")
+        assert first.status_code == 200 and "lenet-mnist-s1" in first.text
+        assert (tmp_path / "jobs" / job["id"] / "transfer.json").is_file()
+        before = stats()
+        for _ in range(3):
+            again = c.get(f"/jobs/{job['id']}/transfer")
+            assert again.status_code == 200 and again.text == first.text
+        assert stats() == before  # no model ran again

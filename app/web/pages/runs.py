@@ -7,6 +7,7 @@ ours to draw it.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -121,21 +122,43 @@ async def transfer(request: Request, job_id: str = Path(pattern=views.JOB_ID),
                    run: LocalRunner = Depends(runner), state: Lab = Depends(lab)) -> HTMLResponse:
     """Score a finished job's images on every other model: do the fooling images transfer?"""
     view = views.found(run, job_id, history=False)
-    folder = run.store.root / job_id
-    rows = []
     models = [e for e in state.registry.list() if e.available]
-    for t in view.get("targets") or []:
-        path = folder / f"{t['position']}.png"
-        if not path.is_file():
-            continue
-        img = decode(path.read_bytes(), state.settings.max_image_pixels)
-        row = {"target": t, "scores": []}
-        for entry in models:
-            x = stack([to_model_input(img, entry.input_shape, entry.preprocess)])
-            probs = (await state.scorer.probabilities(entry.id, x))[0]
-            top = int(probs.argmax())
-            same = entry.labels == state.registry.get(view["settings"]["model"]).labels
-            row["scores"].append({"model": entry.id, "top_label": entry.labels[top], "top": float(probs[top]),
-                                  "target": float(probs[t["index"]]) if same else None})
-        rows.append(row)
+    async with _transfer_locks.setdefault(job_id, asyncio.Lock()):  # one computation per job at a time
+        rows = await _transfer_rows(run, state, view, models)
+    _transfer_locks.pop(job_id, None)
     return templates.TemplateResponse(request, "transfer.html", {"job": view, "rows": rows, "models": models})
+
+
+_transfer_locks: dict[str, asyncio.Lock] = {}
+
+
+async def _transfer_rows(run: LocalRunner, state: Lab, view: dict, models: list) -> list[dict]:
+    """The table, computed once per finished job (and set of models) and kept beside its images."""
+    folder = run.store.root / view["id"]
+    cache = folder / "transfer.json"
+    key = [e.id for e in models]
+    finished = view["status"] not in views.ACTIVE
+    if finished and cache.is_file():
+        kept = json.loads(cache.read_text())
+        if kept.get("models") == key:
+            return kept["rows"]
+    targets = [t for t in view.get("targets") or [] if (folder / f"{t['position']}.png").is_file()]
+    images = [decode((folder / f"{t['position']}.png").read_bytes(), state.settings.max_image_pixels)
+              for t in targets]
+    own_labels = state.registry.get(view["settings"]["model"]).labels
+    rows = [{"target": t, "scores": []} for t in targets]
+    for entry in models:
+        if not images:
+            break
+        x = stack([to_model_input(img, entry.input_shape, entry.preprocess) for img in images])
+        probs = await state.scorer.probabilities(entry.id, x)  # every image of the job in one request
+        same = entry.labels == own_labels  # the target's confidence only means something on the same classes
+        for row, p in zip(rows, probs, strict=True):
+            top = int(p.argmax())
+            row["scores"].append({"model": entry.id, "top_label": entry.labels[top], "top": float(p[top]),
+                                  "target": float(p[row["target"]["index"]]) if same else None})
+    if finished and rows:
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"models": key, "rows": rows}))
+        tmp.replace(cache)
+    return rows
