@@ -55,6 +55,8 @@ class Settings:
     max_streams: int = 2_000  # ... and on the whole server; past any of them: 429
     events_per_second: float = 5.0  # SSE frames per job and connection, at most
     job_timeout_s: float = 3_600.0  # a job is stopped (and keeps its best) after this long
+    max_experiments_per_client: int = 2  # queued + running experiments per signed client
+    experiment_timeout_s: float = 1_800.0  # an experiment's process is stopped after this long
     max_pause_s: float = 600.0  # a job paused longer is cancelled (and keeps its best)
     # Trust: cookie signing key (generated once into the data dir when empty) and the instructor's token
     secret_key: str = field(default="", repr=False)
@@ -93,6 +95,8 @@ class Settings:
             max_streams=int(_env("MAX_STREAMS", str(d.max_streams))),
             events_per_second=float(_env("EVENTS_PER_SECOND", str(d.events_per_second))),
             job_timeout_s=float(_env("JOB_TIMEOUT_S", str(d.job_timeout_s))),
+            max_experiments_per_client=int(_env("MAX_EXPERIMENTS_PER_CLIENT", str(d.max_experiments_per_client))),
+            experiment_timeout_s=float(_env("EXPERIMENT_TIMEOUT_S", str(d.experiment_timeout_s))),
             max_pause_s=float(_env("MAX_PAUSE_S", str(d.max_pause_s))),
             secret_key=_env("SECRET_KEY", ""),
             admin_token=_env("ADMIN_TOKEN", ""),

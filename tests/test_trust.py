@@ -341,3 +341,46 @@ def test_transfer_table_is_computed_once_per_finished_job(tmp_path):
             again = c.get(f"/jobs/{job['id']}/transfer")
             assert again.status_code == 200 and again.text == first.text
         assert stats() == before  # no model ran again
+
+
+def wait_experiment(c: TestClient, exp_id: str, statuses: tuple[str, ...], timeout: float = 60) -> dict:
+    t0 = time.time()
+    while (st := c.get(f"/api/v1/experiments/{exp_id}").json())["status"] not in statuses:
+        assert time.time() - t0 < timeout, st
+        time.sleep(0.1)
+    return st
+
+
+def test_experiments_have_owners_caps_and_full_settings_for_the_instructor(app):
+    student, other = browser(app), browser(app)
+    r = student.post("/api/v1/experiments", json={"name": "neurons", "quick": False})
+    assert r.status_code == 403 and r.json()["field"] == "quick"
+    mine = [student.post("/api/v1/experiments", json={"name": "neurons", "quick": True}).json()["id"]
+            for _ in range(2)]
+    r = student.post("/api/v1/experiments", json={"name": "transfer", "quick": True})
+    assert r.status_code == 429 and r.headers["Retry-After"]
+    assert "owner" not in student.get(f"/api/v1/experiments/{mine[0]}").json()
+    wait_experiment(student, mine[0], ("running",))
+    assert other.post(f"/api/v1/experiments/{mine[0]}/cancel").status_code == 403
+    for exp_id in mine:  # running (its process is killed) and queued
+        assert student.post(f"/api/v1/experiments/{exp_id}/cancel").json()["status"] == "cancelled"
+    runner = app.state.experiments
+    t0 = time.time()
+    while runner._proc is not None:  # the worker saw the killed process end
+        assert time.time() - t0 < 20
+        time.sleep(0.05)
+    assert all(wait_experiment(student, e, ("cancelled",))["status"] == "cancelled" for e in mine)
+    teacher = TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"})
+    full = teacher.post("/api/v1/experiments", json={"name": "logistic", "quick": False})
+    assert full.status_code == 201
+    assert wait_experiment(teacher, full.json()["id"], ("done", "failed"))["status"] == "done"
+
+
+def test_an_experiment_past_its_time_limit_is_stopped(tmp_path):
+    settings = make_settings(preload="lenet-mnist", data_dir=tmp_path, experiment_timeout_s=1.0)
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        exp = c.post("/api/v1/experiments", json={"name": "logistic", "quick": True}).json()  # its process alone
+        # takes longer than a second to start
+        st = wait_experiment(c, exp["id"], ("failed", "done"), timeout=30)
+        assert st["status"] == "failed" and "time limit of 1 s" in st["error"]

@@ -9,8 +9,9 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.experiments import catalog
-from app.experiments.runner import ExperimentRunner
+from app.experiments.runner import ExperimentError, ExperimentRunner
 from app.web.api import examples
+from app.web.deps import identity
 from app.web.errors import ApiError, error_responses
 
 router = APIRouter()
@@ -28,14 +29,26 @@ def experiments(request: Request) -> ExperimentRunner:
     return request.app.state.experiments
 
 
-def start(run: ExperimentRunner, spec: ExperimentSpec) -> str:
+def start(request: Request, run: ExperimentRunner, spec: ExperimentSpec) -> str:
+    """Queue an experiment for this client; full settings are the instructor's to start."""
+    who = identity(request)
+    if not spec.quick and not who.instructor:
+        raise ApiError(403, "full settings run for many minutes: only the instructor may start them "
+                            "(quick settings are open to all)", "quick")
     try:
-        return run.submit(spec.name, spec.quick, spec.seed)
+        return run.submit(spec.name, spec.quick, spec.seed, who.client)
     except KeyError:
         raise ApiError(422, f"unknown experiment {spec.name!r}; choose one of {', '.join(catalog.EXPERIMENTS)}",
                        "name") from None
+    except ExperimentError as exc:
+        raise ApiError(exc.status, exc.detail, exc.field, {"Retry-After": "30"}) from None
     except queue.Full:
         raise ApiError(429, "too many experiments waiting; try again shortly", headers={"Retry-After": "30"}) from None
+
+
+def public(st: dict) -> dict:
+    """An experiment's status as clients see it (who started it stays on the server)."""
+    return {k: v for k, v in st.items() if k != "owner"}
 
 
 def get_or_404(run: ExperimentRunner, exp_id: str) -> dict:
@@ -46,12 +59,16 @@ def get_or_404(run: ExperimentRunner, exp_id: str) -> dict:
 
 
 @router.post("/api/v1/experiments", status_code=201, tags=["experiments"], summary="Run an experiment",
-             responses={201: examples.json_example(examples.EXPERIMENT_CREATED), **error_responses(422, 429)})
-async def create_experiment(spec: ExperimentSpec = Body(openapi_examples=examples.EXPERIMENT_REQUESTS),
+             responses={201: examples.json_example(examples.EXPERIMENT_CREATED),
+                        **error_responses(403, 422, 429, _403="full settings are for the instructor")})
+async def create_experiment(request: Request,
+                            spec: ExperimentSpec = Body(openapi_examples=examples.EXPERIMENT_REQUESTS),
                             run: ExperimentRunner = Depends(experiments)) -> dict:
     """Run one of the experiments (defences, transfer, explainers) in the background. Poll `self`
-    until `status` is done; the numbers are in `results`, the plots under their names."""
-    exp_id = start(run, spec)
+    until `status` is done; the numbers are in `results`, the plots under their names. Each client may
+    have FOOLING_MAX_EXPERIMENTS_PER_CLIENT queued or running; `quick: false` (full settings, many
+    minutes) is for the instructor; a run past FOOLING_EXPERIMENT_TIMEOUT_S is stopped."""
+    exp_id = start(request, run, spec)
     return {"id": exp_id, "status": "queued",
             "links": {"self": f"/api/v1/experiments/{exp_id}", "page": f"/experiments/{exp_id}"}}
 
@@ -59,8 +76,27 @@ async def create_experiment(spec: ExperimentSpec = Body(openapi_examples=example
 @router.get("/api/v1/experiments/{exp_id}", tags=["experiments"], summary="One experiment",
             responses={200: examples.json_example(examples.EXPERIMENT), **error_responses(404, 422)})
 async def get_experiment(exp_id: str = Path(pattern=EXP_ID), run: ExperimentRunner = Depends(experiments)) -> dict:
-    """Status (queued, running, done, failed) and, when done, the results with the names of its plots."""
-    return get_or_404(run, exp_id)
+    """Status (queued, running, done, failed, cancelled, interrupted) and, when done, the results with
+    the names of its plots."""
+    return public(get_or_404(run, exp_id))
+
+
+@router.post("/api/v1/experiments/{exp_id}/cancel", tags=["experiments"], summary="Cancel an experiment",
+             responses={200: examples.json_example({**examples.EXPERIMENT_CREATED, "status": "cancelled"}),
+                        **error_responses(403, 404, 409, 422, _403="not the experiment's owner or the instructor",
+                                          _409="already finished")})
+async def cancel_experiment(request: Request, exp_id: str = Path(pattern=EXP_ID),
+                            run: ExperimentRunner = Depends(experiments)) -> dict:
+    """Stop a queued or running experiment (its process is killed). For the client that started it
+    and the instructor."""
+    who = identity(request)
+    st = get_or_404(run, exp_id)
+    if not (who.instructor or st.get("owner") == who.client):
+        raise ApiError(403, "only the experiment's owner or the instructor may cancel it")
+    try:
+        return public(run.cancel(exp_id))
+    except ExperimentError as exc:
+        raise ApiError(exc.status, exc.detail, exc.field) from None
 
 
 @router.get("/api/v1/experiments/{exp_id}/{name}", response_class=Response, tags=["experiments"],
