@@ -57,6 +57,9 @@ class Settings:
     job_timeout_s: float = 3_600.0  # a job is stopped (and keeps its best) after this long
     max_experiments_per_client: int = 2  # queued + running experiments per signed client
     experiment_timeout_s: float = 1_800.0  # an experiment's process is stopped after this long
+    retention_days: float = 30.0  # finished, unpinned jobs and uploads older than this are deleted
+    sweep_interval_s: float = 3_600.0  # how often retention runs (and once at start)
+    disk_quota_bytes: int = 200 * 2**20  # what one client's runs and uploads may keep on disk
     max_pause_s: float = 600.0  # a job paused longer is cancelled (and keeps its best)
     # Trust: cookie signing key (generated once into the data dir when empty) and the instructor's token
     secret_key: str = field(default="", repr=False)
@@ -97,6 +100,9 @@ class Settings:
             job_timeout_s=float(_env("JOB_TIMEOUT_S", str(d.job_timeout_s))),
             max_experiments_per_client=int(_env("MAX_EXPERIMENTS_PER_CLIENT", str(d.max_experiments_per_client))),
             experiment_timeout_s=float(_env("EXPERIMENT_TIMEOUT_S", str(d.experiment_timeout_s))),
+            retention_days=float(_env("RETENTION_DAYS", str(d.retention_days))),
+            sweep_interval_s=float(_env("SWEEP_INTERVAL_S", str(d.sweep_interval_s))),
+            disk_quota_bytes=int(float(_env("DISK_QUOTA_MB", str(d.disk_quota_bytes / 2**20))) * 2**20),
             max_pause_s=float(_env("MAX_PAUSE_S", str(d.max_pause_s))),
             secret_key=_env("SECRET_KEY", ""),
             admin_token=_env("ADMIN_TOKEN", ""),

@@ -384,3 +384,43 @@ def test_an_experiment_past_its_time_limit_is_stopped(tmp_path):
         # takes longer than a second to start
         st = wait_experiment(c, exp["id"], ("failed", "done"), timeout=30)
         assert st["status"] == "failed" and "time limit of 1 s" in st["error"]
+
+
+def test_retention_sweeps_old_unpinned_jobs_and_uploads(tmp_path, grace_hopper):
+    settings = make_settings(preload="lenet-mnist", data_dir=tmp_path, admin_token=ADMIN, retention_days=30)
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        c.get("/")
+        kept, swept = (c.post("/api/v1/jobs", json={**LONG, "generations": 5, "params": {}}).json() for _ in range(2))
+        for job in (kept, swept):
+            wait(c, job["id"], ("done",))
+        upload = c.post("/api/v1/uploads", files={"file": ("g.jpg", grace_hopper.read_bytes(), "image/jpeg")}).json()
+        assert c.post(f"/api/v1/jobs/{kept['id']}/pin").status_code == 403  # the instructor's to do
+        teacher = TestClient(c.app, headers={"Authorization": f"Bearer {ADMIN}"})
+        assert teacher.post(f"/api/v1/jobs/{kept['id']}/pin").json()["pinned"] is True
+        runner = c.app.state.runner
+        assert runner.sweep() == (0, 0)  # nothing is old yet
+        assert runner.sweep(now=time.time() + 31 * 86_400) == (1, 1)
+        assert c.get(f"/api/v1/jobs/{swept['id']}").status_code == 404
+        assert not (tmp_path / "jobs" / swept["id"]).exists()
+        assert c.get(f"/api/v1/jobs/{kept['id']}").status_code == 200  # pinned: kept
+        assert not (tmp_path / "uploads" / f"{upload['id']}.png").exists()
+        pgd = {"model": "lenet-mnist", "method": "pgd", "targets": [3], "upload": upload["id"]}
+        r = c.post("/api/v1/jobs", json=pgd)
+        assert r.status_code == 404 and r.json()["field"] == "upload"
+
+
+def test_disk_quota_per_client(tmp_path, grace_hopper):
+    settings = make_settings(preload="lenet-mnist", data_dir=tmp_path)
+    settings = type(settings)(**{**settings.__dict__, "disk_quota_bytes": 50_000})
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        c.get("/")
+        photo = grace_hopper.read_bytes()
+        first = c.post("/api/v1/uploads", files={"file": ("g.jpg", photo, "image/jpeg")})
+        assert first.status_code == 201  # under the quota until this one is kept
+        second = c.post("/api/v1/uploads", files={"file": ("g.jpg", photo, "image/jpeg")})
+        assert second.status_code == 413 and "quota" in second.json()["detail"]
+        assert c.post("/api/v1/jobs", json={**LONG, "generations": 5}).status_code == 413
+        assert browser(c.app).post("/api/v1/uploads", files={"file": ("g.jpg", photo, "image/jpeg")}
+                                   ).status_code == 201  # another client has its own quota

@@ -36,12 +36,14 @@ def uploads_dir(data_dir: Path) -> Path:
     return d
 
 
-def save_upload(data: bytes, data_dir: Path, max_pixels: int) -> tuple[str, Image.Image]:
-    """Validate an uploaded image and keep it as a PNG under a random id (ids, never names)."""
+def save_upload(data: bytes, data_dir: Path, max_pixels: int) -> tuple[str, Image.Image, int]:
+    """Validate an uploaded image and keep it as a PNG under a random id (ids, never names).
+    Returns (id, image, bytes on disk)."""
     img = decode(data, max_pixels)
     upload_id = secrets.token_urlsafe(12)
-    img.save(uploads_dir(data_dir) / f"{upload_id}.png", format="PNG")
-    return upload_id, img
+    path = uploads_dir(data_dir) / f"{upload_id}.png"
+    img.save(path, format="PNG")
+    return upload_id, img, path.stat().st_size
 
 
 def input_image(image: str | None, upload: str | None, entry: ModelEntry, data_dir: Path,

@@ -40,6 +40,10 @@ from app.serving.lab import Lab
 
 log = logging.getLogger(__name__)
 
+
+def folder_bytes(folder) -> int:
+    return sum(p.stat().st_size for p in folder.glob("*") if p.is_file()) if folder.is_dir() else 0
+
 HISTORY_POINTS = 1000  # the confidence chart keeps at most this many points (halved when full)
 
 
@@ -81,6 +85,8 @@ class LocalRunner(Runner):
                          for i in range(max(1, self.settings.workers))]
         for w in self._workers:
             w.start()
+        self.sweep()  # at start, then every FOOLING_SWEEP_INTERVAL_S
+        threading.Thread(target=self._sweeper, name="retention", daemon=True).start()
 
     # -- accepting jobs -------------------------------------------------------------------------
     def validate(self, spec: JobSpec) -> tuple[list[int] | None, list[str]]:
@@ -148,6 +154,10 @@ class LocalRunner(Runner):
                                f"{self.settings.max_jobs_per_client}); cancel one or wait", retry_after=5)
             # Behind one NAT a whole class shares an address: this cap is higher, and stops a
             # client that throws its cookie away from sidestepping the one above.
+            used = self.store.bytes_used(client)
+            if used >= self.settings.disk_quota_bytes:
+                raise JobError(413, f"your runs and uploads keep {used // 2**20} MB on this server (quota "
+                                    f"{self.settings.disk_quota_bytes // 2**20} MB): delete some first")
             here = sum(1 for j in active if address and j.address == address)
             if here >= self.settings.max_jobs_per_address:
                 raise JobError(429, f"{here} jobs are queued or running from your network address (limit "
@@ -220,6 +230,30 @@ class LocalRunner(Runner):
         existed = job is not None or self.store.get(job_id) is not None
         self._remove(job_id)
         return existed
+
+    def sweep(self, now: float | None = None) -> tuple[int, int]:
+        """Retention: delete finished, unpinned jobs and uploads older than FOOLING_RETENTION_DAYS.
+        Returns (jobs, uploads) deleted."""
+        cutoff = (now or time.time()) - self.settings.retention_days * 86_400
+        jobs, uploads = self.store.expired(cutoff)
+        for job_id in jobs:
+            with self._lock:
+                self._jobs.pop(job_id, None)
+            self._remove(job_id)
+        for upload_id in uploads:
+            (results.uploads_dir(self.settings.data_dir) / f"{upload_id}.png").unlink(missing_ok=True)
+            self.store.delete_upload(upload_id)
+        if jobs or uploads:
+            log.info("retention: deleted %d jobs and %d uploads older than %g days", len(jobs), len(uploads),
+                     self.settings.retention_days)
+        return len(jobs), len(uploads)
+
+    def _sweeper(self) -> None:
+        while not self._closing.wait(self.settings.sweep_interval_s):
+            try:
+                self.sweep()
+            except Exception as exc:  # a failed sweep is tried again next time
+                log.warning("retention sweep failed: %s", exc)
 
     def _remove(self, job_id: str) -> None:
         self.store.delete(job_id)
@@ -428,7 +462,7 @@ class LocalRunner(Runner):
             self._remove(job.id)
         else:
             self.store.update(job.id, status=status, result=result, error=job.error,
-                              progress=results.progress(job))
+                              progress=results.progress(job), size=folder_bytes(self.store.root / job.id))
         with job.cond:
             job.status = status
             job.cond.notify_all()

@@ -28,7 +28,16 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created DESC);
 """
 # Columns added after the first release: added to an older database at start (ALTER TABLE).
-ADDED_COLUMNS = {"address": "TEXT NOT NULL DEFAULT ''", "token_hash": "TEXT", "hidden": "INTEGER NOT NULL DEFAULT 0"}
+ADDED_COLUMNS = {"address": "TEXT NOT NULL DEFAULT ''", "token_hash": "TEXT", "hidden": "INTEGER NOT NULL DEFAULT 0",
+                 "pinned": "INTEGER NOT NULL DEFAULT 0", "bytes": "INTEGER NOT NULL DEFAULT 0"}
+UPLOADS = """
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY,
+    client TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+"""
 
 ACTIVE = ("queued", "running", "paused")
 FINISHED = ("done", "cancelled", "failed", "interrupted")
@@ -47,7 +56,7 @@ class JobStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + UPLOADS)
             have = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
             for name, decl in ADDED_COLUMNS.items():
                 if name not in have:
@@ -75,17 +84,48 @@ class JobStore:
                              "VALUES (?,?,?,?,?,?,?,?)",
                              (job_id, now, now, status, client, json.dumps(spec), address, token_hash))
 
-    def set_hidden(self, job_id: str, hidden: bool) -> bool:
+    def set_flag(self, job_id: str, name: str, on: bool) -> bool:
+        """hidden (out of the gallery) or pinned (kept past retention); False for an unknown job."""
+        assert name in ("hidden", "pinned")
         with self._lock:
-            return self._db.execute("UPDATE jobs SET hidden=? WHERE id=?", (int(hidden), job_id)).rowcount == 1
+            return self._db.execute(f"UPDATE jobs SET {name}=? WHERE id=?", (int(on), job_id)).rowcount == 1
+
+    # -- disk: what each client keeps, and what retention may sweep ------------------------------
+    def add_upload(self, upload_id: str, client: str, size: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO uploads (id, client, bytes, created) VALUES (?,?,?,?)",
+                             (upload_id, client, size, time.time()))
+
+    def bytes_used(self, client: str) -> int:
+        """Bytes a client keeps on disk: its jobs' files and its uploads."""
+        with self._lock:
+            jobs = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM jobs WHERE client=?", (client,)).fetchone()
+            ups = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM uploads WHERE client=?", (client,)).fetchone()
+        return jobs[0] + ups[0]
+
+    def expired(self, before: float) -> tuple[list[str], list[str]]:
+        """(finished unpinned jobs, uploads) last touched before ``before``."""
+        with self._lock:
+            jobs = self._db.execute(
+                f"SELECT id FROM jobs WHERE pinned=0 AND updated<? AND status IN ({','.join('?' * len(FINISHED))})",
+                (before, *FINISHED)).fetchall()
+            ups = self._db.execute("SELECT id FROM uploads WHERE created<?", (before,)).fetchall()
+        return [r[0] for r in jobs], [r[0] for r in ups]
+
+    def delete_upload(self, upload_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM uploads WHERE id=?", (upload_id,))
 
     def update(self, job_id: str, *, status: str | None = None, progress: dict | None = None,
-               result: dict | None = None, error: str | None = None) -> None:
+               result: dict | None = None, error: str | None = None, size: int | None = None) -> None:
         sets, args = ["updated=?"], [time.time()]
         for name, value in (("status", status), ("progress", progress), ("result", result), ("error", error)):
             if value is not None:
                 sets.append(f"{name}=?")
                 args.append(value if isinstance(value, str) else json.dumps(value))
+        if size is not None:
+            sets.append("bytes=?")
+            args.append(size)
         with self._lock:
             self._db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*args, job_id))
 

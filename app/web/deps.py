@@ -62,11 +62,18 @@ def require_instructor(request: Request) -> Identity:
     return who
 
 
-def set_hidden(request: Request, run: LocalRunner, job_id: str, hidden: bool) -> None:
-    """Take a job out of the gallery and recent runs, or put it back: the instructor only."""
+# The instructor's marks on a job: out of the gallery (hidden), kept past retention (pinned).
+INSTRUCTOR_ACTIONS = {"hide": ("hidden", True), "unhide": ("hidden", False),
+                      "pin": ("pinned", True), "unpin": ("pinned", False)}
+
+
+def mark_job(request: Request, run: LocalRunner, job_id: str, action: str) -> dict:
+    """Apply one of INSTRUCTOR_ACTIONS (the instructor only); returns the mark as set."""
     require_instructor(request)
-    if not run.store.set_hidden(job_id, hidden):
+    flag, on = INSTRUCTOR_ACTIONS[action]
+    if not run.store.set_flag(job_id, flag, on):
         raise ApiError(404, f"no job {job_id!r}", "id")
+    return {flag: on}
 
 
 def available_model(lab: Lab, model_id: str, field: str = "model") -> ModelEntry:

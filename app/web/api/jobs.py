@@ -18,7 +18,7 @@ from app.serving.imaging import ImageError
 from app.serving.lab import Lab
 from app.web import streams
 from app.web.api import examples
-from app.web.deps import held_stream, identity, lab, require_control, runner, set_hidden
+from app.web.deps import INSTRUCTOR_ACTIONS, held_stream, identity, lab, mark_job, require_control, runner
 from app.web.errors import ApiError, error_responses, job_error
 from app.web.identity import token_hash
 from app.web.views import JOB_ID, STATUS, found, links, view
@@ -75,20 +75,21 @@ async def get_job(job_id: str = Path(pattern=JOB_ID), run: LocalRunner = Depends
     return found(run, job_id)
 
 
-@router.post("/jobs/{job_id}/{action}", summary="Control a job: cancel, pause, resume, step; hide or show",
+@router.post("/jobs/{job_id}/{action}", summary="Control a job: cancel, pause, resume, step; hide, pin",
              responses={200: examples.json_example(examples.CONTROLLED),
                         **error_responses(403, 404, 409, 422, _409="job already finished, or not paused (step)",
                                           _403="not the job's owner or the instructor")})
 async def control_job(request: Request, job_id: str = Path(pattern=JOB_ID),
-                      action: str = Path(pattern="^(cancel|pause|resume|step|hide|unhide)$"),
+                      action: str = Path(pattern="^(cancel|pause|resume|step|hide|unhide|pin|unpin)$"),
                       run: LocalRunner = Depends(runner)) -> dict:
     """`cancel` stops the job and keeps its best images so far; `pause` holds it; `resume` lets it go
     on; `step` runs exactly one step of a paused job (for demos). For the job's owner and the
-    instructor. `hide` and `unhide` (instructor only) take a job out of the gallery and the Lab's
-    recent runs, or put it back, without deleting it."""
-    if action in ("hide", "unhide"):
-        set_hidden(request, run, job_id, action == "hide")
-        return {"id": job_id, "status": found(run, job_id, history=False)["status"], "hidden": action == "hide"}
+    instructor. For the instructor only: `hide` and `unhide` take a job out of the gallery and the
+    Lab's recent runs (or put it back) without deleting it; `pin` and `unpin` keep a job past the
+    retention sweep (FOOLING_RETENTION_DAYS) or let it go."""
+    if action in INSTRUCTOR_ACTIONS:
+        mark = mark_job(request, run, job_id, action)
+        return {"id": job_id, "status": found(run, job_id, history=False)["status"], **mark}
     require_control(request, run, job_id)
     try:
         return run.control(job_id, action)
@@ -200,16 +201,23 @@ async def job_file(job_id: str = Path(pattern=JOB_ID),
 @router.post("/uploads", status_code=201, summary="Upload an image for jobs",
              responses={201: examples.json_example(examples.UPLOADED),
                         **error_responses(400, 413, 415, 422, _400="corrupt image")})
-async def upload(file: UploadFile = File(..., description="an image for adversarial jobs"),
-                 state: Lab = Depends(lab)) -> dict:
+async def upload(request: Request, file: UploadFile = File(..., description="an image for adversarial jobs"),
+                 state: Lab = Depends(lab), run: LocalRunner = Depends(runner)) -> dict:
     """Keep a real image for adversarial jobs (FGSM, PGD) or gradient ascent from an image: pass the
-    id as `upload` in POST /api/v1/jobs."""
+    id as `upload` in POST /api/v1/jobs. Uploads count against the client's disk quota and are
+    deleted after FOOLING_RETENTION_DAYS."""
     s = state.settings
+    who = identity(request)
+    used = run.store.bytes_used(who.client)
+    if used >= s.disk_quota_bytes:
+        raise ApiError(413, f"your runs and uploads keep {used // 2**20} MB on this server (quota "
+                            f"{s.disk_quota_bytes // 2**20} MB): delete some first", "file")
     data = await file.read(s.max_upload_bytes + 1)
     if len(data) > s.max_upload_bytes:
         raise ApiError(413, f"larger than the limit of {s.max_upload_bytes} bytes", "file")
     try:
-        upload_id, img = await run_in_threadpool(results.save_upload, data, s.data_dir, s.max_image_pixels)
+        upload_id, img, size = await run_in_threadpool(results.save_upload, data, s.data_dir, s.max_image_pixels)
     except ImageError as exc:
         raise ApiError(exc.status, str(exc), "file") from None
+    run.store.add_upload(upload_id, who.client, size)
     return {"id": upload_id, "width": img.width, "height": img.height}

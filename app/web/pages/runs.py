@@ -19,7 +19,7 @@ from app.jobs.runner import JobError, LocalRunner
 from app.serving.imaging import decode, stack, to_model_input
 from app.serving.lab import Lab
 from app.web import streams, views
-from app.web.deps import held_stream, identity, lab, may_control, require_control, runner, set_hidden
+from app.web.deps import INSTRUCTOR_ACTIONS, held_stream, identity, lab, mark_job, may_control, require_control, runner
 from app.web.errors import job_error
 from app.web.templating import templates
 
@@ -42,7 +42,7 @@ def _viewer(request: Request, run: LocalRunner, job_id: str) -> dict:
     who = identity(request)
     record = run.record(job_id)
     return {"can_control": may_control(who, record), "instructor": who.instructor,
-            "hidden": bool(record and record.get("hidden"))}
+            "hidden": bool(record and record.get("hidden")), "pinned": bool(record and record.get("pinned"))}
 
 
 @router.get("/jobs/{job_id}/stream")
@@ -84,18 +84,18 @@ async def job_stream(request: Request, job_id: str = Path(pattern=views.JOB_ID),
 
 @router.post("/jobs/{job_id}/control/{action}")
 async def job_control(request: Request, job_id: str = Path(pattern=views.JOB_ID),
-                      action: str = Path(pattern="^(cancel|pause|resume|step|delete|hide|unhide)$"),
+                      action: str = Path(pattern="^(cancel|pause|resume|step|delete|hide|unhide|pin|unpin)$"),
                       run: LocalRunner = Depends(runner)) -> Response:
     """The page's buttons: the same rules as the REST controls (owner or instructor; hide and unhide
     for the instructor)."""
-    if action in ("hide", "unhide"):
-        set_hidden(request, run, job_id, action == "hide")
+    if action in INSTRUCTOR_ACTIONS:
+        mark_job(request, run, job_id, action)
     else:
         require_control(request, run, job_id)
     if action == "delete":
         await run_in_threadpool(run.delete, job_id)
         return RedirectResponse("/", status_code=303)
-    if action not in ("hide", "unhide"):
+    if action not in INSTRUCTOR_ACTIONS:
         try:
             run.control(job_id, action)
         except JobError as exc:
