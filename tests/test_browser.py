@@ -14,13 +14,15 @@ from app.settings import ROOT
 from tests.live_server import LiveServer
 
 CHROMIUM = Path("/usr/bin/chromium")
+ADMIN = "browser-test-admin-token"
 ARTIFACTS = ROOT / "test-artifacts"
 
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = LiveServer(tmp_path_factory.mktemp("browser"), preload="lenet-mnist,efficientnet-lite0-imagenet").start()
+    s = LiveServer(tmp_path_factory.mktemp("browser"), preload="lenet-mnist,efficientnet-lite0-imagenet",
+                   FOOLING_ADMIN_TOKEN=ADMIN).start()
     yield s
     s.stop()
 
@@ -278,3 +280,43 @@ def test_live_cells_always_show_an_image(server, page):
     assert tops == 2
     shot(page, "live-cells")
     assert not page.problems, page.problems
+
+
+def test_a_student_cannot_stop_another_students_run_but_the_instructor_can(server, browser):
+    contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(3)]
+    alice, bob, teacher = (ctx.new_page() for ctx in contexts)
+    problems = {name: _watch(p) for name, p in (("alice", alice), ("bob", bob), ("teacher", teacher))}
+    alice.goto(server.url + "/")
+    alice.fill("input[name=targets]", "6")
+    alice.fill("input[name=generations]", "20000")
+    alice.fill("input[name=params]", '{"stop_at": null}')
+    alice.locator("form[action='/lab/start'] button[type=submit]").click()
+    alice.wait_for_url(re.compile(r"/jobs/"))
+    alice.wait_for_selector("[data-status='running']", timeout=30_000)
+    job_url = alice.url.split("?")[0]
+    job_id = job_url.rsplit("/", 1)[-1]
+    assert alice.locator("[data-action='cancel']").count() == 1  # the owner sees the controls
+
+    bob.goto(job_url)  # another student watches...
+    bob.wait_for_selector("[data-status='running']", timeout=30_000)
+    assert bob.locator("[data-action='cancel'], [data-action='pause'], [data-action='delete']").count() == 0
+    shot(bob, "student-watching-another")
+    forged = bob.request.post(f"{server.url}/jobs/{job_id}/control/cancel", max_redirects=0)
+    assert forged.status == 403  # ...and cannot stop it, even by posting the control himself
+    assert bob.request.post(f"{server.url}/api/v1/jobs/{job_id}/cancel").status == 403
+    assert bob.request.get(f"{server.url}/api/v1/jobs/{job_id}").json()["status"] == "running"
+
+    teacher.goto(server.url + "/instructor")
+    teacher.fill("input[name=token]", ADMIN)
+    teacher.locator("form[action='/instructor'] button[type=submit]").click()
+    teacher.wait_for_selector("[data-instructor='on']")
+    teacher.goto(job_url)
+    teacher.wait_for_selector("[data-status='running']", timeout=30_000)
+    teacher.locator("[data-action='cancel']").click()  # the instructor can
+    teacher.wait_for_selector("[data-status='cancelled']", timeout=30_000)
+    alice.wait_for_selector("[data-status='cancelled']", timeout=30_000)  # and the owner sees it live
+    shot(teacher, "instructor-cancelled")
+    seen = {name: list(p) for name, p in problems.items()}  # before closing: that aborts the live streams
+    for ctx in contexts:
+        ctx.close()
+    assert not any(seen.values()), seen  # Bob's refused posts went around his page: no page saw an error
