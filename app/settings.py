@@ -50,6 +50,9 @@ class Settings:
     # generation; 160M: the paper's 1000-class ImageNet archive (about 600 MB of float32).
     max_step_work: int = 64_000_000
     max_job_pixels: int = 160_000_000
+    # Gradient jobs with many targets take turns in slices this big (pixel-images x3), so one turn
+    # on the compute thread stays short: 4M is 9 ImageNet images, about a second on a 2-core CPU.
+    step_chunk_work: int = 4_000_000
     max_streams_per_client: int = 16  # open event streams per signed client ...
     max_streams_per_address: int = 500  # ... per network address (a class behind one NAT) ...
     max_streams: int = 2_000  # ... and on the whole server; past any of them: 429
@@ -93,6 +96,7 @@ class Settings:
             max_targets=int(_env("MAX_TARGETS", str(d.max_targets))),
             max_step_work=int(_env("MAX_STEP_WORK", str(d.max_step_work))),
             max_job_pixels=int(_env("MAX_JOB_PIXELS", str(d.max_job_pixels))),
+            step_chunk_work=int(_env("STEP_CHUNK_WORK", str(d.step_chunk_work))),
             max_streams_per_client=int(_env("MAX_STREAMS_PER_CLIENT", str(d.max_streams_per_client))),
             max_streams_per_address=int(_env("MAX_STREAMS_PER_ADDRESS", str(d.max_streams_per_address))),
             max_streams=int(_env("MAX_STREAMS", str(d.max_streams))),

@@ -6,6 +6,12 @@ clients keep scoring images. Prints a Markdown table for the README.
 
 Reports, per N: jobs completed, events delivered, scoring p50/p99 latency and throughput, the
 slowest and fastest job's steps per second (fairness), and the server's peak memory (RSS).
+
+    --hostile       one hostile client beside the students: it throws its cookie away on every
+                    request, starts oversized and ordinary jobs, pauses its own, tries to cancel
+                    and delete the students' jobs, and holds 300 event streams open.
+    --rss-jobs 500  then runs that many small jobs one after another and reports the server's RSS
+                    after the first 50 and after all of them (finished jobs must keep no tensors).
 """
 
 from __future__ import annotations
@@ -49,14 +55,14 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def student(url: str, i: int, generations: int, out: list[dict]) -> None:
+async def student(url: str, i: int, generations: int, out: list[dict], ids: list[str]) -> None:
     # Each student is a browser of their own: their own cookie jar, hence their own signed identity.
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         await client.get("/healthz")  # first visit: the server sets this student's fl_client cookie
-        await _student(client, i, generations, out)
+        await _student(client, i, generations, out, ids)
 
 
-async def _student(client: httpx.AsyncClient, i: int, generations: int, out: list[dict]) -> None:
+async def _student(client: httpx.AsyncClient, i: int, generations: int, out: list[dict], ids: list[str]) -> None:
     body = {"model": "lenet-mnist", "method": "map-elites", "encoding": "direct", "targets": "all",
             "population": 50, "generations": generations, "seed": i, "params": {"stop_at": None}}
     r = await client.post("/api/v1/jobs", json=body)
@@ -64,6 +70,7 @@ async def _student(client: httpx.AsyncClient, i: int, generations: int, out: lis
         out.append({"student": i, "rejected": r.status_code})
         return
     job_id = r.json()["id"]
+    ids.append(job_id)
     events = 0
     async with client.stream("GET", f"/api/v1/jobs/{job_id}/events", timeout=None) as s:
         async for line in s.aiter_lines():
@@ -85,7 +92,79 @@ async def scorer(client: httpx.AsyncClient, png: bytes, stop: asyncio.Event, lat
             lat.append(time.perf_counter() - t)
 
 
-async def run(url: str, n: int, m: int, generations: int, pid: int | None) -> dict:
+async def hostile(url: str, victims: list[str], stop: asyncio.Event, tally: dict, streams: int = 300) -> None:
+    """Everything a hostile member of the class might try, until the students are done."""
+
+    def count(what: str, status: int) -> None:
+        tally[f"{what} {status}"] = tally.get(f"{what} {status}", 0) + 1
+
+    async def hold_stream(job_id: str) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=None) as c:  # a new identity per stream
+            try:
+                async with c.stream("GET", f"/api/v1/jobs/{job_id}/events") as r:
+                    count("stream", r.status_code)
+                    async for _ in r.aiter_lines():  # read slowly, never close: held until the end
+                        if stop.is_set():
+                            return
+                        await asyncio.sleep(1.0)
+            except httpx.HTTPError:
+                count("stream", 0)
+
+    async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+        holders = [asyncio.create_task(hold_stream(victims[i % len(victims)])) for i in range(streams)]
+        big = [{"method": "random", "params": {"batch_size": 10**9}},
+               {"method": "evolve", "model": "efficientnet-lite0-imagenet", "targets": "all", "population": 1000},
+               {"method": "map-elites", "encoding": "cppn", "params": {"max_hidden": 10**6}},
+               {"method": "map-elites", "generations": 10**9}, {"method": "map-elites", "params": {"lr": 1e308}}]
+        mine: list[tuple[str, str]] = []
+        i = 0
+        while not stop.is_set():
+            c.cookies.clear()  # a new identity for every request
+            r = await c.post("/api/v1/jobs", json={"model": "lenet-mnist", **big[i % len(big)]})
+            count("oversized job", r.status_code)
+            c.cookies.clear()
+            r = await c.post("/api/v1/jobs", json={"model": "lenet-mnist", "targets": "all", "generations": 20000,
+                                                   "params": {"stop_at": None}})
+            count("long job", r.status_code)
+            if r.status_code == 201:
+                mine.append((r.json()["id"], r.json()["control_token"]))
+                p = await c.post(f"/api/v1/jobs/{mine[-1][0]}/pause",
+                                 headers={"Authorization": f"Bearer {mine[-1][1]}"})
+                count("pause own", p.status_code)
+            victim = victims[i % len(victims)]
+            count("cancel student", (await c.post(f"/api/v1/jobs/{victim}/cancel")).status_code)
+            count("delete student", (await c.delete(f"/api/v1/jobs/{victim}")).status_code)
+            i += 1
+            await asyncio.sleep(0.2)
+        for task in holders:
+            task.cancel()
+        for job_id, token in mine:  # leave nothing running
+            await c.post(f"/api/v1/jobs/{job_id}/cancel", headers={"Authorization": f"Bearer {token}"})
+
+
+async def rss_over_jobs(url: str, pid: int, total: int) -> dict:
+    """Run ``total`` small jobs, a few at a time; the server's RSS after 50 and after all."""
+    out = {}
+    async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+        done = 0
+        while done < total:
+            batch = []
+            for _ in range(min(4, total - done)):
+                c.cookies.clear()
+                r = await c.post("/api/v1/jobs", json={"model": "lenet-mnist", "targets": "all", "generations": 30,
+                                                       "params": {"stop_at": None}})
+                batch.append(r.json()["id"])
+            for job_id in batch:
+                while (await c.get(f"/api/v1/jobs/{job_id}")).json()["status"] in ("queued", "running"):
+                    await asyncio.sleep(0.05)
+            done += len(batch)
+            for mark in (50, total):
+                if done >= mark and f"rss_after_{mark}_jobs_mb" not in out:
+                    out[f"rss_after_{mark}_jobs_mb"] = rss_mb(pid)
+    return out
+
+
+async def run(url: str, n: int, m: int, generations: int, pid: int | None, with_hostile: bool = False) -> dict:
     limits = httpx.Limits(max_connections=n + m + 8)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
         png = digit_png()
@@ -100,10 +179,18 @@ async def run(url: str, n: int, m: int, generations: int, pid: int | None) -> di
         t0 = time.perf_counter()
         scorers = [asyncio.create_task(scorer(client, png, stop, lat)) for _ in range(m)]
         mem = asyncio.create_task(watch_memory())
-        await asyncio.gather(*(student(url, i, generations, results) for i in range(n)))
+        ids: list[str] = []
+        tally: dict[str, int] = {}
+        students = [asyncio.create_task(student(url, i, generations, results, ids)) for i in range(n)]
+        bad = None
+        if with_hostile:
+            while not ids and not all(s.done() for s in students):
+                await asyncio.sleep(0.05)
+            bad = asyncio.create_task(hostile(url, ids, stop, tally))
+        await asyncio.gather(*students)
         wall = time.perf_counter() - t0
         stop.set()
-        await asyncio.gather(*scorers, mem)
+        await asyncio.gather(*scorers, mem, *([bad] if bad else []))
     done = [r for r in results if r.get("status") == "done"]
     rates = [r["steps"] / r["elapsed"] for r in done if r["elapsed"] > 0]
     lat.sort()
@@ -114,7 +201,8 @@ async def run(url: str, n: int, m: int, generations: int, pid: int | None) -> di
             "p50_ms": 1000 * statistics.median(lat) if lat else None,
             "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))] if lat else None,
             "slowest_steps_per_s": min(rates) if rates else None,
-            "fastest_steps_per_s": max(rates) if rates else None, "peak_rss_mb": peak[0]}
+            "fastest_steps_per_s": max(rates) if rates else None, "peak_rss_mb": peak[0],
+            "hostile": tally if with_hostile else None}
 
 
 def markdown(rows: list[dict], workers: int) -> str:
@@ -127,6 +215,15 @@ def markdown(rows: list[dict], workers: int) -> str:
         out.append(f"| {r['students']} | {r['scorers']} | {r['completed']} | {r['rejected']} | {r['events']} | "
                    f"{r['wall_s']:.1f} | {r['score_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
                    f"{r['slowest_steps_per_s']:.1f} | {r['fastest_steps_per_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+    for r in rows:
+        if r.get("hostile"):
+            out += ["", f"Beside the {r['students']} students, one hostile client (answers it got, by what it tried):",
+                    "", "| attempt | status | count |", "|---|---|---|"]
+            out += [f"| {k.rsplit(' ', 1)[0]} | {k.rsplit(' ', 1)[1]} | {v} |" for k, v in sorted(r["hostile"].items())]
+        rss = {k: v for k, v in r.items() if k.startswith("rss_after_")}
+        if rss:
+            out += ["", "Server RSS after small jobs run one after another: "
+                    + ", ".join(f"{k[len('rss_after_'):-len('_jobs_mb')]} jobs {v:.0f} MB" for k, v in rss.items())]
     return "\n".join(out)
 
 
@@ -138,6 +235,8 @@ def main() -> int:
     ap.add_argument("--generations", type=int, default=200)
     ap.add_argument("--workers", type=int, default=int(os.environ.get("FOOLING_WORKERS", "4")))
     ap.add_argument("--json", default="bench/results/load.json")
+    ap.add_argument("--hostile", action="store_true", help="one hostile client beside the students")
+    ap.add_argument("--rss-jobs", type=int, default=0, help="then run this many small jobs and report RSS")
     args = ap.parse_args()
     rows = []
     for n in args.students:
@@ -147,10 +246,13 @@ def main() -> int:
             import tempfile
 
             server = LiveServer(Path(tempfile.mkdtemp(prefix="fl-load-")), FOOLING_WORKERS=str(args.workers),
-                                FOOLING_QUEUE_SIZE=str(max(64, n)), FOOLING_EVENTS_PER_SECOND="5").start()
+                                FOOLING_QUEUE_SIZE=str(max(64, n)), FOOLING_EVENTS_PER_SECOND="5",
+                                FOOLING_MAX_JOBS_PER_ADDRESS=str(max(256, 2 * n))).start()
             url, pid = server.url, server.proc.pid
         try:
-            rows.append(asyncio.run(run(url, n, args.scorers, args.generations, pid)))
+            rows.append(asyncio.run(run(url, n, args.scorers, args.generations, pid, args.hostile)))
+            if args.rss_jobs and pid:
+                rows[-1] |= asyncio.run(rss_over_jobs(url, pid, args.rss_jobs))
         finally:
             if server:
                 server.stop()

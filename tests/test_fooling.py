@@ -170,3 +170,23 @@ def test_cli_fool_writes_pngs_grid_and_summary(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "app", "fool", "--method", "pgd", "--out", str(tmp_path / "b")],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--image" in bad.stderr
+
+
+def test_gradient_over_many_targets_takes_turns_in_slices(client, lenet):
+    """A gradient job's targets run in slices that take turns: no step touches more than a slice,
+    and the merged result is as good as all at once."""
+    entry = client.app.state.lab.registry.get("lenet-mnist")
+    sizes: list[int] = []
+
+    class Counting(torch.nn.Module):
+        def forward(self, x):
+            sizes.append(len(x))
+            return lenet(x)
+
+    gen = build("gradient", entry, Counting(), None, list(range(10)), seed=0, options={"steps": 300, "chunk": 3})
+    first = next(gen)
+    assert first.step == 0 and (first.confidence[3:] == 0).all()  # later slices have not started yet
+    early, snap = early_and_last(gen)
+    assert max(sizes) <= 3  # each turn backpropagates one slice only
+    assert snap.targets == list(range(10)) and (snap.confidence >= 0.9999).all(), snap.confidence
+    assert_pngs_rescore(client, snap, need_mid=0)  # each cell holds the image made for its own target

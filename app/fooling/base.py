@@ -7,7 +7,7 @@ step; the same seed on the same device gives the same images.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +39,35 @@ def history_point(snap: Snapshot, seconds: float) -> dict:
     return {"step": snap.step, "evaluations": snap.evaluations, "seconds": round(seconds, 3),
             "min": float(c.min()), "median": float(c.median()), "max": float(c.max()),
             "mean": float(c.mean()), "at_9999": int((c >= SUCCESS).sum())}
+
+
+def interleave(parts: list[Iterator[Snapshot]], slices: list[list[int]], shape: tuple[int, ...],
+               num_classes: int) -> Iterator[Snapshot]:
+    """Run independent methods over slices of the targets (``parts[i]`` over ``slices[i]``) in turn,
+    one step of one slice per ``next()``, and yield the merged snapshot each time. The caller then never waits for
+    more than one slice's step (a job's compute-thread turn stays short however many targets it
+    has). A slice not started yet shows empty cells; the merged step is the least step any slice
+    has reached. Memory: the merged images live in one buffer, updated in place slice by slice
+    (confidence and probabilities are copies, as in any snapshot)."""
+    targets = [t for part in slices for t in part]
+    images = torch.zeros((len(targets), *shape))
+    conf = torch.zeros(len(targets))
+    probs = torch.zeros((len(targets), num_classes))
+    steps, evals, started = [0] * len(parts), [0] * len(parts), [False] * len(parts)
+    starts = [sum(len(p) for p in slices[:i]) for i in range(len(slices))]
+    active = list(range(len(parts)))
+    turn = 0
+    while active:
+        i = active[turn % len(active)]
+        snap = next(parts[i], None)
+        if snap is None:  # this slice is done (or stopped on its own)
+            active.remove(i)
+            continue
+        rows = slice(starts[i], starts[i] + len(slices[i]))
+        images[rows], conf[rows], probs[rows] = snap.images, snap.confidence, snap.probs
+        steps[i], evals[i], started[i] = snap.step, snap.evaluations, True
+        turn += 1
+        yield Snapshot(min(steps) if all(started) else 0, sum(evals), targets, images, conf.clone(), probs.clone())
 
 
 def last(gen):

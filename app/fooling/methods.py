@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import torch
 
 from app.fooling.attacks import AttackParams, fgsm, pgd
-from app.fooling.base import ScoreFn, Snapshot, model_device, ten_crop_score
+from app.fooling.base import ScoreFn, Snapshot, interleave, model_device, ten_crop_score
 from app.fooling.baseline import random_images
 from app.fooling.cppn import CppnEncoding
 from app.fooling.cppn_param import CppnImage
@@ -77,14 +77,29 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
     if targets is None:
         raise MethodError("targets are required")
     if method == "gradient":
-        param = None
+        chunk = int(options.pop("chunk", 0) or 0)  # at most this many targets per step (0: all at once)
+        cppn = None
         if encoding == "cppn":
-            shape = {k: int(options.pop(k)) for k in ("width", "layers") if k in options}
+            cppn = {k: int(options.pop(k)) for k in ("width", "layers") if k in options}
             if "coord_scale" in options:
-                shape["coord_scale"] = float(options.pop("coord_scale"))
-            param = CppnImage(len(targets), entry.input_shape, seed=seed, device=device, **shape)
-        return gradient_ascent(model, targets, entry.input_shape, entry.num_classes,
-                               _params(GradientParams, options, seed), start_image=image, param=param)
+                cppn["coord_scale"] = float(options.pop("coord_scale"))
+        params = _params(GradientParams, options, seed)
+
+        def part(slice_targets: list[int], part_seed: int) -> Iterator[Snapshot]:
+            param = None if cppn is None else CppnImage(len(slice_targets), entry.input_shape, seed=part_seed,
+                                                        device=device, **cppn)
+            yield from gradient_ascent(model, slice_targets, entry.input_shape, entry.num_classes,
+                                       replace(params, seed=part_seed), start_image=image, param=param)
+
+        if not chunk or len(targets) <= chunk:  # the CPPN is built now: bad settings fail at submit
+            param = None if cppn is None else CppnImage(len(targets), entry.input_shape, seed=seed, device=device,
+                                                         **cppn)
+            return gradient_ascent(model, targets, entry.input_shape, entry.num_classes, params, start_image=image,
+                                   param=param)
+        # Many targets: slices of `chunk` take turns, one slice's step per next() (see interleave).
+        slices = [targets[i:i + chunk] for i in range(0, len(targets), chunk)]
+        return interleave([part(t, seed + j) for j, t in enumerate(slices)], slices, entry.input_shape,
+                          entry.num_classes)
     if encoding == "cppn":
         enc = CppnEncoding(entry.input_shape, device, eta=float(options.pop("eta", 15.0)),
                            max_hidden=int(options.pop("max_hidden", 24)))

@@ -19,7 +19,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "lr": (1e-6, 10.0), "l2": (0.0, 1000.0), "jitter": (0, 64), "blur_every": (0, 100_000),
     "blur_sigma": (0.0, 20.0), "epsilon": (0.0, 1.0), "step_size": (0.0, 1.0),
     "width": (1, 64), "layers": (1, 16), "coord_scale": (0.01, 1000.0), "max_hidden": (0, 64),
-    "batches": (1, 10_000), "batch_size": (1, 10_000),
+    "batches": (1, 10_000), "batch_size": (1, 10_000), "chunk": (1, 10_000),
 }
 BACKWARD = 3  # a forward and a backward pass cost about three forwards
 TEN_CROP = 10
@@ -52,6 +52,8 @@ def step_work(method: str, options: dict, n_targets: int, pixels: int) -> tuple[
         return n_targets * options.get("population", EvolutionParams.population) * pixels * crops, "population"
     if method == "random":
         return int(options.get("batch_size", 1000)) * pixels * crops, "params.batch_size"
+    if method == "gradient" and options.get("chunk"):  # slices of targets take turns (one per step)
+        return min(n_targets, int(options["chunk"])) * pixels * BACKWARD, "params.chunk"
     return max(n_targets, 1) * pixels * BACKWARD, "targets"  # gradient, fgsm, pgd: one image per target
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import queue
 import secrets
 import shutil
@@ -123,11 +124,20 @@ class LocalRunner(Runner):
             raise JobError(422, f"{spec.method} perturbs a real image: give image (a data URL) or upload", "image")
         try:
             limits.check_params(spec.params)
-            limits.check_work(spec.method, spec.options(), len(targets or []), entry.input_shape,
+            limits.check_work(spec.method, self.options(spec, entry), len(targets or []), entry.input_shape,
                               s.max_step_work, s.max_job_pixels)
         except limits.LimitError as exc:
             raise JobError(422, exc.detail, exc.field) from None
         return targets, entry.labels
+
+    def options(self, spec: JobSpec, entry) -> dict:
+        """The engine's options for a job: the spec's, and for gradient jobs a slice size, so that
+        one step on the compute thread stays under FOOLING_STEP_CHUNK_WORK (about a second)."""
+        opts = spec.options()
+        if spec.method == "gradient":
+            per_image = math.prod(entry.input_shape) * limits.BACKWARD
+            opts.setdefault("chunk", max(1, self.settings.step_chunk_work // per_image))
+        return opts
 
     def submit(self, spec: JobSpec, client: str, address: str = "", token_hash: str | None = None) -> str:
         if self._closing.is_set():
@@ -142,8 +152,9 @@ class LocalRunner(Runner):
             except results.InputError as exc:
                 raise JobError(exc.status, exc.detail, exc.field) from None
         try:  # the engine checks its own parameters; nothing runs until the first step
-            build(spec.method, self.lab.registry.get(spec.model), self.lab.registry.model(spec.model), None, targets,
-                  spec.encoding, spec.seed, spec.options(), image)
+            entry = self.lab.registry.get(spec.model)
+            build(spec.method, entry, self.lab.registry.model(spec.model), None, targets, spec.encoding, spec.seed,
+                  self.options(spec, entry), image)
         except (MethodError, TypeError, ValueError) as exc:
             raise JobError(422, str(exc), "params") from None
         with self._lock:
@@ -396,8 +407,8 @@ class LocalRunner(Runner):
         if job.gen is None:
             assert spec.method in METHODS
             self.store.update(job.id, status=job.status)
-            job.gen = build(spec.method, entry, model, score, targets, spec.encoding, spec.seed, spec.options(),
-                            image)
+            job.gen = build(spec.method, entry, model, score, targets, spec.encoding, spec.seed,
+                            self.options(spec, entry), image)
         gen = job.gen
         frame_every = 1.0 / max(1.0, 2 * self.settings.events_per_second)  # frames made; streams throttle further
         last_frame = 0.0
