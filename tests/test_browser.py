@@ -223,7 +223,8 @@ def test_every_page_fits_a_phone_and_a_projector(server, browser):
     pages = {"lab": "/", "score": "/score", "gallery": "/gallery", "experiments": "/experiments",
              "experiment": f"/experiments/{exp['id']}", "explainer": "/explain/logistic-regression",
              "demo": "/demo", "run": f"/jobs/{job['id']}", "run-demo": f"/jobs/{job['id']}?demo=1",
-             "transfer": f"/jobs/{job['id']}/transfer", "docs": "/docs", "redoc": "/redoc"}
+             "transfer": f"/jobs/{job['id']}/transfer", "docs": "/docs", "redoc": "/redoc",
+             "instructor": "/instructor"}
     for width, height in ((390, 844), (1920, 1080)):
         ctx = browser.new_context(viewport={"width": width, "height": height})
         pg = ctx.new_page()

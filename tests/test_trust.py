@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from tests.conftest import make_settings, wait_ready
+from tests.test_jobs_api import wait_parked
 
 ADMIN = "teacher-token-for-tests"
 LONG = {"model": "lenet-mnist", "method": "map-elites", "targets": [5], "generations": 20000, "population": 50,
@@ -227,9 +228,12 @@ def test_a_paused_job_frees_its_worker_and_a_long_pause_cancels_it(tmp_path):
         again = c.post("/api/v1/jobs", json=LONG).json()
         wait(c, again["id"], ("running",))
         c.post(f"/api/v1/jobs/{again['id']}/pause")
-        time.sleep(0.5)
+        wait_parked(c, again["id"])
         assert c.delete(f"/api/v1/jobs/{again['id']}").status_code == 204
-        time.sleep(0.5)
+        t0 = time.time()
+        while c.app.state.runner.active():  # a worker takes the parked job back to stop it
+            assert time.time() - t0 < 10
+            time.sleep(0.02)
         assert not (tmp_path / "jobs" / again["id"]).exists()
 
 
