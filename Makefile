@@ -9,6 +9,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@# torchattacks (a reference in tests) pins requests 2.25, which cannot read event streams; it never imports it
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps 'torchattacks>=3.5'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -32,6 +32,13 @@ class Settings:
     max_upload_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_files: int = 32
+    # POST /api/v1/score/tensor: rows per request, and pixel-images per forward pass (one
+    # compute-thread turn; 9.6M is 64 ImageNet images), and requests decoded at once.
+    max_tensor_rows: int = 1024
+    tensor_chunk_pixels: int = 64 * 3 * 224 * 224
+    tensor_concurrency: int = 2
+    # Idempotency-Key answers are replayed for this long
+    idempotency_ttl_s: float = 86_400.0
     batching: bool = True
     batch_max_size: int = 64
     batch_max_wait_ms: float = 5.0
@@ -82,6 +89,10 @@ class Settings:
             max_upload_bytes=int(_env("MAX_UPLOAD_BYTES", str(d.max_upload_bytes))),
             max_image_pixels=int(_env("MAX_IMAGE_PIXELS", str(d.max_image_pixels))),
             max_files=int(_env("MAX_FILES", str(d.max_files))),
+            max_tensor_rows=int(_env("MAX_TENSOR_ROWS", str(d.max_tensor_rows))),
+            tensor_chunk_pixels=int(_env("TENSOR_CHUNK_PIXELS", str(d.tensor_chunk_pixels))),
+            tensor_concurrency=int(_env("TENSOR_CONCURRENCY", str(d.tensor_concurrency))),
+            idempotency_ttl_s=float(_env("IDEMPOTENCY_TTL_S", str(d.idempotency_ttl_s))),
             batching=_bool(_env("BATCHING", "1")),
             batch_max_size=int(_env("BATCH_MAX_SIZE", str(d.batch_max_size))),
             batch_max_wait_ms=float(_env("BATCH_MAX_WAIT_MS", str(d.batch_max_wait_ms))),

@@ -40,6 +40,7 @@ class ExperimentRunner:
         self._closing = False
         self.root = Path(settings.data_dir) / "experiments"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.max_queued = max_queued
         self._queue: queue.Queue[str | None] = queue.Queue(maxsize=max_queued)
         self._lock = threading.Lock()
         for st in self._all():  # cut off by a restart

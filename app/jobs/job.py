@@ -16,9 +16,11 @@ from app.jobs.store import ACTIVE
 class JobError(Exception):
     """A job request that cannot be accepted; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, detail: str, field: str | None = None, retry_after: int | None = None):
+    def __init__(self, status: int, detail: str, field: str | None = None, retry_after: int | None = None,
+                 policy: tuple[str, int] | None = None):
         super().__init__(detail)
         self.status, self.detail, self.field, self.retry_after = status, detail, field, retry_after
+        self.policy = policy  # for a 429: (the quota's name, its size), sent as RateLimit-Policy
 
 
 @dataclass

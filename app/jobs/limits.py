@@ -21,6 +21,11 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "width": (1, 64), "layers": (1, 16), "coord_scale": (0.01, 1000.0), "max_hidden": (0, 64),
     "batches": (1, 10_000), "batch_size": (1, 10_000), "chunk": (1, 10_000),
 }
+INTEGER_PARAMS = {"halve_every", "jitter", "blur_every", "width", "layers", "max_hidden", "batches", "batch_size",
+                  "chunk"}
+NULLABLE_PARAMS = {"stop_at", "lr"}  # null: the method's default (stop_at: never stop early)
+FLAG_PARAMS = {"ten_crop", "random_start"}
+CHOICE_PARAMS = {"start": ("noise", "grey", "image")}
 BACKWARD = 3  # a forward and a backward pass cost about three forwards
 TEN_CROP = 10
 
@@ -35,12 +40,24 @@ class LimitError(ValueError):
 
 
 def check_params(params: dict) -> None:
+    """Each known parameter's type and range (names a method does not take are refused by the method)."""
     for name, value in params.items():
-        if name not in PARAM_BOUNDS or value is None:  # None: the method's default (stop_at: never)
+        field = f"params.{name}"
+        if value is None:
+            if name in NULLABLE_PARAMS:
+                continue
+            raise LimitError(f"{field} may not be null", field)
+        if name in FLAG_PARAMS and not isinstance(value, bool):
+            raise LimitError(f"{field} must be true or false", field)
+        if name in CHOICE_PARAMS and value not in CHOICE_PARAMS[name]:
+            raise LimitError(f"{field} must be one of {', '.join(CHOICE_PARAMS[name])}", field)
+        if name not in PARAM_BOUNDS:
             continue
         lo, hi = PARAM_BOUNDS[name]
         if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-            raise LimitError(f"params.{name} must be a number from {lo:g} to {hi:g}", f"params.{name}")
+            raise LimitError(f"{field} must be a number from {lo:g} to {hi:g}", field)
+        if name in INTEGER_PARAMS and not isinstance(value, int):
+            raise LimitError(f"{field} must be a whole number", field)
 
 
 def step_work(method: str, options: dict, n_targets: int, pixels: int) -> tuple[int, str]:

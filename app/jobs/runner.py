@@ -112,6 +112,8 @@ class LocalRunner(Runner):
             raise JobError(422, f"{spec.method} counts steps, not generations", "generations")
         if spec.method in ("evolve", "map-elites") and spec.steps is not None:
             raise JobError(422, f"{spec.method} counts generations, not steps", "steps")
+        if isinstance(spec.targets, list) and len(spec.targets) > s.max_targets:  # before duplicates are merged
+            raise JobError(422, f"at most {s.max_targets} targets per job", "targets")
         targets = None
         if spec.targets is not None or not spec.adversarial:
             try:
@@ -162,7 +164,8 @@ class LocalRunner(Runner):
             mine = sum(1 for j in active if j.client == client)
             if mine >= self.settings.max_jobs_per_client:
                 raise JobError(429, f"you already have {mine} jobs queued or running (limit "
-                               f"{self.settings.max_jobs_per_client}); cancel one or wait", retry_after=5)
+                               f"{self.settings.max_jobs_per_client}); cancel one or wait", retry_after=5,
+                               policy=("jobs-per-client", self.settings.max_jobs_per_client))
             # Behind one NAT a whole class shares an address: this cap is higher, and stops a
             # client that throws its cookie away from sidestepping the one above.
             used = self.store.bytes_used(client)
@@ -172,12 +175,14 @@ class LocalRunner(Runner):
             here = sum(1 for j in active if address and j.address == address)
             if here >= self.settings.max_jobs_per_address:
                 raise JobError(429, f"{here} jobs are queued or running from your network address (limit "
-                               f"{self.settings.max_jobs_per_address}); try again shortly", retry_after=10)
+                               f"{self.settings.max_jobs_per_address}); try again shortly", retry_after=10,
+                               policy=("jobs-per-address", self.settings.max_jobs_per_address))
             job = Job(secrets.token_urlsafe(12), spec, client, time.time(), labels, address=address)
             job.changed = [0] * len(targets or [0])
             job.image, job.targets = image, targets
             if self._queue.full():
-                raise JobError(429, "the job queue is full; try again shortly", retry_after=10)
+                raise JobError(429, "the job queue is full; try again shortly", retry_after=10,
+                               policy=("job-queue", self.settings.queue_size))
             # The record and input exist before any worker can see the job.
             self.store.create(job.id, client, spec.model_dump(exclude={"image"}), address=address,
                               token_hash=token_hash)

@@ -86,6 +86,22 @@ class Scorer:
             return await asyncio.wrap_future(compute.submit(self.forward, model_id, x))
         return await asyncio.wrap_future(self.batcher(model_id).submit(x, token))
 
+    def _top(self, model_id: str, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._forward_many(model_id, [x]).topk(k, dim=1)
+
+    async def top_in_chunks(self, model_id: str, rows, chunk: int, to_input, k: int) -> tuple[list, list]:
+        """For large batches sent at once (POST /api/v1/score/tensor): the k best classes of every
+        row as (confidences, indices) lists. ``chunk`` rows go through per forward pass, each its
+        own turn on the compute thread (other requests and jobs go in between), converted by
+        ``to_input`` just before (memory: one chunk of floats); top-k runs there too."""
+        values, indices = [], []
+        for i in range(0, len(rows), chunk):
+            x = to_input(rows[i : i + chunk])
+            v, ix = await asyncio.wrap_future(compute.submit(self._top, model_id, x, k))
+            values += v.tolist()
+            indices += ix.tolist()
+        return values, indices
+
     @contextmanager
     def expecting(self, model_id: str) -> Iterator[list[bool] | None]:
         """Tell the model's batcher a request is on its way (see Batcher.expecting)."""

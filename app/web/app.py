@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from contextlib import asynccontextmanager
 
@@ -15,7 +16,7 @@ from app.jobs.store import JobStore
 from app.serving import compute
 from app.serving.lab import Lab
 from app.settings import ROOT, Settings
-from app.web import api_docs, errors
+from app.web import api_docs, errors, openapi, paths  # noqa: F401 (paths registers URL convertors)
 from app.web.api import experiments as experiments_api
 from app.web.api import health, models, score
 from app.web.api import jobs as jobs_api
@@ -74,11 +75,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served by app.web.api_docs from vendored files (works offline, under our CSP)
         redoc_url=None,
+        generate_unique_id_function=lambda route: route.name,  # operationIds: create_job, not create_job_api_v1_..
     )
     errors.install(app)
+    openapi.install(app, settings)
 
     gatekeeper = Gatekeeper(settings.secret_key, settings.admin_token, settings.data_dir)
     app.state.gatekeeper = gatekeeper
+    app.state.tensor_slots = asyncio.Semaphore(max(1, settings.tensor_concurrency))
     app.state.streams = StreamLimiter(settings.max_streams_per_client, settings.max_streams_per_address,
                                       settings.max_streams)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_upload_bytes * settings.max_files + (1 << 20),

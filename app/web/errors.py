@@ -51,27 +51,70 @@ ERROR_EXAMPLES = {
 }
 
 
+RATE_LIMIT_HEADERS = {
+    "Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "integer"}},
+    "RateLimit-Policy": {"description": 'the quota that was reached (IETF draft-ietf-httpapi-ratelimit-headers), '
+                                        'e.g. `"jobs-per-client";q=4;qu="concurrent-requests"`',
+                         "schema": {"type": "string"}},
+    "RateLimit": {"description": 'what is left of it and when to look again, e.g. `"jobs-per-client";r=0;t=5`',
+                  "schema": {"type": "string"}},
+}
+
+
 def error_responses(*codes: int, **described: str) -> dict:
     """OpenAPI ``responses`` for these statuses, each with the ErrorBody schema and an example;
-    ``described`` overrides a description, keyed like ``_404="unknown model"``."""
+    ``described`` overrides a description, keyed like ``_404="unknown model"``. A 429 also
+    documents its Retry-After and RateLimit headers."""
     out = {}
     for code in codes:
         text, example = ERROR_EXAMPLES[code]
         out[code] = {"model": ErrorBody, "description": described.get(f"_{code}", text),
                      "content": {"application/json": {"example": example}}}
+        if code == 429:
+            out[code]["headers"] = RATE_LIMIT_HEADERS
     return out
 
 
 class ApiError(StarletteHTTPException):
-    def __init__(self, status: int, detail: str, field: str | None = None, headers: dict | None = None):
+    def __init__(self, status: int, detail: str, field: str | None = None, headers: dict | None = None,
+                 policy: tuple[str, int] | None = None):
         super().__init__(status, detail, headers)
         self.field = field
+        self.policy = policy  # a 429's quota: (name, size), sent as RateLimit-Policy
+
+
+def rate_limit_headers(policy: tuple[str, int], retry_after: int) -> dict[str, str]:
+    """Retry-After plus the IETF RateLimit fields for a concurrency quota that is used up: our
+    caps count things open at once (jobs, streams, experiments), hence qu="concurrent-requests"."""
+    name, quota = policy
+    return {"Retry-After": str(retry_after),
+            "RateLimit-Policy": f'"{name}";q={quota};qu="concurrent-requests"',
+            "RateLimit": f'"{name}";r=0;t={retry_after}'}
+
+
+def too_many(detail: str, policy: tuple[str, int], retry_after: int, field: str | None = None) -> ApiError:
+    return ApiError(429, detail, field, rate_limit_headers(policy, retry_after), policy)
 
 
 def job_error(exc: JobError) -> ApiError:
     """The runner's refusal as an HTTP error (with Retry-After where waiting helps)."""
+    if exc.status == 429:
+        return too_many(exc.detail, exc.policy or ("jobs", 0), exc.retry_after or 5, exc.field)
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     return ApiError(exc.status, exc.detail, exc.field, headers)
+
+
+def allowed_methods(app, scope) -> list[str]:
+    """Every method some route serves at this request's path (Starlette's own 405 names only the
+    first route that matched, so a path that two routes serve would be under-reported)."""
+    from starlette.routing import Match
+
+    methods = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in app.router.routes):
+            methods.append(method)
+    return methods
 
 
 _UNION_TAGS = {"float", "int", "bool", "str", "none", "list", "dict"}  # pydantic's names for union members
@@ -97,7 +140,15 @@ def install(app: FastAPI) -> None:
         body = {"error": CODES.get(exc.status_code, "error"), "detail": exc.detail}
         if getattr(exc, "field", None):
             body["field"] = exc.field
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            methods = allowed_methods(request.app, request.scope)
+            if methods:
+                headers["Allow"] = ", ".join(methods)
+        if exc.status_code == 429 and "RateLimit-Policy" not in headers:
+            headers.update(rate_limit_headers(getattr(exc, "policy", None) or ("requests", 0),
+                                              int(headers.get("Retry-After", 5))))
+        return JSONResponse(body, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -17,11 +17,24 @@ STATUS = f"^({'|'.join(ACTIVE + FINISHED)})$"
 SPEC_FIELDS = ("model", "method", "encoding", "targets", "generations", "steps", "population", "seed", "max_seconds")
 
 
-def links(job_id: str) -> dict:
+# A job's files: name -> (its key in `links`, media type). Written when the job ends (input.png: at start).
+JOB_FILES = {"grid.png": ("grid", "image/png"), "curve.png": ("curve", "image/png"),
+             "summary.json": ("summary", "application/json"), "input.png": ("input", "image/png")}
+
+
+def links(job_id: str, files: tuple[str, ...] | list[str] = ()) -> dict:
+    """Where to go next. Files are named only once they exist (``files``: those written so far)."""
     base = f"/api/v1/jobs/{job_id}"
-    return {"self": base, "events": f"{base}/events", "page": f"/jobs/{job_id}", "cancel": f"{base}/cancel",
-            "pause": f"{base}/pause", "resume": f"{base}/resume", "step": f"{base}/step",
-            "grid": f"{base}/grid.png", "summary": f"{base}/summary.json"}
+    out = {"self": base, "events": f"{base}/events", "page": f"/jobs/{job_id}", "cancel": f"{base}/cancel",
+           "pause": f"{base}/pause", "resume": f"{base}/resume", "step": f"{base}/step"}
+    for name in files:
+        out[JOB_FILES[name][0]] = f"{base}/{name}"
+    return out
+
+
+def written(run: Runner, job_id: str) -> list[str]:
+    folder = run.store.root / job_id
+    return [name for name in JOB_FILES if (folder / name).is_file()]
 
 
 def view(run: Runner, job_id: str, history: bool = True) -> dict | None:
@@ -31,7 +44,7 @@ def view(run: Runner, job_id: str, history: bool = True) -> dict | None:
         return None
     live = run.live(job_id)
     out = {"id": job_id, "status": rec["status"], "created": rec["created"], "updated": rec["updated"],
-           "settings": rec["spec"], "error": rec["error"], "links": links(job_id)}
+           "settings": rec["spec"], "error": rec["error"], "links": links(job_id, written(run, job_id))}
     if live is not None and (not live.finished or rec["result"] is None):
         frame = results.frame(live)
         out.update(status=live.status, error=live.error or rec["error"], version=live.version,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+from typing import Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.responses import FileResponse, Response
@@ -10,9 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.experiments import catalog
 from app.experiments.runner import ExperimentError, ExperimentRunner
+from app.jobs.spec import Integer
 from app.web.api import examples
 from app.web.deps import identity
-from app.web.errors import ApiError, error_responses
+from app.web.errors import ApiError, error_responses, too_many
+from app.web.paths import PLOT_NAME
 
 router = APIRouter()
 EXP_ID = r"^[A-Za-z0-9_-]{8,64}$"
@@ -20,9 +23,9 @@ EXP_ID = r"^[A-Za-z0-9_-]{8,64}$"
 
 class ExperimentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN or Infinity anywhere: 422
-    name: str = Field(description="retrain, transfer, ensemble, smoothing, volume, logistic, neurons, blackbox")
-    quick: bool = Field(True, description="small settings (about a minute on a CPU)")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    name: Literal[tuple(catalog.EXPERIMENTS)] = Field(description="which experiment (see docs/experiments.md)")
+    quick: bool = Field(True, strict=True, description="small settings (about a minute on a CPU)")
+    seed: Integer = Field(0, ge=0, le=2**31 - 1)
 
 
 def experiments(request: Request) -> ExperimentRunner:
@@ -41,9 +44,11 @@ def start(request: Request, run: ExperimentRunner, spec: ExperimentSpec) -> str:
         raise ApiError(422, f"unknown experiment {spec.name!r}; choose one of {', '.join(catalog.EXPERIMENTS)}",
                        "name") from None
     except ExperimentError as exc:
-        raise ApiError(exc.status, exc.detail, exc.field, {"Retry-After": "30"}) from None
+        raise too_many(exc.detail, ("experiments-per-client", run.settings.max_experiments_per_client), 30,
+                       exc.field) from None
     except queue.Full:
-        raise ApiError(429, "too many experiments waiting; try again shortly", headers={"Retry-After": "30"}) from None
+        raise too_many("too many experiments waiting; try again shortly", ("experiment-queue", run.max_queued),
+                       30) from None
 
 
 def public(st: dict) -> dict:
@@ -99,11 +104,11 @@ async def cancel_experiment(request: Request, exp_id: str = Path(pattern=EXP_ID)
         raise ApiError(exc.status, exc.detail, exc.field) from None
 
 
-@router.get("/api/v1/experiments/{exp_id}/{name}", response_class=Response, tags=["experiments"],
+@router.get("/api/v1/experiments/{exp_id}/{name:plot}", response_class=Response, tags=["experiments"],
             summary="An experiment's plot",
             responses={200: {"content": {"image/png": {}}, "description": "a PNG plot"},
                        **error_responses(404, 422, _404="no such experiment or plot")})
-async def experiment_plot(exp_id: str = Path(pattern=EXP_ID), name: str = Path(pattern=r"^[a-z0-9-]{1,64}\.png$"),
+async def experiment_plot(exp_id: str = Path(pattern=EXP_ID), name: str = Path(pattern=f"^{PLOT_NAME}$"),
                           run: ExperimentRunner = Depends(experiments)) -> Response:
     """One of the plots named in the experiment's `results.plots`."""
     st = get_or_404(run, exp_id)

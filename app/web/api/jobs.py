@@ -6,25 +6,28 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
+from typing import Literal
 
 from fastapi import APIRouter, Body, Depends, File, Path, Query, Request, Response, UploadFile
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.jobs import results
 from app.jobs.runner import JobError, LocalRunner
 from app.jobs.spec import JobSpec
+from app.jobs.store import ACTIVE
 from app.serving.imaging import ImageError
 from app.serving.lab import Lab
 from app.web import streams
 from app.web.api import examples
+from app.web.caching import NO_CACHE, immutable_file
 from app.web.deps import INSTRUCTOR_ACTIONS, held_stream, identity, lab, mark_job, require_control, runner
 from app.web.errors import ApiError, error_responses, job_error
 from app.web.identity import token_hash
-from app.web.views import JOB_ID, STATUS, found, links, view
+from app.web.paths import JOB_ACTIONS
+from app.web.views import JOB_FILES, JOB_ID, STATUS, found, links, view, written
 
-FILES = {"grid.png": "image/png", "curve.png": "image/png", "summary.json": "application/json",
-         "input.png": "image/png"}
+JobAction = Literal[JOB_ACTIONS]
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
@@ -53,7 +56,7 @@ async def create_job(request: Request, response: Response,
     except JobError as exc:
         raise job_error(exc) from None
     response.headers["Location"] = f"/api/v1/jobs/{job_id}"
-    return {"id": job_id, "status": "queued", "control_token": token, "links": links(job_id)}
+    return {"id": job_id, "status": "queued", "control_token": token, "links": links(job_id, written(run, job_id))}
 
 
 @router.get("/jobs", summary="List jobs",
@@ -75,12 +78,12 @@ async def get_job(job_id: str = Path(pattern=JOB_ID), run: LocalRunner = Depends
     return found(run, job_id)
 
 
-@router.post("/jobs/{job_id}/{action}", summary="Control a job: cancel, pause, resume, step; hide, pin",
+@router.post("/jobs/{job_id}/{action:jobaction}", summary="Control a job: cancel, pause, resume, step; hide, pin",
              responses={200: examples.json_example(examples.CONTROLLED),
                         **error_responses(403, 404, 409, 422, _409="job already finished, or not paused (step)",
                                           _403="not the job's owner or the instructor")})
 async def control_job(request: Request, job_id: str = Path(pattern=JOB_ID),
-                      action: str = Path(pattern="^(cancel|pause|resume|step|hide|unhide|pin|unpin)$"),
+                      action: JobAction = Path(),
                       run: LocalRunner = Depends(runner)) -> dict:
     """`cancel` stops the job and keeps its best images so far; `pause` holds it; `resume` lets it go
     on; `step` runs exactly one step of a paused job (for demos). For the job's owner and the
@@ -110,9 +113,12 @@ async def delete_job(request: Request, job_id: str = Path(pattern=JOB_ID),
 
 
 @router.get("/jobs/{job_id}/images/{position}.png", response_class=Response, summary="A target's best image",
-            responses={200: {"content": {"image/png": {}}, "description": "PNG at the model's input size"},
+            responses={200: {"content": {"image/png": {}},
+                             "description": "PNG at the model's input size; a finished job's images have a strong "
+                                            "ETag and are cached for a year, live ones are never served stale"},
+                       304: {"description": "not modified: If-None-Match named the image's ETag"},
                        **error_responses(404, 422, _404="no such job, or no image at that position yet")})
-async def job_image(job_id: str = Path(pattern=JOB_ID), position: int = Path(ge=0, le=100_000),
+async def job_image(request: Request, job_id: str = Path(pattern=JOB_ID), position: int = Path(ge=0, le=100_000),
                     v: int | None = Query(None, ge=0, description="the version in a frame's image URL"),
                     run: LocalRunner = Depends(runner)) -> Response:
     """The best image so far (live) or the final image of one target, by its position in the job's
@@ -121,13 +127,14 @@ async def job_image(job_id: str = Path(pattern=JOB_ID), position: int = Path(ge=
     if live is not None and live.snap is not None and not live.finished:
         png = results.live_png(live, position)
         if png is not None:
-            # A frame's URL names the version at which this image last changed, so that URL's
-            # content never changes: browsers may keep it, and re-fetch only improved images.
-            cache = "public, max-age=3600" if v is not None else "no-cache"
+            # A frame's URL names the version at which this image last changed: while that is
+            # still the image's version, the URL's content cannot change and browsers may keep it.
+            current = live.changed[position] if position < len(live.changed) else None
+            cache = "public, max-age=3600" if v is not None and v == current else NO_CACHE
             return Response(png, media_type="image/png", headers={"Cache-Control": cache})
     path = run.store.root / job_id / f"{position}.png"
     if path.is_file():
-        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
+        return immutable_file(request, path, "image/png")
     found(run, job_id, history=False)  # 404 for an unknown job
     raise ApiError(404, f"job {job_id} has no image at position {position} (yet)", "position")
 
@@ -180,22 +187,54 @@ async def job_events(request: Request, job_id: str = Path(pattern=JOB_ID),
                              headers=streams.HEADERS)
 
 
-@router.get("/jobs/{job_id}/{name}", response_class=Response, summary="Download a job's files",
-            responses={200: {"content": {"image/png": {}, "application/json": {"example": examples.JOB_VIEW}},
-                             "description": "grid.png, curve.png, input.png or summary.json"},
-                       **error_responses(404, 422, _404="no such job, or the file is not written yet")})
-async def job_file(job_id: str = Path(pattern=JOB_ID),
-                   name: str = Path(pattern="^(grid\\.png|curve\\.png|summary\\.json|input\\.png)$"),
-                   run: LocalRunner = Depends(runner)) -> Response:
-    """The labelled grid of best images (like the paper's figures), the confidence curve, summary.json
-    (settings, seed, per-target results, history) and an adversarial job's input. Written when the
-    job finishes."""
+FILE_DOCS = {
+    "grid.png": ("The job's grid of best images", "The labelled grid of every target's best image, like the "
+                 "paper's figures."),
+    "curve.png": ("The job's confidence curve", "Best confidence (min, median, max over targets) against "
+                  "images evaluated."),
+    "summary.json": ("The job's summary", "Settings, seed, per-target results and the confidence history: "
+                     "everything needed to reproduce and report the run."),
+    "input.png": ("An adversarial job's input", "The real image an FGSM, PGD or from-image gradient job "
+                  "started from, at the model's input size."),
+}
+
+
+async def _job_file(request: Request, run: LocalRunner, job_id: str, name: str) -> Response:
     path = run.store.root / job_id / name
     if not path.is_file():
-        found(run, job_id, history=False)
-        raise ApiError(404, f"job {job_id} has no {name} (files are written when a job finishes)", "name")
-    return FileResponse(path, media_type=FILES[name],
-                        headers={"Content-Disposition": f'inline; filename="{job_id}-{name}"'})
+        job = found(run, job_id, history=False)
+        if job["status"] in ACTIVE and name != "input.png":
+            raise ApiError(409, f"job {job_id} is {job['status']}: {name} is written when it ends", "name")
+        raise ApiError(404, f"job {job_id} has no {name}", "name")
+    return immutable_file(request, path, JOB_FILES[name][1],
+                          {"Content-Disposition": f'inline; filename="{job_id}-{name}"'})
+
+
+def _add_file_route(name: str) -> None:
+    """One operation per file (not /jobs/{id}/{name}): a generated client gets a function for each,
+    and no file path can be confused with a control path such as /jobs/{id}/step."""
+    media = JOB_FILES[name][1]
+    summary, text = FILE_DOCS[name]
+    when = "Written when the job starts." if name == "input.png" else "Written when the job ends; until then 409."
+
+    async def job_file(request: Request, job_id: str = Path(pattern=JOB_ID),
+                       run: LocalRunner = Depends(runner)) -> Response:
+        return await _job_file(request, run, job_id, name)
+
+    job_file.__doc__ = f"{text} {when} Never changes once written: a strong ETag, cached for a year, 304 to " \
+                       "If-None-Match. A job's `links` name only the files that exist."
+    example = {"example": examples.JOB_VIEW} if media == "application/json" else {}
+    router.add_api_route(
+        f"/jobs/{{job_id}}/{name}", job_file, methods=["GET"], response_class=Response, summary=summary,
+        name=f"job_{name.split('.')[0]}",
+        responses={200: {"content": {media: example}, "description": name},
+                   304: {"description": "not modified: If-None-Match named the file's ETag"},
+                   **error_responses(404, 409, 422, _404="no such job, or it has no such file",
+                                     _409="the job is still running: the file is written when it ends")})
+
+
+for _name in JOB_FILES:
+    _add_file_route(_name)
 
 
 @router.post("/uploads", status_code=201, summary="Upload an image for jobs",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 
 import torch
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -13,10 +16,11 @@ from app.models.entry import ModelEntry
 from app.serving.imaging import ImageError, load_image, open_image, stack, to_model_input
 from app.serving.lab import Lab
 from app.serving.scoring import top_k
+from app.serving.tensors import TensorError, chunk_rows, read_npy, to_unit
 from app.settings import Settings
 from app.web.api import examples
 from app.web.deps import available_model, lab
-from app.web.errors import ApiError, error_responses
+from app.web.errors import ApiError, error_responses, too_many
 
 router = APIRouter(prefix="/api/v1", tags=["scoring"])
 
@@ -54,6 +58,66 @@ async def score(
     are batched together on the server. Try:
     `curl -F file=@seven.png -F model=lenet-mnist -F top_k=3 http://HOST/api/v1/score`"""
     return await score_uploads(state, file, model, top_k_)
+
+
+NPY_TYPES = ("application/x-npy", "application/octet-stream")
+
+
+@router.post("/score/tensor", response_model=ScoreResponse, summary="Score a batch of images as one NumPy array",
+             openapi_extra={"requestBody": {"required": True, "description": "numpy.save of a uint8 array",
+                                            "content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                                        for t in NPY_TYPES}}},
+             responses={200: examples.json_example(examples.SCORE),
+                        **error_responses(400, 404, 409, 413, 415, 422, 429, _400="not a .npy file, or truncated",
+                                          _404="unknown model", _409="model listed but unavailable",
+                                          _413="more rows than FOOLING_MAX_TENSOR_ROWS, or a body over its size",
+                                          _415="the body is not application/x-npy or application/octet-stream",
+                                          _422="wrong dtype or shape, a pickled (object) array, or top_k over "
+                                               "the model's classes",
+                                          _429="too many arrays being scored at once; see Retry-After")})
+async def score_tensor(request: Request,
+                       model: str = Query("lenet-mnist", description="model id from GET /api/v1/models"),
+                       top_k_: int = Query(5, alias="top_k", description="how many classes to return per row"),
+                       state: Lab = Depends(lab)) -> JSONResponse:
+    """Many images in one request, at model speed: the body is a NumPy `.npy` file (`numpy.save`)
+    holding a **uint8** array of shape **(N, C, H, W)** at the model's input size (LeNet: (N, 1, 28,
+    28); EfficientNet-Lite0: (N, 3, 224, 224)), N up to FOOLING_MAX_TENSOR_ROWS (1024). Pixels are
+    scored as sent (value / 255), with no resizing or centring. Pickled arrays are never loaded.
+    The answer has the shape of POST /api/v1/score, one result per row in order (`row-0`, ...)."""
+    t0 = time.perf_counter()
+    s = state.settings
+    entry = available_model(state, model)
+    if not 1 <= top_k_ <= entry.num_classes:
+        raise ApiError(422, f"top_k must be between 1 and {entry.num_classes} for {model}", "top_k")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in NPY_TYPES:
+        raise ApiError(415, f"send the array as {NPY_TYPES[0]} (numpy.save bytes), not {kind or 'nothing'}", "body")
+    most = s.max_tensor_rows * math.prod(entry.input_shape) + 4096
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > most:
+        raise ApiError(413, f"{length} bytes; {s.max_tensor_rows} rows for {model} fit in {most}", "body")
+    slots: asyncio.Semaphore = request.app.state.tensor_slots
+    if slots.locked():  # each waiting array would hold its body in memory: refuse rather than queue
+        raise too_many("other arrays are being scored; retry shortly", ("tensor-requests", s.tensor_concurrency), 1)
+    async with slots:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > most:
+                raise ApiError(413, f"the body is over {most} bytes ({s.max_tensor_rows} rows for {model})", "body")
+        try:
+            rows = read_npy(bytes(body), entry.input_shape, s.max_tensor_rows)
+        except TensorError as exc:
+            raise ApiError(exc.status, str(exc), "body") from None
+        del body
+        values, indices = await state.scorer.top_in_chunks(
+            entry.id, rows, chunk_rows(entry.input_shape, s.tensor_chunk_pixels), to_unit, top_k_)
+    labels = entry.labels
+    results = [{"filename": f"row-{n}", "top": [{"index": i, "label": labels[i], "confidence": v}
+                                                 for v, i in zip(vs, ix, strict=True)]}
+               for n, (vs, ix) in enumerate(zip(values, indices, strict=True))]
+    return JSONResponse({"model": entry.id, "results": results,
+                         "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)})
 
 
 async def score_uploads(state: Lab, files: list[UploadFile], model: str, k: int) -> dict:

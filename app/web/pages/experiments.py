@@ -9,6 +9,7 @@ from app.experiments import catalog
 from app.experiments.runner import ExperimentRunner
 from app.web.api.experiments import EXP_ID, ExperimentSpec, cancel_experiment, experiments, get_or_404, public, start
 from app.web.deps import identity
+from app.web.errors import ApiError
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -25,6 +26,8 @@ async def experiments_page(request: Request, run: ExperimentRunner = Depends(exp
 async def start_from_page(request: Request, name: str = Path(max_length=32),
                           run: ExperimentRunner = Depends(experiments)) -> Response:
     form = await request.form()
+    if name not in catalog.EXPERIMENTS:
+        raise ApiError(422, f"unknown experiment {name!r}; choose one of {', '.join(catalog.EXPERIMENTS)}", "name")
     spec = ExperimentSpec(name=name, quick=form.get("full") != "1")
     return RedirectResponse(f"/experiments/{start(request, run, spec)}", status_code=303)
 

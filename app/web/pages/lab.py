@@ -52,10 +52,15 @@ def _spec_from_form(form: dict) -> JobSpec:
         if value == "":
             continue
         if key in ("generations", "steps", "population", "seed"):
-            data[key] = value  # pydantic turns digits into ints and names the field otherwise
+            data[key] = int(value) if value.isascii() and value.isdigit() else value  # else pydantic names the field
         elif key == "targets":
             data[key] = "all" if value.lower() == "all" else [int(t) if t.strip().isdigit() else t.strip()
                                                             for t in value.split(",") if t.strip()]
+        elif key == "max_seconds":
+            try:
+                data[key] = float(value)
+            except ValueError:
+                data[key] = value  # pydantic names the field
         else:
             data[key] = value
     params = (form.get("params") or "").strip()

@@ -1,0 +1,61 @@
+"""HTTP caching for what never changes: a finished job's files and images. They carry a strong
+ETag (a hash of their bytes) and a year-long, immutable Cache-Control, and a request whose
+If-None-Match names the ETag gets 304 with no body. Live answers are sent with no-cache."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from fastapi import Request, Response
+from fastapi.responses import FileResponse
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+NO_CACHE = "no-cache"  # may be stored, but always revalidated: a live answer is never shown stale
+
+_etags: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+_lock = threading.Lock()
+_MAX = 4096
+
+
+def etag_of(path: Path) -> str:
+    """A strong ETag from the file's bytes, remembered per (path, mtime, size)."""
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    with _lock:
+        tag = _etags.get(key)
+        if tag is not None:
+            _etags.move_to_end(key)
+            return tag
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    tag = f'"{digest.hexdigest()[:32]}"'
+    with _lock:
+        _etags[key] = tag
+        if len(_etags) > _MAX:
+            _etags.popitem(last=False)
+    return tag
+
+
+def etag_matches(request: Request, tag: str) -> bool:
+    """If-None-Match uses the weak comparison (RFC 9110 13.1.2): W/ prefixes are ignored."""
+    header = request.headers.get("if-none-match")
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    bare = tag.removeprefix("W/")
+    return any(part.strip().removeprefix("W/") == bare for part in header.split(","))
+
+
+def immutable_file(request: Request, path: Path, media_type: str, headers: dict | None = None) -> Response:
+    """A finished job's file: 304 when the client has it, else the file with its ETag."""
+    tag = etag_of(path)
+    cache = {"ETag": tag, "Cache-Control": IMMUTABLE}
+    if etag_matches(request, tag):
+        return Response(status_code=304, headers=cache)
+    return FileResponse(path, media_type=media_type, headers={**(headers or {}), **cache})
