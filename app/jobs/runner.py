@@ -52,7 +52,8 @@ class Runner(ABC):
     """What the API and pages need from a job backend."""
 
     @abstractmethod
-    def submit(self, spec: JobSpec, client: str, address: str = "", token_hash: str | None = None) -> str: ...
+    def submit(self, spec: JobSpec, client: str, address: str = "", token_hash: str | None = None,
+               job_id: str | None = None) -> str: ...
 
     @abstractmethod
     def delete(self, job_id: str) -> bool: ...  # cancel if running; remove record and files
@@ -141,7 +142,9 @@ class LocalRunner(Runner):
             opts.setdefault("chunk", max(1, self.settings.step_chunk_work // per_image))
         return opts
 
-    def submit(self, spec: JobSpec, client: str, address: str = "", token_hash: str | None = None) -> str:
+    def submit(self, spec: JobSpec, client: str, address: str = "", token_hash: str | None = None,
+               job_id: str | None = None) -> str:
+        """Queue a job; ``job_id`` (new, random) may be chosen by the caller, e.g. to derive its token."""
         if self._closing.is_set():
             raise JobError(503, "the server is shutting down")
         targets, labels = self.validate(spec)
@@ -177,7 +180,7 @@ class LocalRunner(Runner):
                 raise JobError(429, f"{here} jobs are queued or running from your network address (limit "
                                f"{self.settings.max_jobs_per_address}); try again shortly", retry_after=10,
                                policy=("jobs-per-address", self.settings.max_jobs_per_address))
-            job = Job(secrets.token_urlsafe(12), spec, client, time.time(), labels, address=address)
+            job = Job(job_id or secrets.token_urlsafe(12), spec, client, time.time(), labels, address=address)
             job.changed = [0] * len(targets or [0])
             job.image, job.targets = image, targets
             if self._queue.full():
@@ -251,6 +254,7 @@ class LocalRunner(Runner):
         """Retention: delete finished, unpinned jobs and uploads older than FOOLING_RETENTION_DAYS.
         Returns (jobs, uploads) deleted."""
         cutoff = (now or time.time()) - self.settings.retention_days * 86_400
+        self.store.expire_keys((now or time.time()) - self.settings.idempotency_ttl_s)
         jobs, uploads = self.store.expired(cutoff)
         for job_id in jobs:
             with self._lock:

@@ -38,6 +38,19 @@ CREATE TABLE IF NOT EXISTS uploads (
     created REAL NOT NULL
 );
 """
+# Idempotency-Key: what a POST with a key made, so that a retry gets the same answer. ``result`` is
+# NULL while the first request is still being served.
+IDEMPOTENCY = """
+CREATE TABLE IF NOT EXISTS idempotency (
+    scope TEXT NOT NULL,
+    route TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    result TEXT,
+    created REAL NOT NULL,
+    PRIMARY KEY (scope, route, key)
+);
+"""
 
 ACTIVE = ("queued", "running", "paused")
 FINISHED = ("done", "cancelled", "failed", "interrupted")
@@ -56,7 +69,7 @@ class JobStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA + UPLOADS)
+            self._db.executescript(SCHEMA + UPLOADS + IDEMPOTENCY)
             have = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
             for name, decl in ADDED_COLUMNS.items():
                 if name not in have:
@@ -89,6 +102,40 @@ class JobStore:
         assert name in ("hidden", "pinned")
         with self._lock:
             return self._db.execute(f"UPDATE jobs SET {name}=? WHERE id=?", (int(on), job_id)).rowcount == 1
+
+    # -- Idempotency-Key ----------------------------------------------------------------------------
+    def claim_key(self, scope: str, route: str, key: str, fingerprint: str, expired_before: float
+                  ) -> tuple[str, dict | None]:
+        """Take a key for a request: ("new", None) when it is free (it is now held), ("done", result)
+        when a request with the same fingerprint finished, ("busy", None) while one is still being
+        served, ("mismatch", None) when the key was used for a different request."""
+        with self._lock:
+            self._db.execute("DELETE FROM idempotency WHERE scope=? AND route=? AND key=? AND created<?",
+                             (scope, route, key, expired_before))
+            row = self._db.execute("SELECT fingerprint, result FROM idempotency WHERE scope=? AND route=? AND key=?",
+                                   (scope, route, key)).fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO idempotency (scope, route, key, fingerprint, created) VALUES (?,?,?,?,?)",
+                                 (scope, route, key, fingerprint, time.time()))
+                return "new", None
+        if row["fingerprint"] != fingerprint:
+            return "mismatch", None
+        if row["result"] is None:
+            return "busy", None
+        return "done", json.loads(row["result"])
+
+    def settle_key(self, scope: str, route: str, key: str, result: dict | None) -> None:
+        """Record what the held key's request made, or (None: it failed) free the key for a retry."""
+        with self._lock:
+            if result is None:
+                self._db.execute("DELETE FROM idempotency WHERE scope=? AND route=? AND key=?", (scope, route, key))
+            else:
+                self._db.execute("UPDATE idempotency SET result=? WHERE scope=? AND route=? AND key=?",
+                                 (json.dumps(result), scope, route, key))
+
+    def expire_keys(self, before: float) -> int:
+        with self._lock:
+            return self._db.execute("DELETE FROM idempotency WHERE created<?", (before,)).rowcount
 
     # -- disk: what each client keeps, and what retention may sweep ------------------------------
     def add_upload(self, upload_id: str, client: str, size: int) -> None:

@@ -38,7 +38,9 @@ def read_npy(data: bytes, input_shape: tuple[int, int, int], max_rows: int) -> n
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, max_header_size=MAX_HEADER)
         else:
             raise TensorError(f".npy format {version[0]}.{version[1]} is not read here; numpy.save writes 1.0", 400)
-    except (ValueError, SyntaxError) as exc:  # a header that is not a plain dict literal
+    except TensorError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (a header that is not a dict literal: ValueError, SyntaxError, TokenError)
         raise TensorError(f"the .npy header is not valid ({exc})", 400) from None
     if dtype.hasobject:
         raise TensorError("object arrays (pickled data) are refused: send uint8 pixels")

@@ -5,8 +5,9 @@
   cannot pick it (an unsigned or forged value is replaced).
 - The instructor proves themselves with ``Authorization: Bearer <FOOLING_ADMIN_TOKEN>`` or with the
   signed ``fl_instructor`` cookie that /instructor sets after taking the token once.
-- A job's creator also gets a ``control_token`` (only its hash is stored), for REST clients that
-  keep no cookies: ``Authorization: Bearer <control_token>``.
+- A job's creator also gets a ``control_token`` (only its hash is stored; it is an HMAC of the job
+  id, so a retried POST can be given it again), for REST clients that keep no cookies:
+  ``Authorization: Bearer <control_token>``.
 
 Signing is HMAC-SHA256 with FOOLING_SECRET_KEY, or a key generated once and kept in the data dir.
 """
@@ -65,6 +66,11 @@ class Signer:
     def sign(self, purpose: str, value: str) -> str:
         return f"{value}.{self._mac(purpose, value)}"
 
+    def derive(self, purpose: str, value: str) -> str:
+        """A secret only this server can compute from ``value`` (the full 256-bit MAC)."""
+        digest = hmac.new(self.key, f"{purpose}:{value}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
     def unsign(self, purpose: str, signed: str | None) -> str | None:
         """The value, or None when the signature does not match (or there is nothing)."""
         if not signed or "." not in signed or len(signed) > 200:
@@ -118,6 +124,11 @@ class Gatekeeper:
         instructor = self.is_admin_token(bearer) or (
             self.instructor_enabled and self.signer.unsign(INSTRUCTOR_COOKIE, cookies.get(INSTRUCTOR_COOKIE)) == "1")
         return Identity(client, address, instructor, bearer, new)
+
+    def control_token(self, job_id: str) -> str:
+        """A job's control token, derived from its id with the key: the server keeps only its hash,
+        yet can give the same token again to a retry that carries the same Idempotency-Key."""
+        return self.signer.derive("control", job_id)
 
     def client_cookie(self, client: str, secure: bool) -> str:
         return _cookie(CLIENT_COOKIE, self.signer.sign(CLIENT_COOKIE, client), COOKIE_MAX_AGE, secure)

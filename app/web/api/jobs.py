@@ -18,7 +18,7 @@ from app.jobs.spec import JobSpec
 from app.jobs.store import ACTIVE
 from app.serving.imaging import ImageError
 from app.serving.lab import Lab
-from app.web import streams
+from app.web import idempotency, streams
 from app.web.api import examples
 from app.web.caching import NO_CACHE, immutable_file
 from app.web.deps import INSTRUCTOR_ACTIONS, held_stream, identity, lab, mark_job, require_control, runner
@@ -35,12 +35,15 @@ router = APIRouter(prefix="/api/v1", tags=["jobs"])
 @router.post("/jobs", status_code=201, summary="Start a job",
              responses={201: examples.json_example(examples.JOB_CREATED, "queued; follow links.events"),
                         **error_responses(404, 409, 413, 422, 429, 503, _404="unknown model or upload",
-                                          _409="model unavailable", _413="image too large",
+                                          _409="model unavailable; or the Idempotency-Key was used for another "
+                                               "request, or its first request is still being served",
+                                          _413="image too large",
                                           _429="queue full or per-client cap reached (see Retry-After)",
                                           _503="the server is shutting down")})
 async def create_job(request: Request, response: Response,
                      spec: JobSpec = Body(openapi_examples=examples.JOB_REQUESTS),
-                     run: LocalRunner = Depends(runner)) -> dict:
+                     key: str | None = Depends(idempotency.key_header),
+                     run: LocalRunner = Depends(runner), state: Lab = Depends(lab)) -> dict:
     """Start one method run (evolution, MAP-Elites, gradient ascent, FGSM, PGD or the random
     baseline) with its settings and seed; the same settings and seed give the same images. Answers
     at once with the job's id and links: follow `events` (Server-Sent Events) or poll `self`.
@@ -48,15 +51,40 @@ async def create_job(request: Request, response: Response,
     `control_token` is shown only here (the server keeps a hash): send it as
     `Authorization: Bearer <control_token>` to cancel, pause, resume, step or delete the job. The
     browser that started it (its signed `fl_client` cookie) and the instructor may do so too; anyone
-    else gets 403. Watching (GET, events, images) is open to all."""
-    who = identity(request)
-    token = secrets.token_urlsafe(24)
-    try:
-        job_id = await run_in_threadpool(run.submit, spec, who.client, who.address, token_hash(token))
-    except JobError as exc:
-        raise job_error(exc) from None
+    else gets 403. Watching (GET, events, images) is open to all.
+
+    Safe to retry: with an `Idempotency-Key` header, a repeat of the same request (same key, same
+    body) answers with the job the first one made (and its token), marked `Idempotent-Replayed:
+    true`; the same key with a different body gets 409.
+
+    Rules across fields (422, naming the field): targets must be classes of the chosen model;
+    `steps` is for gradient, fgsm and pgd, `generations` for evolve and map-elites; `params` holds
+    only the chosen method's parameters; fgsm and pgd need `image` or `upload`; and the work of one
+    step (population x targets x image size) and of the whole job are capped by the server."""
+    gate = request.app.state.gatekeeper
+    async with idempotency.idempotent(request, run.store, "jobs", key, spec.model_dump(mode="json"),
+                                      state.settings.idempotency_ttl_s) as claim:
+        if claim.replay is not None:
+            job_id = claim.replay["id"]
+            job = view(run, job_id, history=False)
+            if job is None:
+                raise ApiError(409, f"the job this Idempotency-Key made ({job_id}) has been deleted: use a new key",
+                               "Idempotency-Key")
+            response.headers["Idempotent-Replayed"] = "true"
+            status = job["status"]
+        else:
+            who = identity(request)
+            job_id = secrets.token_urlsafe(12)
+            try:
+                await run_in_threadpool(run.submit, spec, who.client, who.address,
+                                        token_hash(gate.control_token(job_id)), job_id)
+            except JobError as exc:
+                raise job_error(exc) from None
+            claim.done({"id": job_id})
+            status = "queued"
     response.headers["Location"] = f"/api/v1/jobs/{job_id}"
-    return {"id": job_id, "status": "queued", "control_token": token, "links": links(job_id, written(run, job_id))}
+    return {"id": job_id, "status": status, "control_token": gate.control_token(job_id),
+            "links": links(job_id, written(run, job_id))}
 
 
 @router.get("/jobs", summary="List jobs",
@@ -239,24 +267,36 @@ for _name in JOB_FILES:
 
 @router.post("/uploads", status_code=201, summary="Upload an image for jobs",
              responses={201: examples.json_example(examples.UPLOADED),
-                        **error_responses(400, 413, 415, 422, _400="corrupt image")})
-async def upload(request: Request, file: UploadFile = File(..., description="an image for adversarial jobs"),
+                        **error_responses(400, 409, 413, 415, 422, _400="corrupt image",
+                                          _409="the Idempotency-Key was used for another file, or its first "
+                                               "request is still being served")})
+async def upload(request: Request, response: Response,
+                 file: UploadFile = File(..., description="an image for adversarial jobs"),
+                 key: str | None = Depends(idempotency.key_header),
                  state: Lab = Depends(lab), run: LocalRunner = Depends(runner)) -> dict:
     """Keep a real image for adversarial jobs (FGSM, PGD) or gradient ascent from an image: pass the
     id as `upload` in POST /api/v1/jobs. Uploads count against the client's disk quota and are
-    deleted after FOOLING_RETENTION_DAYS."""
+    deleted after FOOLING_RETENTION_DAYS. With an `Idempotency-Key`, a retry of the same file
+    answers with the first upload (`Idempotent-Replayed: true`) instead of storing it twice."""
     s = state.settings
     who = identity(request)
-    used = run.store.bytes_used(who.client)
-    if used >= s.disk_quota_bytes:
-        raise ApiError(413, f"your runs and uploads keep {used // 2**20} MB on this server (quota "
-                            f"{s.disk_quota_bytes // 2**20} MB): delete some first", "file")
     data = await file.read(s.max_upload_bytes + 1)
     if len(data) > s.max_upload_bytes:
         raise ApiError(413, f"larger than the limit of {s.max_upload_bytes} bytes", "file")
-    try:
-        upload_id, img, size = await run_in_threadpool(results.save_upload, data, s.data_dir, s.max_image_pixels)
-    except ImageError as exc:
-        raise ApiError(exc.status, str(exc), "file") from None
-    run.store.add_upload(upload_id, who.client, size)
-    return {"id": upload_id, "width": img.width, "height": img.height}
+    async with idempotency.idempotent(request, run.store, "uploads", key, data, s.idempotency_ttl_s) as claim:
+        if claim.replay is not None:
+            response.headers["Idempotent-Replayed"] = "true"
+            return claim.replay
+        used = run.store.bytes_used(who.client)
+        if used >= s.disk_quota_bytes:
+            raise ApiError(413, f"your runs and uploads keep {used // 2**20} MB on this server (quota "
+                                f"{s.disk_quota_bytes // 2**20} MB): delete some first", "file")
+        try:
+            upload_id, img, size = await run_in_threadpool(results.save_upload, data, s.data_dir,
+                                                           s.max_image_pixels)
+        except ImageError as exc:
+            raise ApiError(exc.status, str(exc), "file") from None
+        run.store.add_upload(upload_id, who.client, size)
+        made = {"id": upload_id, "width": img.width, "height": img.height}
+        claim.done(made)
+        return made
