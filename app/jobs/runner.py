@@ -323,7 +323,6 @@ class LocalRunner(Runner):
 
     # -- running --------------------------------------------------------------------------------
     def _work(self) -> None:
-        torch.set_num_threads(1)  # per thread: the heavy forwards run on the compute thread
         while not self._closing.is_set():
             self._reap_long_pauses()
             job = self._take()

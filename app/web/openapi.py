@@ -67,7 +67,6 @@ def refine(doc: dict, settings: Settings, models: list) -> None:
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
     ids = [m.id for m in models]
-    labels = list(dict.fromkeys(label for m in models for label in m.labels))
     most_classes = max((m.num_classes for m in models), default=1000)
 
     job = schemas["JobSpec"]["properties"]
@@ -76,13 +75,19 @@ def refine(doc: dict, settings: Settings, models: list) -> None:
     job["generations"] = _capped(job["generations"], s.max_generations)
     job["steps"] = _capped(job["steps"], s.max_steps)
     job["population"] = _capped(job["population"], s.max_population)
+    # Class names are not an enum here: they depend on the model (GET /api/v1/models/{id} lists them),
+    # and 1000 ImageNet names would swamp a generated client.
     target = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": most_classes - 1},
-                        {"type": "string", **({"enum": labels} if labels else {})}]}
+                        {"type": "string", "minLength": 1, "maxLength": 200,
+                         "description": "a class name of the model, e.g. \"school bus\""}]}
     job["targets"]["anyOf"] = [
         {"type": "array", "items": target, "minItems": 1, "maxItems": s.max_targets},
         {"type": "string", "const": "all"}, {"type": "null"}]
     job["params"] = {**_params_schema(), "description": job["params"].get("description", "")}
 
+    for body in (n for n in schemas if n.startswith("Body_")):  # multipart uploads: files are bytes
+        file = schemas[body]["properties"].get("file", {})
+        (file.get("items") or file)["format"] = "binary"
     for body in (n for n in schemas if n.startswith("Body_score")):
         props = schemas[body]["properties"]
         if ids:
@@ -98,6 +103,10 @@ def refine(doc: dict, settings: Settings, models: list) -> None:
                 if param["name"] == "top_k":
                     param["schema"].update(minimum=1, maximum=most_classes)
             responses = op["responses"]
+            for answer in responses.values():  # a PNG is bytes: say so, and generated clients return a file
+                png = answer.get("content", {}).get("image/png")
+                if png is not None and "schema" not in png:
+                    png["schema"] = {"type": "string", "format": "binary"}
             if method in MUTATING:  # answered by GuardMiddleware before any route runs
                 responses.setdefault("403", _error(403, "a cross-site request (Origin or Sec-Fetch-Site), refused"))
                 responses.setdefault("413", _error(413, "the request body is over the server's limit"))

@@ -6,9 +6,10 @@ import asyncio
 import math
 import time
 
+import orjson
 import torch
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -78,7 +79,7 @@ NPY_TYPES = ("application/x-npy", "application/octet-stream")
 async def score_tensor(request: Request,
                        model: str = Query("lenet-mnist", description="model id from GET /api/v1/models"),
                        top_k_: int = Query(5, alias="top_k", description="how many classes to return per row"),
-                       state: Lab = Depends(lab)) -> JSONResponse:
+                       state: Lab = Depends(lab)) -> Response:
     """Many images in one request, at model speed: the body is a NumPy `.npy` file (`numpy.save`)
     holding a **uint8** array of shape **(N, C, H, W)** at the model's input size (LeNet: (N, 1, 28,
     28); EfficientNet-Lite0: (N, 3, 224, 224)), N up to FOOLING_MAX_TENSOR_ROWS (1024). Pixels are
@@ -116,8 +117,8 @@ async def score_tensor(request: Request,
     results = [{"filename": f"row-{n}", "top": [{"index": i, "label": labels[i], "confidence": v}
                                                  for v, i in zip(vs, ix, strict=True)]}
                for n, (vs, ix) in enumerate(zip(values, indices, strict=True))]
-    return JSONResponse({"model": entry.id, "results": results,
-                         "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)})
+    body = {"model": entry.id, "results": results, "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)}
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 async def score_uploads(state: Lab, files: list[UploadFile], model: str, k: int) -> dict:
