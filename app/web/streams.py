@@ -8,7 +8,7 @@ import weakref
 from collections import Counter
 from collections.abc import AsyncIterator
 
-from app.web.errors import ApiError
+from app.web.errors import too_many
 
 # Set when the server process is asked to exit (signal), so open event streams end instead of
 # holding shutdown. Each app also has its own flag (app.state.stopping), set when its lifespan ends:
@@ -75,8 +75,9 @@ class StreamLimiter:
             for kind, key in keys:
                 if self._open[(kind, key)] >= self.caps[kind]:
                     where = "on this server" if kind == "total" else f"from your {kind}"
-                    raise ApiError(429, f"too many open event streams {where} (limit {self.caps[kind]}); "
-                                        "close one and retry", headers={"Retry-After": "5"})
+                    policy = ("streams" if kind == "total" else f"streams-per-{kind}", self.caps[kind])
+                    raise too_many(f"too many open event streams {where} (limit {self.caps[kind]}); close one and "
+                                   "retry", policy, 5)
             for key in keys:
                 self._open[key] += 1
         released = False
