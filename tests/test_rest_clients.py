@@ -278,3 +278,13 @@ def test_rate_limited_answers_carry_retry_after_and_ratelimit_headers(rc):
 def test_405_lists_every_method_the_path_serves(rc, method, path, allow):
     r = rc.request(method, path)
     assert r.status_code == 405 and r.headers["Allow"] == allow and r.json()["error"] == "method_not_allowed"
+
+
+def test_a_finished_jobs_view_revalidates_with_its_etag(rc):
+    made = rc.post("/api/v1/jobs", json=JOB).json()
+    job = wait_done(rc, made["id"])
+    first = rc.get(f"/api/v1/jobs/{job['id']}")
+    tag = first.headers["ETag"]
+    assert first.headers["Cache-Control"] == "no-cache" and first.json()["status"] == "done"
+    again = rc.get(f"/api/v1/jobs/{job['id']}", headers={"If-None-Match": tag})
+    assert again.status_code == 304 and again.headers["ETag"] == tag

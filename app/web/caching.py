@@ -5,6 +5,7 @@ If-None-Match names the ETag gets 304 with no body. Live answers are sent with n
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -59,3 +60,14 @@ def immutable_file(request: Request, path: Path, media_type: str, headers: dict 
     if etag_matches(request, tag):
         return Response(status_code=304, headers=cache)
     return FileResponse(path, media_type=media_type, headers={**(headers or {}), **cache})
+
+
+def revalidated_json(request: Request, data: dict) -> Response:
+    """A finished job's view: a strong ETag over its bytes, revalidated on every use (no-cache),
+    304 when the client's copy is current."""
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    tag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"ETag": tag, "Cache-Control": NO_CACHE}
+    if etag_matches(request, tag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)

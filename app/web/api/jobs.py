@@ -6,10 +6,10 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Depends, File, Path, Query, Request, Response, UploadFile
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.jobs import results
@@ -20,7 +20,7 @@ from app.serving.imaging import ImageError
 from app.serving.lab import Lab
 from app.web import idempotency, streams
 from app.web.api import examples
-from app.web.caching import NO_CACHE, immutable_file
+from app.web.caching import NO_CACHE, immutable_file, revalidated_json
 from app.web.deps import INSTRUCTOR_ACTIONS, held_stream, identity, lab, mark_job, require_control, runner
 from app.web.errors import ApiError, error_responses, job_error
 from app.web.identity import token_hash
@@ -99,11 +99,19 @@ async def list_jobs(limit: int = Query(20, ge=1, le=200), offset: int = Query(0,
 
 
 @router.get("/jobs/{job_id}", summary="One job",
-            responses={200: examples.json_example(examples.JOB_VIEW), **error_responses(404, 422)})
-async def get_job(job_id: str = Path(pattern=JOB_ID), run: LocalRunner = Depends(runner)) -> dict:
+            responses={200: {**examples.json_example(examples.JOB_VIEW),
+                             "model": dict[str, Any]},  # a JSON object: generated clients read it as one
+                       304: {"description": "not modified: the finished job's ETag matched If-None-Match"},
+                       **error_responses(404, 422)})
+async def get_job(request: Request, job_id: str = Path(pattern=JOB_ID),
+                  run: LocalRunner = Depends(runner)) -> Response:
     """Status, progress, settings and, per target: label, best confidence, top 5 classes, image URL and
-    when it reached 99.99%; the confidence history for a chart. Live while it runs, final after."""
-    return found(run, job_id)
+    when it reached 99.99%; the confidence history for a chart. Live while it runs, final after;
+    a finished job's answer has a strong ETag (304 to If-None-Match)."""
+    job = found(run, job_id)
+    if job["status"] in ACTIVE:
+        return JSONResponse(job, headers={"Cache-Control": NO_CACHE})
+    return revalidated_json(request, job)
 
 
 @router.post("/jobs/{job_id}/{action:jobaction}", summary="Control a job: cancel, pause, resume, step; hide, pin",
