@@ -288,3 +288,18 @@ def test_a_finished_jobs_view_revalidates_with_its_etag(rc):
     assert first.headers["Cache-Control"] == "no-cache" and first.json()["status"] == "done"
     again = rc.get(f"/api/v1/jobs/{job['id']}", headers={"If-None-Match": tag})
     assert again.status_code == 304 and again.headers["ETag"] == tag
+
+
+def test_tensor_requests_past_the_concurrency_cap_get_429_with_headers(rc):
+    import asyncio
+
+    slots = rc.app.state.tensor_slots
+    rc.app.state.tensor_slots = asyncio.Semaphore(0)  # as if every slot were taken by other arrays
+    try:
+        r = post_tensor(rc, npy(np.zeros((1, 1, 28, 28), np.uint8)))
+        assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+        cap = rc.app.state.lab.settings.tensor_concurrency
+        assert r.headers["RateLimit-Policy"] == f'"tensor-requests";q={cap};qu="concurrent-requests"'
+    finally:
+        rc.app.state.tensor_slots = slots
+    assert post_tensor(rc, npy(np.zeros((1, 1, 28, 28), np.uint8))).status_code == 200
