@@ -27,6 +27,9 @@ class Settings:
     models_dir: Path = ROOT / "models"
     # Model ids to load at start ("all" = every registered model whose weights are at hand).
     preload: str = "all"
+    # Forward-only work: "auto" (ONNX Runtime on CPU where it is faster), "torch" or "onnx"; exports are cached here
+    runtime: str = "auto"
+    onnx_dir: Path | None = None  # default: DATA_DIR/onnx
     # Try to download torchvision weights that are not cached yet (background, never at import).
     download_weights: bool = True
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -75,6 +78,12 @@ class Settings:
     secret_key: str = field(default="", repr=False)
     admin_token: str = field(default="", repr=False)
 
+    def __post_init__(self) -> None:
+        if self.onnx_dir is None:  # frozen: set once, here
+            object.__setattr__(self, "onnx_dir", Path(self.data_dir) / "onnx")
+        if self.runtime not in ("auto", "torch", "onnx"):
+            raise ValueError(f"FOOLING_RUNTIME must be auto, torch or onnx, not {self.runtime!r}")
+
     @classmethod
     def from_env(cls) -> Settings:
         d = cls()
@@ -85,6 +94,8 @@ class Settings:
             data_dir=Path(_env("DATA_DIR", str(d.data_dir))),
             models_dir=Path(_env("MODELS_DIR", str(d.models_dir))),
             preload=_env("PRELOAD", d.preload),
+            runtime=_env("RUNTIME", d.runtime).strip().lower(),
+            onnx_dir=Path(_env("ONNX_DIR", "")) if _env("ONNX_DIR", "") else None,
             download_weights=_bool(_env("DOWNLOAD_WEIGHTS", "1")),
             max_upload_bytes=int(_env("MAX_UPLOAD_BYTES", str(d.max_upload_bytes))),
             max_image_pixels=int(_env("MAX_IMAGE_PIXELS", str(d.max_image_pixels))),

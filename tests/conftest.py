@@ -17,8 +17,13 @@ from app.settings import ROOT, Settings
 BUNDLED = "lenet-mnist,efficientnet-lite0-imagenet"
 
 
+# Exports for ONNX Runtime (and its once-per-machine timing) are shared by every test's app, so a
+# test never waits for an export: the first app of the run makes them (app/models/runtime.py).
+ONNX_DIR = ROOT / "data" / "onnx"
+
+
 def make_settings(**overrides) -> Settings:
-    base = dict(preload=BUNDLED, download_weights=False)
+    base = dict(preload=BUNDLED, download_weights=False, onnx_dir=ONNX_DIR)
     base.update(overrides)
     return Settings(**base)
 

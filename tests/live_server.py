@@ -32,7 +32,8 @@ class LiveServer:
 
     def start(self, timeout: float = 120) -> LiveServer:
         env = {**os.environ, "FOOLING_DATA_DIR": str(self.data_dir), "FOOLING_PRELOAD": self.preload,
-               "FOOLING_DOWNLOAD_WEIGHTS": "0", "FOOLING_PORT": str(self.port), **self.extra_env}
+               "FOOLING_DOWNLOAD_WEIGHTS": "0", "FOOLING_PORT": str(self.port),
+               "FOOLING_ONNX_DIR": str(ROOT / "data" / "onnx"), **self.extra_env}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         out = self.log.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(self.port)],

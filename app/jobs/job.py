@@ -55,6 +55,7 @@ class Job:
     deleted: bool = False  # deleted while running: finishing must leave nothing behind
     image: torch.Tensor | None = None  # the real image of adversarial jobs, decoded at submit
     targets: list[int] | None = None  # resolved at submit
+    runtime: dict = field(default_factory=dict)  # what ran its forward passes, and why (summary.json)
 
     @property
     def finished(self) -> bool:

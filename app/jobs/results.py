@@ -141,7 +141,7 @@ def save(job: Job, store: JobStore, status: str) -> dict:
               "ten_crop": bool(job.spec.params.get("ten_crop", False)), "stop_reason": job.stop_reason,
               "min_confidence": min(t["confidence"] for t in targets),
               "at_9999": sum(t["confidence"] >= SUCCESS for t in targets), "targets": targets,
-              "extra": _jsonable(snap.extra)}
+              "extra": _jsonable(snap.extra), "runtime": job.runtime or None}
     summary = {"id": job.id, "status": status, "settings": job.spec.model_dump(exclude={"image"}),
                **result, "history": job.history}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

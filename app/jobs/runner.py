@@ -74,6 +74,17 @@ class Runner(ABC):
     def close(self) -> None: ...
 
 
+FORWARD_ONLY = ("evolve", "map-elites", "random")
+
+
+def job_runtime(method: str, entry) -> dict:
+    """Evolution and the random baseline score through the model's forward runtime; gradient
+    methods run PyTorch (ONNX Runtime has no gradients)."""
+    if method in FORWARD_ONLY:
+        return {"name": entry.runtime, "reason": entry.runtime_reason}
+    return {"name": "torch", "reason": f"{method} needs gradients: PyTorch"}
+
+
 class LocalRunner(Runner):
     def __init__(self, lab: Lab, store: JobStore) -> None:
         self.lab, self.store, self.settings = lab, store, lab.settings
@@ -183,6 +194,7 @@ class LocalRunner(Runner):
             job = Job(job_id or secrets.token_urlsafe(12), spec, client, time.time(), labels, address=address)
             job.changed = [0] * len(targets or [0])
             job.image, job.targets = image, targets
+            job.runtime = job_runtime(spec.method, self.lab.registry.get(spec.model))
             if self._queue.full():
                 raise JobError(429, "the job queue is full; try again shortly", retry_after=10,
                                policy=("job-queue", self.settings.queue_size))

@@ -35,6 +35,10 @@ class ModelEntry:
     reason: str | None = "not loaded yet"
     model: nn.Module | None = field(default=None, repr=False)
     device: str = "cpu"
+    # Forward-only work: "torch" (the module) or "onnx" (``forward``, an ONNX Runtime session), and why.
+    runtime: str = "torch"
+    runtime_reason: str = "not loaded yet"
+    forward: Callable | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -51,6 +55,8 @@ class ModelEntry:
             "available": self.available,
             "reason": None if self.available else self.reason,
             "differentiable": self.differentiable,
+            "runtime": self.runtime,
+            "runtime_reason": self.runtime_reason,
             "source": self.source,
             "meta": self.meta,
         }

@@ -12,9 +12,10 @@ import logging
 import threading
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
-from app.models import builtin, custom
+from app.models import builtin, custom, runtime
 from app.models.entry import ModelEntry, ModelUnavailable, UnknownModel
 from app.settings import Settings, resolve_device
 
@@ -49,6 +50,12 @@ class Registry:
             raise ModelUnavailable(f"model {model_id!r} is not available: {entry.reason}")
         return entry.model
 
+    def forward_model(self, model_id: str):
+        """What forward-only work calls: the ONNX Runtime session where the runtime chose it, else the
+        module. Gradients always go through model()."""
+        entry = self.get(model_id)
+        return entry.forward if entry.forward is not None else self.model(model_id)
+
     def list(self) -> list[ModelEntry]:
         return list(self.entries.values())
 
@@ -62,12 +69,23 @@ class Registry:
                 net = entry.loader()
                 net.eval().requires_grad_(False)
                 entry.model = net.to(self.device)
+                self._choose_runtime(entry)
                 entry.available, entry.reason = True, None
-                log.info("loaded %s on %s", entry.id, self.device)
+                log.info("loaded %s on %s (%s)", entry.id, self.device, entry.runtime)
             except Exception as exc:  # a missing or broken model must never stop the server
                 entry.available, entry.reason = False, str(exc) or type(exc).__name__
                 log.warning("model %s unavailable: %s", entry.id, entry.reason)
         return entry
+
+    def _choose_runtime(self, entry: ModelEntry) -> None:
+        if getattr(entry.model, "differentiable", True) is False:  # already an ONNX file (bring your own)
+            entry.runtime, entry.runtime_reason = "onnx", "an ONNX model file: ONNX Runtime, forward only"
+            return
+        threads = self.settings.torch_threads or torch.get_num_threads()
+        forward, choice = runtime.prepare(entry.model, entry.id, entry.input_shape, self.settings.runtime,
+                                          self.device, self.settings.onnx_dir, threads,
+                                          entry.batch_limit.get(self.device.split(":")[0]))
+        entry.forward, entry.runtime, entry.runtime_reason = forward, choice.name, choice.reason
 
     def load_all(self) -> None:
         wanted = self.settings.preload

@@ -38,14 +38,18 @@ class Scorer:
     def forward(self, model_id: str, x: torch.Tensor) -> torch.Tensor:
         """One forward pass on the calling thread: (N, C, H, W) in [0, 1] -> (N, K) probabilities
         on the CPU. Callers other than the compute thread go through compute.run()."""
-        model = self.registry.model(model_id)
+        model = self.registry.forward_model(model_id)  # ONNX Runtime where the runtime chose it
         with torch.inference_mode():
             logits = model(x.to(self.registry.device, non_blocking=True))
             return torch.softmax(logits.float(), dim=-1).cpu()
 
     def _limit(self, model_id: str) -> int | None:
-        """The model's best batch size on this device kind, where it has one (EfficientNet on CPU: 2)."""
-        return self.registry.get(model_id).batch_limit.get(self.registry.device.split(":")[0])
+        """The model's best batch size on this device kind, where it has one (EfficientNet on CPU in
+        PyTorch: 2; ONNX Runtime splits large batches itself)."""
+        entry = self.registry.get(model_id)
+        if entry.forward is not None:
+            return None
+        return entry.batch_limit.get(self.registry.device.split(":")[0])
 
     def _forward_many(self, model_id: str, xs: list[torch.Tensor]) -> torch.Tensor:
         x = xs[0] if len(xs) == 1 else torch.cat(xs)

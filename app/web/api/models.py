@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.models.entry import UnknownModel
 from app.serving.lab import Lab
@@ -24,6 +24,9 @@ class ModelInfo(BaseModel):
     available: bool
     reason: str | None
     differentiable: bool
+    runtime: str = Field(description="what runs its forward-only work: torch or onnx (ONNX Runtime); "
+                                     "gradients always use PyTorch")
+    runtime_reason: str = Field(description="why that runtime (FOOLING_RUNTIME, and for auto what was measured)")
     source: str
     meta: dict
     labels: list[str] | None = None

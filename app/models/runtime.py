@@ -1,0 +1,186 @@
+"""How a model runs forward: PyTorch eager, or ONNX Runtime for forward-only work on CPU.
+
+Evolution, MAP-Elites, the random baseline and scoring only run models forward; on CPU ONNX
+Runtime runs EfficientNet-Lite0 about twice as fast as eager PyTorch (bench/fooling.py), while
+LeNet is as fast or faster in PyTorch. FOOLING_RUNTIME picks:
+
+- ``torch``: PyTorch for everything;
+- ``onnx``: ONNX Runtime for forward-only work wherever the model exports;
+- ``auto`` (default): on CPU, export and time both once per machine and keep the faster (the
+  timing is cached beside the export); on CUDA, PyTorch.
+
+Gradients (gradient ascent, FGSM, PGD) always use the PyTorch module. The export is made once, at
+load (never at import), on the compute thread, and cached under FOOLING_ONNX_DIR keyed by the
+weights' sha256 and the torch and onnxruntime versions. A model that does not export falls back
+to PyTorch with a log line and the reason in /api/v1/models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "torch", "onnx")
+ORT_BATCH_PIXELS = 32 * 3 * 224 * 224  # ORT keeps gaining up to 32 ImageNet images a pass (2 cores)
+
+
+@dataclass
+class Choice:
+    name: str  # "torch" or "onnx"
+    reason: str
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 over the model's parameters and buffers (names, shapes, bytes)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def export_path(onnx_dir: Path, model_id: str, digest: str) -> Path:
+    import onnxruntime as ort
+
+    return Path(onnx_dir) / f"{model_id}-{digest[:16]}-torch{torch.__version__}-ort{ort.__version__}.onnx"
+
+
+def export(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
+    """Export with a dynamic batch axis; written to a temporary name first, so a crash never leaves
+    a half file under the cached name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with warnings.catch_warnings():  # the TorchScript exporter announces its own deprecation
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.rand(1, *input_shape, device=_device(model)),),
+                          str(tmp), input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
+    tmp.replace(path)
+
+
+def _device(model: nn.Module) -> torch.device:
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+class OrtForward:
+    """Logits from an ONNX Runtime session, for torch tensors in and out. One session per model,
+    made once; called only from the compute thread, which so owns the runtime's thread pool."""
+
+    def __init__(self, path: Path, threads: int, max_rows: int) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        # Idle pool threads sleep instead of spinning: they share the cores with PyTorch's.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.max_rows = max(1, max_rows)
+        self.path = path
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.detach().float().cpu().numpy()
+        if len(z) <= self.max_rows:
+            out = self.session.run(None, {"x": z})[0]
+        else:
+            out = np.concatenate([self.session.run(None, {"x": z[i : i + self.max_rows]})[0]
+                                  for i in range(0, len(z), self.max_rows)])
+        return torch.from_numpy(out)
+
+
+AGREEMENT = 1e-4  # largest difference in probability allowed between the two runtimes
+
+
+def _disagreement(model: nn.Module, ort_forward: OrtForward, input_shape: tuple[int, int, int]) -> float:
+    """Largest probability difference on a few inputs (noise, grey, noise again at another batch)."""
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for x in (torch.rand(3, *input_shape, generator=gen), torch.full((1, *input_shape), 0.5),
+              torch.rand(5, *input_shape, generator=gen)):
+        with torch.inference_mode():
+            a = torch.softmax(model(x.to(_device(model))).float().cpu(), 1)
+            b = torch.softmax(ort_forward(x).float(), 1)
+        worst = max(worst, (a - b).abs().max().item())
+    return worst
+
+
+def _rate(fn, x: torch.Tensor, seconds: float = 0.6) -> float:
+    """Images per second of fn on x (best of three short windows, after a warm-up)."""
+    with torch.inference_mode():
+        fn(x)
+        best = 0.0
+        for _ in range(3):
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds / 3:
+                fn(x)
+                n += len(x)
+            best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+def prepare(model: nn.Module, model_id: str, input_shape: tuple[int, int, int], wanted: str, device: str,
+            onnx_dir: Path, threads: int, torch_batch: int | None = None) -> tuple[object | None, Choice]:
+    """(a forward-only callable or None for the PyTorch module itself, the choice and its reason)."""
+    if wanted not in RUNTIMES:
+        raise ValueError(f"FOOLING_RUNTIME must be one of {', '.join(RUNTIMES)}, not {wanted!r}")
+    if wanted == "torch":
+        return None, Choice("torch", "FOOLING_RUNTIME=torch")
+    if device.startswith("cuda") and wanted == "auto":
+        return None, Choice("torch", "CUDA: PyTorch (channels_last); ONNX Runtime is used on CPU")
+    try:
+        import onnxruntime  # noqa: F401
+
+        digest = weights_digest(model)
+        path = export_path(onnx_dir, model_id, digest)
+        if not path.is_file():
+            t0 = time.perf_counter()
+            export(model, input_shape, path)
+            log.info("exported %s to ONNX in %.1f s: %s", model_id, time.perf_counter() - t0, path.name)
+        pixels = int(np.prod(input_shape))
+        ort_forward = OrtForward(path, threads, max(1, ORT_BATCH_PIXELS // pixels))
+        gap = _disagreement(model, ort_forward, input_shape)
+        if gap > AGREEMENT:  # e.g. a Python-side op the tracer froze into a constant
+            raise RuntimeError(f"ONNX output differs from PyTorch by {gap:.1e} in probability")
+    except Exception as exc:  # a custom op, a missing package: PyTorch does the work, never an error
+        log.warning("%s: ONNX export or session failed, using PyTorch: %s", model_id, exc)
+        return None, Choice("torch", f"ONNX Runtime unavailable for this model ({type(exc).__name__}: {exc})"[:300])
+    if wanted == "onnx":
+        return ort_forward, Choice("onnx", "FOOLING_RUNTIME=onnx")
+    return _timed_choice(model, ort_forward, path, input_shape, torch_batch)
+
+
+def _timed_choice(model: nn.Module, ort_forward: OrtForward, path: Path, input_shape: tuple[int, int, int],
+                  torch_batch: int | None) -> tuple[object | None, Choice]:
+    """auto on CPU: the faster of the two at a typical population batch, timed once per machine."""
+    cache = path.with_suffix(".timing.json")
+    try:
+        rates = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        batch = max(1, min(64, ORT_BATCH_PIXELS // int(np.prod(input_shape))))
+        x = torch.rand(batch, *input_shape)
+        tb = torch_batch or batch
+        rates = {"batch": batch, "onnx": _rate(ort_forward, x),
+                 "torch": _rate(lambda z: torch.cat([model(z[i : i + tb]) for i in range(0, len(z), tb)]), x)}
+        with contextlib.suppress(OSError):  # a read-only cache dir: measured again next start
+            cache.write_text(json.dumps(rates))
+    faster = "onnx" if rates["onnx"] >= rates["torch"] else "torch"
+    reason = (f"auto: {faster} is faster here ({rates['onnx']:.0f} images/s in ONNX Runtime, "
+              f"{rates['torch']:.0f} in PyTorch, batch {rates['batch']}, measured once on this machine)")
+    return (ort_forward if faster == "onnx" else None), Choice(faster, reason)
