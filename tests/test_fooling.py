@@ -190,3 +190,31 @@ def test_gradient_over_many_targets_takes_turns_in_slices(client, lenet):
     assert max(sizes) <= 3  # each turn backpropagates one slice only
     assert snap.targets == list(range(10)) and (snap.confidence >= 0.9999).all(), snap.confidence
     assert_pngs_rescore(client, snap, need_mid=0)  # each cell holds the image made for its own target
+
+
+def test_map_elites_with_every_class_as_a_stepping_stone_reports_only_the_targets(client, lenet):
+    """stepping_stones=all: cells for all ten digits (parents come from any of them), targets shown."""
+    enc = DirectEncoding((1, 28, 28), "cpu")
+    params = EvolutionParams(population=50, generations=300, seed=2, stepping_stones="all")
+    snaps = list(map_elites(model_score_fn(lenet), enc, [3, 8], 10, params))
+    snap = snaps[-1]
+    assert snap.targets == [3, 8] and snap.images.shape == (2, 1, 28, 28)
+    assert snaps[0].extra["occupied"] > 2  # other classes hold cells too
+    assert (snap.images * 255 - (snap.images * 255).round()).abs().max() < 1e-4  # the 8-bit grid, exactly
+    with torch.inference_mode():
+        again = torch.softmax(lenet(snap.images), 1)[torch.arange(2), torch.tensor([3, 8])]
+    assert torch.allclose(again, snap.confidence, atol=1e-5)  # what is reported is what scores
+    assert (snap.confidence >= 0.9999).all() or snap.step == 300  # stops on the targets alone
+    with pytest.raises(ValueError):
+        last(evolve(model_score_fn(lenet), enc, [3], 10, EvolutionParams(generations=2, stepping_stones="all")))
+
+
+def test_stepping_stones_through_the_api(client):
+    ok = client.post("/api/v1/jobs", json={"model": "lenet-mnist", "method": "map-elites", "targets": [1],
+                                           "generations": 3, "params": {"stepping_stones": "all"}})
+    assert ok.status_code == 201, ok.text
+    for bad, field in (({"method": "evolve"}, "params"), ({"params": {"stepping_stones": "some"}},
+                                                          "params.stepping_stones")):
+        body = {"model": "lenet-mnist", "method": "map-elites", "targets": [1], "params": {"stepping_stones": "all"}}
+        r = client.post("/api/v1/jobs", json={**body, **bad})
+        assert r.status_code == 422 and r.json()["field"] == field, r.text

@@ -144,9 +144,12 @@ class EliteArchive:
     """One cell per target class holding the best image found for it (MAP-Elites, as in the
     paper's code: an image is compared with every cell and may hold several)."""
 
-    def __init__(self, targets: list[int], shape: tuple[int, ...], num_classes: int, device) -> None:
+    def __init__(self, targets: list[int], shape: tuple[int, ...], num_classes: int, device,
+                 dtype: torch.dtype | None = None) -> None:
         self.targets = torch.tensor(targets, device=device)
-        self.images = torch.zeros((len(targets), *shape), device=device)
+        # uint8: images already on the 8-bit grid, kept exactly in a quarter of the memory
+        self.dtype = dtype
+        self.images = torch.zeros((len(targets), *shape), device=device, dtype=dtype or torch.float32)
         self.confidence = torch.full((len(targets),), -1.0, device=device)
         self.probs = torch.zeros((len(targets), num_classes), device=device)
 
@@ -161,9 +164,12 @@ class EliteArchive:
         best, idx = p.max(0)
         better = best > self.confidence
         self.confidence = torch.where(better, best, self.confidence)
-        self.images[better] = images[idx[better]]
+        self.images[better] = self._store(images[idx[better]])
         self.probs[better] = probs[idx[better]]
         return torch.where(better, idx, torch.full_like(idx, -1))
+
+    def _store(self, images: torch.Tensor) -> torch.Tensor:
+        return (images * 255).round_().to(torch.uint8) if self.dtype == torch.uint8 else images
 
     def offer_own(self, images: torch.Tensor, probs: torch.Tensor, rows: torch.Tensor) -> None:
         """Each cell considers only its own candidate: row ``rows[t]`` of images/probs for cell t
@@ -171,12 +177,20 @@ class EliteArchive:
         conf = probs[rows, self.targets]
         better = conf > self.confidence
         self.confidence = torch.where(better, conf, self.confidence)
-        self.images[better] = images[rows[better]]
+        self.images[better] = self._store(images[rows[better]])
         self.probs[better] = probs[rows[better]]
 
-    def snapshot(self, step: int, evaluations: int, **extra) -> Snapshot:
-        return Snapshot(step, evaluations, self.targets.tolist(), self.images.detach().cpu().clone(),
-                        self.confidence.clamp_min(0).cpu().clone(), self.probs.cpu().clone(), extra)
+    def snapshot(self, step: int, evaluations: int, rows: torch.Tensor | None = None, **extra) -> Snapshot:
+        """The cells as a snapshot; ``rows``: only these cells (the targets, when every class has one)."""
+        if rows is None:
+            targets, images, conf, probs = self.targets, self.images, self.confidence, self.probs
+        else:
+            targets, images = self.targets[rows], self.images[rows]
+            conf, probs = self.confidence[rows], self.probs[rows]
+        images = images.detach().cpu()
+        images = images.float() / 255 if images.dtype == torch.uint8 else images.clone()
+        return Snapshot(step, evaluations, targets.tolist(), images, conf.clamp_min(0).cpu().clone(),
+                        probs.cpu().clone(), extra)
 
 
 def evaluate(score: ScoreFn, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

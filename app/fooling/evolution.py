@@ -22,6 +22,9 @@ class EvolutionParams:
     # The paper halves the per-gene rate every 1000 generations; its released code keeps it fixed.
     halve_every: int = 0  # 0: constant rate (the code); 1000: the paper's schedule
     stop_at: float | None = 0.9999  # stop once every target is at least this confident; None: never
+    # MAP-Elites cells: "targets" (one per target class) or "all" (every class of the model, as in the
+    # paper's runs: a lineage may pass through other classes on its way; only targets are reported)
+    stepping_stones: str = "targets"
     seed: int = 0
 
     def rate_at(self, generation: int) -> float:
@@ -41,7 +44,13 @@ def map_elites(score: ScoreFn, encoding, targets: list[int], num_classes: int,
     classes, and each child replaces the elite of every cell it beats."""
     device = encoding.device
     gen = _generator(device, params.seed)
-    archive = EliteArchive(targets, encoding.shape, num_classes, device)
+    if params.stepping_stones not in ("targets", "all"):
+        raise ValueError("stepping_stones must be targets or all")
+    every = params.stepping_stones == "all"
+    cells = list(range(num_classes)) if every else targets
+    # Every class kept: images are stored on their 8-bit grid (what was scored), a quarter of float32.
+    archive = EliteArchive(cells, encoding.shape, num_classes, device, dtype=torch.uint8 if every else None)
+    report = torch.tensor(targets, device=device) if every else None  # the rows shown: the targets
     genomes = encoding.init(params.population, gen)
     elites = None
     evaluations = 0
@@ -58,8 +67,9 @@ def map_elites(score: ScoreFn, encoding, targets: list[int], num_classes: int,
             elites = encoding.take(genomes, winners.clamp_min(0))
         elif won.any():
             encoding.put(elites, won.nonzero().squeeze(1), genomes, winners[won])
-        yield archive.snapshot(step, evaluations, occupied=int(archive.occupied.sum()))
-        if params.stop_at is not None and bool((archive.confidence >= params.stop_at).all()):
+        yield archive.snapshot(step, evaluations, rows=report, occupied=int(archive.occupied.sum()))
+        shown = archive.confidence if report is None else archive.confidence[report]
+        if params.stop_at is not None and bool((shown >= params.stop_at).all()):
             return
 
 
@@ -68,6 +78,8 @@ def evolve(score: ScoreFn, encoding, targets: list[int], num_classes: int,
     """Single-target evolution: an independent (mu + lambda) population per target, all targets
     scored together in one forward pass. Each generation every parent makes one child; the best
     ``population`` of parents and children survive (truncation selection)."""
+    if params.stepping_stones != "targets":
+        raise ValueError("stepping_stones applies to map-elites (evolve keeps one population per target)")
     device = encoding.device
     gen = _generator(device, params.seed)
     n_t, pop = len(targets), params.population

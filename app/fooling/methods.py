@@ -112,4 +112,6 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
         return random_images(score, enc, targets, entry.num_classes, seed=seed,
                              **{k: int(v) for k, v in options.items()})
     params = _params(EvolutionParams, options, seed)
+    if method == "evolve" and params.stepping_stones != "targets":  # refused at submit, not at the first step
+        raise MethodError("stepping_stones applies to map-elites (evolve keeps one population per target)")
     return (map_elites if method == "map-elites" else evolve)(score, enc, targets, entry.num_classes, params)

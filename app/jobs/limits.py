@@ -25,7 +25,7 @@ INTEGER_PARAMS = {"halve_every", "jitter", "blur_every", "width", "layers", "max
                   "chunk"}
 NULLABLE_PARAMS = {"stop_at", "lr"}  # null: the method's default (stop_at: never stop early)
 FLAG_PARAMS = {"ten_crop", "random_start"}
-CHOICE_PARAMS = {"start": ("noise", "grey", "image")}
+CHOICE_PARAMS = {"start": ("noise", "grey", "image"), "stepping_stones": ("targets", "all")}
 BACKWARD = 3  # a forward and a backward pass cost about three forwards
 TEN_CROP = 10
 
@@ -75,8 +75,13 @@ def step_work(method: str, options: dict, n_targets: int, pixels: int) -> tuple[
 
 
 def check_work(method: str, options: dict, n_targets: int, shape: tuple[int, int, int], max_step_work: int,
-               max_job_pixels: int) -> None:
+               max_job_pixels: int, num_classes: int | None = None) -> None:
     pixels = math.prod(shape)
+    every = method == "map-elites" and options.get("stepping_stones") == "all" and num_classes
+    if every and num_classes * pixels > max_job_pixels:  # a cell, and its image, for every class of the model
+        raise LimitError(f"stepping_stones=all keeps {num_classes} images of {'x'.join(map(str, shape))} "
+                         f"here; the limit is {max_job_pixels:,} pixels (FOOLING_MAX_JOB_PIXELS)",
+                         "params.stepping_stones")
     if n_targets * pixels > max_job_pixels:
         most = max(1, max_job_pixels // pixels)
         raise LimitError(f"a job on this model may have at most {most} targets here (each keeps a "

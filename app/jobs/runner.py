@@ -139,7 +139,7 @@ class LocalRunner(Runner):
         try:
             limits.check_params(spec.params)
             limits.check_work(spec.method, self.options(spec, entry), len(targets or []), entry.input_shape,
-                              s.max_step_work, s.max_job_pixels)
+                              s.max_step_work, s.max_job_pixels, entry.num_classes)
         except limits.LimitError as exc:
             raise JobError(422, exc.detail, exc.field) from None
         return targets, entry.labels
