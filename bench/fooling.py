@@ -8,6 +8,12 @@
 3. The same direct MAP-Elites run with pyribs (PyPI ``ribs``): its archive and scheduler, our
    model, budget and mutation (polynomial, rate 0.1, eta 15, parents uniform from the archive).
 4. Targeted PGD (100 MNIST digits, eps 0.3, 40 steps) against torchattacks at equal steps.
+5. Runtimes (``--only runtimes``): raw forward in PyTorch eager and in ONNX Runtime, each at its
+   best batch, for LeNet and EfficientNet-Lite0.
+6. The ImageNet showcase (``--only showcase``): CPPN MAP-Elites on EfficientNet-Lite0 over the ten
+   showcase classes, 32 offspring a generation, single-crop fitness, for ``--showcase-seconds``:
+   evaluations per second and the median of the ten best confidences, in PyTorch and in the auto
+   runtime, with and without every class as a stepping stone.
 """
 
 from __future__ import annotations
@@ -212,6 +218,57 @@ def pgd_vs_torchattacks(lenet, data_dir: Path) -> dict:
             "torchattacks_success": theirs_ok, "images": len(xs), "success_over_epsilon": sweep}
 
 
+SHOWCASE = ["school bus", "computer keyboard", "chainlink fence", "bagel", "paddle", "projector", "king penguin",
+            "starfish", "baseball", "electric guitar"]
+EFFNET = "efficientnet-lite0-imagenet"
+
+
+def runtimes(settings: Settings) -> list[dict]:
+    """Raw forward rates in both runtimes, best batch of each (best of three windows per batch)."""
+    from app.models import runtime
+
+    rows = []
+    for model_id, batches in (("lenet-mnist", [64, 256, 1024]), (EFFNET, [1, 2, 4, 8, 16, 32])):
+        reg = Registry(Settings(**{**settings.__dict__, "runtime": "onnx", "preload": model_id}))
+        entry = reg.load(model_id)
+        if entry.forward is None:
+            rows.append({"model": model_id, "error": entry.runtime_reason})
+            continue
+        row = {"model": model_id}
+        for name, fn in (("torch", entry.model), ("onnx", entry.forward)):
+            rates = {bs: runtime._rate(fn, torch.rand(bs, *entry.input_shape), seconds=1.5) for bs in batches}
+            best = max(rates, key=rates.get)
+            row[name] = {"best_batch": best, "per_s": rates[best], "by_batch": rates}
+        rows.append(row)
+    return rows
+
+
+def showcase(settings: Settings, seconds: float, runs=(("torch", "targets"), ("auto", "targets"),
+                                                           ("auto", "all"))) -> list[dict]:
+    """CPPN MAP-Elites over the ten showcase classes, as `fooling-lab fool` runs it, per runtime."""
+    from app.fooling.base import resolve_targets
+
+    out = []
+    for rt, stones in runs:
+        reg = Registry(Settings(**{**settings.__dict__, "runtime": rt, "preload": EFFNET}))
+        entry = reg.load(EFFNET)
+        forward = reg.forward_model(EFFNET)
+        chunk = 1024 if entry.forward is not None else entry.batch_limit.get("cpu") or 1024
+        targets = resolve_targets(SHOWCASE, entry.labels)
+        gen = build("map-elites", entry, entry.model, model_score_fn(forward, chunk), targets, "cppn", 0,
+                    {"population": 32, "generations": 10**9, "stop_at": None, "stepping_stones": stones})
+        snap, took, _ = run_for(gen, seconds=seconds)
+        conf = sorted(snap.confidence.tolist())
+        out.append({"runtime": entry.runtime, "asked": rt, "stepping_stones": stones, "seconds": took,
+                    "evaluations": snap.evaluations, "evals_per_s": snap.evaluations / took,
+                    "median": statistics.median(conf), "confidences": dict(zip(SHOWCASE, snap.confidence.tolist(),
+                                                                               strict=True)),
+                    "occupied": snap.extra.get("occupied")})
+        print(f"showcase {rt}/{stones}: {out[-1]['evals_per_s']:.1f}/s, median {out[-1]['median']:.3f}",
+              file=sys.stderr)
+    return out
+
+
 def markdown(res: dict) -> str:
     out = [f"Device: {res['device']}, torch {res['torch']}, {res['date']}.", ""]
     out += ["| engine | batch | evaluations/s | raw forward/s | overhead |", "|---|---|---|---|---|"]
@@ -246,6 +303,27 @@ def markdown(res: dict) -> str:
             f"{p['ours_s']:.2f} s ({p['ours_success']}/{p['images']} reach the target), torchattacks "
             f"{p['torchattacks_s']:.2f} s ({p['torchattacks_success']}/{p['images']}). Success rate over epsilon "
             "(same attack): " + ", ".join(f"{k}: {v:.0%}" for k, v in p.get("success_over_epsilon", {}).items()) + "."]
+    if res.get("runtimes"):
+        out += ["", "| model | PyTorch eager, best batch (img/s) | ONNX Runtime, best batch (img/s) | ORT / eager |",
+                "|---|---|---|---|"]
+        for r in res["runtimes"]:
+            if "error" in r:
+                out.append(f"| {r['model']} | - | {r['error']} | - |")
+                continue
+            t, o = r["torch"], r["onnx"]
+            out.append(f"| {r['model']} | {t['per_s']:,.0f} @ {t['best_batch']} | {o['per_s']:,.0f} @ "
+                       f"{o['best_batch']} | {o['per_s'] / t['per_s']:.2f}x |")
+    for key in ("showcase", "showcase_long"):
+        if res.get(key):
+            rows = res[key]
+            out += ["", f"CPPN MAP-Elites, EfficientNet-Lite0, the ten showcase classes, 32 offspring a generation, "
+                        f"{rows[0]['seconds']:.0f} s each:", "",
+                    "| runtime | stepping stones | evaluations | evaluations/s | median of the ten best | lowest "
+                    "| classes holding a cell |", "|---|---|---|---|---|---|---|"]
+            for r in rows:
+                out.append(f"| {r['runtime']} ({r['asked']}) | {r['stepping_stones']} | {r['evaluations']:,} | "
+                           f"{r['evals_per_s']:.1f} | {r['median']:.1%} | {min(r['confidences'].values()):.1%} | "
+                           f"{r['occupied']} |")
     return "\n".join(out)
 
 
@@ -253,8 +331,10 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--json", default="bench/results/fooling.json")
-    ap.add_argument("--only", nargs="*", help="re-run only these parts (pgd, throughput, pyribs, to_all_digits), "
-                                              "keeping the others from --json")
+    ap.add_argument("--only", nargs="*", help="re-run only these parts (pgd, throughput, pyribs, to_all_digits, "
+                                              "runtimes, showcase, showcase_long), keeping the others from --json")
+    ap.add_argument("--showcase-seconds", type=float, default=60.0)
+    ap.add_argument("--long-seconds", type=float, default=600.0, help="showcase_long: the 10-minute budget")
     args = ap.parse_args()
     settings = Settings.from_env()
     registry = Registry(settings)
@@ -272,9 +352,12 @@ def main() -> int:
         ("pyribs", lambda: {"budget": budget, "ours": [ours_map_elites(lenet, s, budget) for s in range(3)],
                             "pyribs": [pyribs_map_elites(lenet, s, budget) for s in range(3)]}),
         ("to_all_digits", lambda: to_all_digits(entry, lenet, args.seeds)),
+        ("runtimes", lambda: runtimes(settings)),
+        ("showcase", lambda: showcase(settings, args.showcase_seconds)),
+        ("showcase_long", lambda: showcase(settings, args.long_seconds, runs=(("auto", "targets"), ("auto", "all")))),
     ]:
-        if args.only and name not in args.only:
-            continue
+        if (args.only and name not in args.only) or (not args.only and name == "showcase_long"):
+            continue  # the 10-minute runs only when asked for
         print(f"{name} ...", file=sys.stderr)
         res[name] = fn()
         out.write_text(json.dumps(res, indent=2) + "\n")  # keep what is done if a later part fails

@@ -57,8 +57,11 @@ def run(args) -> dict:
         key, _, value = item.partition("=")
         params[key.replace("-", "_")] = json.loads(value) if value else True
     options = method_options(params, generations=args.generations, steps=args.steps, population=args.population)
-    chunk = entry.batch_limit.get(registry.device.split(":")[0]) or 1024  # e.g. EfficientNet on a CPU: 2
-    gen = build(args.method, entry, model, model_score_fn(model, chunk), targets, args.encoding, args.seed,
+    # Scoring runs in the model's forward runtime (ONNX Runtime where FOOLING_RUNTIME chose it); gradients
+    # use the PyTorch module. In PyTorch a model may have a best batch (EfficientNet on a CPU: 2).
+    forward = registry.forward_model(args.model)
+    chunk = 1024 if entry.forward is not None else entry.batch_limit.get(registry.device.split(":")[0]) or 1024
+    gen = build(args.method, entry, model, model_score_fn(forward, chunk), targets, args.encoding, args.seed,
                 options, image)
 
     budget = args.max_seconds
@@ -105,6 +108,8 @@ def run(args) -> dict:
         "options": options, "device": registry.device, "image": args.image,
         "steps": snap.step, "evaluations": snap.evaluations, "seconds": round(seconds, 3),
         "ten_crop": bool(options.get("ten_crop", False)), "max_seconds": budget,
+        "runtime": {"name": entry.runtime if args.method in ("evolve", "map-elites", "random") else "torch",
+                    "reason": entry.runtime_reason},
         "stopped_by_budget": stopped_by_budget, "results": results,
         "history": history, "extra": snap.extra,
     }

@@ -22,6 +22,8 @@ PARAM_NOTES = {
     "ten_crop": "fitness averaged over the paper's 10 crops (evolve, map-elites, random)",
     "random_start": "pgd: start from a random point in the epsilon ball",
     "start": "gradient: where ascent starts (image: the job's image or upload)",
+    "stepping_stones": "map-elites: a cell for the targets only, or for every class of the model (only the "
+                       "targets are reported)",
 }
 MUTATING = ("post", "put", "patch", "delete")
 
