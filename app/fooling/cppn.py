@@ -51,13 +51,16 @@ _FUNCS = (
 )
 
 
-def activate(pre: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+def activate(pre: torch.Tensor, act: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """The paper code's four functions, chosen per row of ``pre`` by ``act``. Rows are grouped by
-    function so that each row pays for one function, not four."""
-    out = torch.empty_like(pre)
+    function so that each row pays for one function, not four. ``out`` (a view into the render's
+    node values) is written in place, saving a copy of the whole layer."""
+    out = torch.empty_like(pre) if out is None else out
     for k, fn in enumerate(_FUNCS):
         rows = (act == k).nonzero().squeeze(1)
-        if len(rows):
+        if len(rows) == len(pre):  # one function for every row: no gather, no scatter
+            out.copy_(fn(pre))
+        elif len(rows):
             out[rows] = fn(pre[rows])
     return out
 
@@ -234,7 +237,7 @@ class CppnEncoding:
         vals[:, :N_IN] = coords
         for r in range(N_IN, steps):
             pre = torch.bmm(w[:, r:r + 1, :r], vals[:, :r]).squeeze(1)
-            vals[:, r] = activate(pre, act[:, r])
+            activate(pre, act[:, r], out=vals[:, r])
         # each individual's outputs are its last n_out live ranks
         last = g.alive.sum(1)[:, None] - self.n_out + torch.arange(self.n_out, device=self.device)
         vals = vals.gather(1, last[:, :, None].expand(n, self.n_out, vals.shape[2]))
