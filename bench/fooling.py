@@ -354,7 +354,7 @@ def main() -> int:
         ("to_all_digits", lambda: to_all_digits(entry, lenet, args.seeds)),
         ("runtimes", lambda: runtimes(settings)),
         ("showcase", lambda: showcase(settings, args.showcase_seconds)),
-        ("showcase_long", lambda: showcase(settings, args.long_seconds, runs=(("auto", "targets"), ("auto", "all")))),
+        ("showcase_long", lambda: showcase(settings, args.long_seconds)),
     ]:
         if (args.only and name not in args.only) or (not args.only and name == "showcase_long"):
             continue  # the 10-minute runs only when asked for
