@@ -21,6 +21,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx  # only to poll readiness
@@ -200,6 +202,18 @@ def start_server(batching: bool, models: list[str]) -> tuple[subprocess.Popen, s
         time.sleep(0.3)
 
 
+@contextmanager
+def serving(url: str | None, batching: bool, models: list[str]) -> Iterator[str]:
+    """The given server's URL, or one of our own for the block (stopped after it)."""
+    proc, url = (None, url) if url else start_server(batching, models)
+    try:
+        yield url
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", help="benchmark this running server instead of starting our own")
@@ -213,36 +227,26 @@ def main() -> None:
 
     raw = {m: raw_throughput(m, min(args.seconds, 3.0)) for m in models}
     tensor_rows = []
-    proc, url = (None, args.url) if args.url else start_server(True, models)
-    try:
+    with serving(args.url, True, models) as url:
         for m in models:
             n = 1024 if m.startswith("lenet") else 64
             for c in (1, 2):
                 r = tensor_throughput(url, m, n, c, args.seconds)
                 tensor_rows.append((m, n, c, r))
                 print(f"{m} tensor rows={n} clients={c}: {r}", file=sys.stderr)
-    finally:
-        if proc:
-            proc.terminate()
-            proc.wait(10)
     for m in models:  # raw again, with no server running: the best of both is the bar
         again = raw_throughput(m, min(args.seconds, 3.0))
         raw[m] = {bs: max(rate, again.get(bs, 0.0)) for bs, rate in raw[m].items()}
     rows = []
     modes = [] if args.tensor_only else [None] if args.url else [True, False]
     for batching in modes:
-        proc, url = (None, args.url) if args.url else start_server(batching, models)
-        try:
+        with serving(args.url, batching, models) as url:
             for m in models:
                 image = sample_image(m)
                 for c in clients:
                     r = asyncio.run(load(url, m, image, c, args.seconds))
                     rows.append((m, batching, c, r))
                     print(f"{m} batching={batching} clients={c}: {r}", file=sys.stderr)
-        finally:
-            if proc:
-                proc.terminate()
-                proc.wait(10)
 
     device = "cuda" if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
     print(f"\nDevice: {device}, torch {torch.__version__}, {args.seconds:.0f} s per row.\n")
