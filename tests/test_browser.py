@@ -207,9 +207,16 @@ def _watch(page) -> list[str]:
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
-    # A live panel's event stream is aborted on purpose when the run ends (hx-sse:close): not a failure.
-    page.on("requestfailed", lambda r: None if "/stream" in r.url and "ABORTED" in (r.failure or "")
-            else problems.append(f"failed {r.url} {r.failure}"))
+    # Loads the browser itself gives up are not failures: a live panel's event stream is aborted on
+    # purpose when the run ends (hx-sse:close); a live image still loading when the next frame names a
+    # newer version of it is dropped for that one; a favicon still loading when the page moves on. Any
+    # answer >= 400 is still caught below.
+    def failed(r) -> None:
+        superseded = ("/stream" in r.url or "/images/" in r.url and "?v=" in r.url or r.url.endswith("favicon.svg"))
+        if not (superseded and "ABORTED" in (r.failure or "")):
+            problems.append(f"failed {r.url} {r.failure}")
+
+    page.on("requestfailed", failed)
     page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     return problems
 

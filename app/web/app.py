@@ -31,12 +31,15 @@ from app.web.streams import StreamLimiter
 
 DESCRIPTION = """Watch deep neural networks get fooled, live: score images, evolve fooling images, attack real ones.
 
-* **Score** images on any listed model: `POST /api/v1/score`.
+* **Score** images on any listed model: `POST /api/v1/score` (PNG, JPEG, ... as multipart), or many
+  at once at model speed as one NumPy array: `POST /api/v1/score/tensor`.
 * **Jobs** run one method (evolution with a direct or CPPN encoding, MAP-Elites, gradient ascent,
   FGSM, PGD, the random baseline) with a seed: start one with `POST /api/v1/jobs`, follow it with
   Server-Sent Events at its `links.events`, download its images and `summary.json` when it ends.
-* **Errors** are JSON of one shape, `{"error", "detail", "field"}` (plus `errors` for a 422), and a
-  429 says when to retry in `Retry-After`.
+* **Errors** are JSON of one shape, `{"error", "detail", "field"}` (plus `errors` for a 422); a 429
+  says when to retry in `Retry-After` and which quota it hit in `RateLimit-Policy` / `RateLimit`.
+* **Retries and caching**: `Idempotency-Key` on `POST /api/v1/jobs` and `POST /api/v1/uploads`; a
+  finished job's files carry a strong `ETag` and answer 304 to `If-None-Match`.
 
 The same document as a reference page: [/redoc](/redoc). Python clients: docs/api.md in the repository.
 """
