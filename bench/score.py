@@ -251,25 +251,30 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
     print(f"\nDevice: {device}, torch {torch.__version__}, {args.seconds:.0f} s per row.\n")
     print("POST /api/v1/score/tensor (one .npy array per request) against the raw forward rate:\n")
-    print("| model | runtime | raw best (img/s @ batch) | rows per request | clients | API img/s | % of raw best "
-          "| errors |")
-    print("|---|---|---|---|---|---|---|---|")
-    for m, n, c, r in tensor_rows:
-        best_bs, best = max(raw[m].items(), key=lambda kv: kv[1])
-        print(f"| {m} | {RUNTIME.get(m, '?')} | {best:.0f} @ {best_bs} | {n} | {c} | {r['ips']:.0f} "
-              f"| {100 * r['ips'] / best:.0f}% | {r['errors']} |")
+    def best(m: str) -> tuple[int, float]:
+        return max(raw[m].items(), key=lambda kv: kv[1])
+
+    table(["model", "runtime", "raw best (img/s @ batch)", "rows per request", "clients", "API img/s",
+           "% of raw best", "errors"],
+          [[m, RUNTIME.get(m, "?"), f"{best(m)[1]:.0f} @ {best(m)[0]}", n, c, f"{r['ips']:.0f}",
+            f"{100 * r['ips'] / best(m)[1]:.0f}%", r["errors"]] for m, n, c, r in tensor_rows])
     if not rows:
         return
     print("\nPOST /api/v1/score (one PNG per request):\n")
-    print("| model | runtime | raw batch 1 (img/s) | raw best (img/s @ batch) | batching | clients | API img/s "
-          "| % of raw best | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for m, batching, c, r in rows:
-        best_bs, best = max(raw[m].items(), key=lambda kv: kv[1])
-        mode = "n/a" if batching is None else ("on" if batching else "off")
-        print(f"| {m} | {RUNTIME.get(m, '?')} | {raw[m][1]:.0f} | {best:.0f} @ {best_bs} | {mode} | {c} "
-              f"| {r['rps']:.0f} | {100 * r['rps'] / best:.0f}% | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} |")
+    table(["model", "runtime", "raw batch 1 (img/s)", "raw best (img/s @ batch)", "batching", "clients",
+           "API img/s", "% of raw best", "p50 ms", "p99 ms", "errors"],
+          [[m, RUNTIME.get(m, "?"), f"{raw[m][1]:.0f}", f"{best(m)[1]:.0f} @ {best(m)[0]}",
+            "n/a" if batching is None else ("on" if batching else "off"), c, f"{r['rps']:.0f}",
+            f"{100 * r['rps'] / best(m)[1]:.0f}%", f"{r['p50']:.1f}", f"{r['p99']:.1f}", r["errors"]]
+           for m, batching, c, r in rows])
 
+
+def table(columns: list[str], rows: list[list]) -> None:
+    """A Markdown table on stdout."""
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(str(v) for v in row) + " |")
 
 if __name__ == "__main__":
     main()

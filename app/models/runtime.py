@@ -153,6 +153,9 @@ def prepare(model: nn.Module, model_id: str, input_shape: tuple[int, int, int], 
             t0 = time.perf_counter()
             export(model, input_shape, path)
             log.info("exported %s to ONNX in %.1f s: %s", model_id, time.perf_counter() - t0, path.name)
+        rates = _cached_rates(path) if wanted == "auto" else None
+        if rates is not None and rates["torch"] > rates["onnx"]:  # decided before: no session to make
+            return None, _timed(rates)
         pixels = int(np.prod(input_shape))
         ort_forward = OrtForward(path, threads, max(1, ORT_BATCH_PIXELS // pixels))
         gap = _disagreement(model, ort_forward, input_shape)
@@ -166,21 +169,30 @@ def prepare(model: nn.Module, model_id: str, input_shape: tuple[int, int, int], 
     return _timed_choice(model, ort_forward, path, input_shape, torch_batch)
 
 
+def _cached_rates(path: Path) -> dict | None:
+    try:
+        return json.loads(path.with_suffix(".timing.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _timed(rates: dict) -> Choice:
+    faster = "onnx" if rates["onnx"] >= rates["torch"] else "torch"
+    return Choice(faster, f"auto: {faster} is faster here ({rates['onnx']:.0f} images/s in ONNX Runtime, "
+                          f"{rates['torch']:.0f} in PyTorch, batch {rates['batch']}, measured once on this machine)")
+
+
 def _timed_choice(model: nn.Module, ort_forward: OrtForward, path: Path, input_shape: tuple[int, int, int],
                   torch_batch: int | None) -> tuple[object | None, Choice]:
     """auto on CPU: the faster of the two at a typical population batch, timed once per machine."""
-    cache = path.with_suffix(".timing.json")
-    try:
-        rates = json.loads(cache.read_text())
-    except (OSError, ValueError):
+    rates = _cached_rates(path)
+    if rates is None:
         batch = max(1, min(64, ORT_BATCH_PIXELS // int(np.prod(input_shape))))
         x = torch.rand(batch, *input_shape)
         tb = torch_batch or batch
         rates = {"batch": batch, "onnx": _rate(ort_forward, x),
                  "torch": _rate(lambda z: torch.cat([model(z[i : i + tb]) for i in range(0, len(z), tb)]), x)}
         with contextlib.suppress(OSError):  # a read-only cache dir: measured again next start
-            cache.write_text(json.dumps(rates))
-    faster = "onnx" if rates["onnx"] >= rates["torch"] else "torch"
-    reason = (f"auto: {faster} is faster here ({rates['onnx']:.0f} images/s in ONNX Runtime, "
-              f"{rates['torch']:.0f} in PyTorch, batch {rates['batch']}, measured once on this machine)")
-    return (ort_forward if faster == "onnx" else None), Choice(faster, reason)
+            path.with_suffix(".timing.json").write_text(json.dumps(rates))
+    choice = _timed(rates)
+    return (ort_forward if choice.name == "onnx" else None), choice
