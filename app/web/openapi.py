@@ -24,6 +24,8 @@ PARAM_NOTES = {
     "start": "gradient: where ascent starts (image: the job's image or upload)",
     "stepping_stones": "map-elites: a cell for the targets only, or for every class of the model (only the "
                        "targets are reported)",
+    "parents": "map-elites: draw parents only from cells still below stop_at (unfinished, the default) or from "
+               "every occupied cell (uniform, the paper)",
 }
 MUTATING = ("post", "put", "patch", "delete")
 
