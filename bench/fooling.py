@@ -245,30 +245,38 @@ def runtimes(settings: Settings) -> list[dict]:
     return rows
 
 
-def showcase(settings: Settings, seconds: float, runs=(("torch", "targets"), ("auto", "targets"),
-                                                           ("auto", "all"))) -> list[dict]:
-    """CPPN MAP-Elites over the ten showcase classes, as `fooling-lab fool` runs it, per runtime."""
+SHOWCASE_RUNS = (("torch", "targets", "padded"), ("auto", "targets", "padded"), ("auto", "all", "padded"),
+                 ("torch", "targets", "grouped"), ("auto", "targets", "grouped"), ("auto", "all", "grouped"))
+
+
+def showcase(settings: Settings, seconds: float, runs=SHOWCASE_RUNS, keep: list[dict] | None = None) -> list[dict]:
+    """CPPN MAP-Elites over the ten showcase classes, as `fooling-lab fool` runs it, per runtime,
+    stepping stones and CPPN rendering (padded: every network of a batch computed at the largest
+    one's size, as before; grouped: networks of equal size rendered together, the default now).
+    Rows of ``keep`` for runs not asked for again are kept."""
     from app.fooling.base import resolve_targets
 
-    out = []
-    for rt, stones in runs:
+    out = [r for r in keep or [] if (r["asked"], r["stepping_stones"], r.get("render", "padded")) not in runs]
+    for rt, stones, render in runs:
         reg = Registry(Settings(**{**settings.__dict__, "runtime": rt, "preload": EFFNET}))
         entry = reg.load(EFFNET)
         forward = reg.forward_model(EFFNET)
         chunk = 1024 if entry.forward is not None else entry.batch_limit.get("cpu") or 1024
         targets = resolve_targets(SHOWCASE, entry.labels)
-        gen = build("map-elites", entry, entry.model, model_score_fn(forward, chunk), targets, "cppn", 0,
-                    {"population": 32, "generations": 10**9, "stop_at": None, "stepping_stones": stones})
+        enc = CppnEncoding(entry.input_shape, reg.device, group_render=render == "grouped")
+        params = EvolutionParams(population=32, generations=10**9, stop_at=None, stepping_stones=stones)
+        gen = map_elites(model_score_fn(forward, chunk), enc, targets, entry.num_classes, params)
         snap, took, _ = run_for(gen, seconds=seconds)
         conf = sorted(snap.confidence.tolist())
-        out.append({"runtime": entry.runtime, "asked": rt, "stepping_stones": stones, "seconds": took,
-                    "evaluations": snap.evaluations, "evals_per_s": snap.evaluations / took,
+        out.append({"runtime": entry.runtime, "asked": rt, "stepping_stones": stones, "render": render,
+                    "seconds": took, "evaluations": snap.evaluations, "evals_per_s": snap.evaluations / took,
                     "median": statistics.median(conf), "confidences": dict(zip(SHOWCASE, snap.confidence.tolist(),
                                                                                strict=True)),
                     "occupied": snap.extra.get("occupied")})
-        print(f"showcase {rt}/{stones}: {out[-1]['evals_per_s']:.1f}/s, median {out[-1]['median']:.3f}",
+        print(f"showcase {rt}/{stones}/{render}: {out[-1]['evals_per_s']:.1f}/s, median {out[-1]['median']:.3f}",
               file=sys.stderr)
-    return out
+    order = {run: i for i, run in enumerate(SHOWCASE_RUNS)}
+    return sorted(out, key=lambda r: order.get((r["asked"], r["stepping_stones"], r.get("render", "padded")), 99))
 
 
 def markdown(res: dict) -> str:
@@ -320,10 +328,11 @@ def markdown(res: dict) -> str:
             rows = res[key]
             out += ["", f"CPPN MAP-Elites, EfficientNet-Lite0, the ten showcase classes, 32 offspring a generation, "
                         f"{rows[0]['seconds']:.0f} s each:", "",
-                    "| runtime | stepping stones | evaluations | evaluations/s | median of the ten best | lowest "
-                    "| classes holding a cell |", "|---|---|---|---|---|---|---|"]
+                    "| runtime | stepping stones | CPPN render | evaluations | evaluations/s | median of the ten best "
+                    "| lowest | classes holding a cell |", "|---|---|---|---|---|---|---|---|"]
             for r in rows:
-                out.append(f"| {r['runtime']} ({r['asked']}) | {r['stepping_stones']} | {r['evaluations']:,} | "
+                out.append(f"| {r['runtime']} ({r['asked']}) | {r['stepping_stones']} | {r.get('render', 'padded')} "
+                           f"| {r['evaluations']:,} | "
                            f"{r['evals_per_s']:.1f} | {r['median']:.1%} | {min(r['confidences'].values()):.1%} | "
                            f"{r['occupied']} |")
     return "\n".join(out)
@@ -337,6 +346,8 @@ def main() -> int:
                                               "runtimes, showcase, showcase_long), keeping the others from --json")
     ap.add_argument("--showcase-seconds", type=float, default=60.0)
     ap.add_argument("--long-seconds", type=float, default=600.0, help="showcase_long: the 10-minute budget")
+    ap.add_argument("--showcase-runs", nargs="*", help="only these showcase runs, as runtime/stones/render "
+                                                       "(e.g. auto/all/grouped); the other rows are kept from --json")
     args = ap.parse_args()
     settings = Settings.from_env()
     registry = Registry(settings)
@@ -348,6 +359,7 @@ def main() -> int:
            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     out.parent.mkdir(parents=True, exist_ok=True)
     budget = 200_000
+    runs = tuple(tuple(r.split("/")) for r in args.showcase_runs) if args.showcase_runs else SHOWCASE_RUNS
     for name, fn in [
         ("pgd", lambda: pgd_vs_torchattacks(lenet, settings.data_dir)),
         ("throughput", lambda: throughput(lenet)),
@@ -355,8 +367,8 @@ def main() -> int:
                             "pyribs": [pyribs_map_elites(lenet, s, budget) for s in range(3)]}),
         ("to_all_digits", lambda: to_all_digits(entry, lenet, args.seeds)),
         ("runtimes", lambda: runtimes(settings)),
-        ("showcase", lambda: showcase(settings, args.showcase_seconds)),
-        ("showcase_long", lambda: showcase(settings, args.long_seconds)),
+        ("showcase", lambda: showcase(settings, args.showcase_seconds, runs, old.get("showcase"))),
+        ("showcase_long", lambda: showcase(settings, args.long_seconds, runs, old.get("showcase_long"))),
     ]:
         if (args.only and name not in args.only) or (not args.only and name == "showcase_long"):
             continue  # the 10-minute runs only when asked for
