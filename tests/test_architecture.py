@@ -16,9 +16,10 @@ LAYERS = {
     "serving": 3,
     "fooling": 4,
     "jobs": 5, "experiments": 5,
-    "web": 6,
-    "cli": 7,
-    "main": 8, "__main__": 8,
+    "classroom": 6,
+    "web": 7,
+    "cli": 8,
+    "main": 9, "__main__": 9,
 }
 
 

@@ -21,8 +21,9 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = LiveServer(tmp_path_factory.mktemp("browser"), preload="lenet-mnist,efficientnet-lite0-imagenet",
-                   FOOLING_ADMIN_TOKEN=ADMIN).start()
+    data = tmp_path_factory.mktemp("browser")
+    (data / "MNIST").symlink_to(ROOT / "data" / "MNIST")  # real digits for the quiz, read-only
+    s = LiveServer(data, preload="lenet-mnist,efficientnet-lite0-imagenet", FOOLING_ADMIN_TOKEN=ADMIN).start()
     yield s
     s.stop()
 
@@ -208,11 +209,12 @@ def _watch(page) -> list[str]:
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
     # Loads the browser itself gives up are not failures: a live panel's event stream is aborted on
-    # purpose when the run ends (hx-sse:close); a live image still loading when the next frame names a
-    # newer version of it is dropped for that one; a favicon still loading when the page moves on. Any
-    # answer >= 400 is still caught below.
+    # purpose when the run ends (hx-sse:close), and the wall's when the page is left; a live image
+    # still loading when the next frame names a newer version of it is dropped for that one; a favicon
+    # still loading when the page moves on. Any answer >= 400 is still caught below.
     def failed(r) -> None:
-        superseded = ("/stream" in r.url or "/images/" in r.url and "?v=" in r.url or r.url.endswith("favicon.svg"))
+        superseded = ("/stream" in r.url or r.url.endswith("/events") or "/images/" in r.url and "?v=" in r.url
+                      or r.url.endswith("favicon.svg"))
         if not (superseded and "ABORTED" in (r.failure or "")):
             problems.append(f"failed {r.url} {r.failure}")
 
@@ -228,6 +230,8 @@ def test_every_page_fits_a_phone_and_a_projector(server, browser):
     job = httpx.post(server.url + "/api/v1/jobs", json={"model": "lenet-mnist", "method": "map-elites",
                                                        "targets": "all", "generations": 40, "seed": 2}).json()
     exp = httpx.post(server.url + "/api/v1/experiments", json={"name": "logistic"}).json()
+    room = httpx.post(server.url + "/api/v1/rooms", headers={"Authorization": f"Bearer {ADMIN}"}).json()["code"]
+    lineage = httpx.post(server.url + "/api/v1/breed", json={"seed": 3}).json()["id"]
     t0 = time.time()
     while httpx.get(f"{server.url}/api/v1/jobs/{job['id']}").json()["status"] != "done" or \
             httpx.get(f"{server.url}/api/v1/experiments/{exp['id']}").json()["status"] != "done":
@@ -237,13 +241,15 @@ def test_every_page_fits_a_phone_and_a_projector(server, browser):
              "experiment": f"/experiments/{exp['id']}", "explainer": "/explain/logistic-regression",
              "demo": "/demo", "run": f"/jobs/{job['id']}", "run-demo": f"/jobs/{job['id']}?demo=1",
              "transfer": f"/jobs/{job['id']}/transfer", "docs": "/docs", "redoc": "/redoc",
-             "instructor": "/instructor"}
+             "instructor": "/instructor", "room": f"/r/{room}", "wall": f"/r/{room}/wall", "quiz": "/quiz",
+             "quiz-results": "/quiz/results", "breed": "/breed", "lineage": f"/breed/{lineage}"}
     for width, height in ((390, 844), (1920, 1080)):
         ctx = browser.new_context(viewport={"width": width, "height": height})
         pg = ctx.new_page()
         problems = _watch(pg)
         for name, path in pages.items():
-            pg.goto(server.url + path, wait_until="networkidle")
+            # the wall's event stream stays open: the network never goes idle there
+            pg.goto(server.url + path, wait_until="load" if name == "wall" else "networkidle")
             if name == "docs":
                 pg.wait_for_selector(".opblock", timeout=20_000)  # Swagger UI drew the operations
             elif name == "redoc":
@@ -322,3 +328,117 @@ def test_a_student_cannot_stop_another_students_run_but_the_instructor_can(serve
     for ctx in contexts:
         ctx.close()
     assert not any(seen.values()), seen  # Bob's refused posts went around his page: no page saw an error
+
+
+def _teacher_signed_in(browser, server, width: int = 1920, height: int = 1080):
+    ctx = browser.new_context(viewport={"width": width, "height": height})
+    pg = ctx.new_page()
+    pg.goto(server.url + "/instructor")
+    pg.fill("input[name=token]", ADMIN)
+    pg.locator("form[action='/instructor'] button[type=submit]").click()
+    pg.wait_for_selector("[data-instructor='on']")
+    return ctx, pg
+
+
+def test_a_class_in_one_room_wall_spotlight_quiz_and_breeding(server, browser):
+    """The instructor creates a room; three students join and start presets; the wall shows their
+    three tiles changing live and follows the instructor's spotlight; a student answers five quiz
+    images and the results count them; five generations of breeding change the images and the
+    lineage link reproduces them."""
+    t_ctx, teacher = _teacher_signed_in(browser, server)
+    problems = {"teacher": _watch(teacher)}
+    teacher.locator("[data-create-room]").click()
+    teacher.wait_for_selector("[data-room]")
+    code = teacher.locator("[data-room]").get_attribute("data-room")
+    teacher.goto(f"{server.url}/r/{code}/wall", wait_until="load")
+    teacher.wait_for_selector("[data-empty]:not([hidden])")
+    teacher.evaluate("""window.__seen = {}; new MutationObserver((ms) => ms.forEach((m) => {
+        const tile = m.target.closest && m.target.closest('[data-tile]');
+        if (tile && m.attributeName === 'src') (window.__seen[tile.dataset.job] ||= new Set()).add(m.target.src);
+      })).observe(document.getElementById('wall'), {subtree: true, attributes: true, attributeFilter: ['src']});""")
+
+    students, jobs = [], []
+    for i, name in enumerate(("Ada", "Grace", "Alan")):
+        ctx = browser.new_context(viewport={"width": 390, "height": 844} if i == 0 else {"width": 1280, "height": 900})
+        pg = ctx.new_page()
+        problems[name] = _watch(pg)
+        pg.goto(f"{server.url}/r/{code}")
+        pg.fill("input[name=nickname]", name)
+        pg.locator("form[action$='/join'] button").click()
+        pg.wait_for_selector(f"[data-nickname]:has-text('{name}')")
+        if i == 0:
+            shot(pg, "room-student-390")
+        # the ImageNet showcase runs for minutes (LeNet presets finish in about a second)
+        pg.locator("[data-preset='imagenet-cppn-evolution']").click()
+        pg.wait_for_url(re.compile(r".*/jobs/[A-Za-z0-9_-]+$"))
+        jobs.append(pg.url.rsplit("/", 1)[-1])
+        students.append((ctx, pg))
+
+    until(teacher, "document.querySelectorAll('[data-tile]').length === 3", timeout=60)
+    until(teacher, "Object.values(window.__seen).filter(s => s.size >= 2).length === 3", timeout=90)
+    names = teacher.evaluate("[...document.querySelectorAll('[data-tile] [data-name]')].map(e => e.textContent)")
+    assert sorted(names) == ["Ada", "Alan", "Grace"]
+    assert sorted(teacher.evaluate("[...document.querySelectorAll('[data-tile]')].map(e => e.dataset.job)")) == \
+        sorted(jobs)
+    shot(teacher, "wall-1920")
+
+    # a student's own wall follows the instructor's spotlight
+    s_pg = students[1][1]
+    s_pg.goto(f"{server.url}/r/{code}/wall", wait_until="load")
+    until(s_pg, "document.querySelectorAll('[data-tile]').length === 3", timeout=30)
+    assert s_pg.locator("[data-spot]").count() == 0  # students get no wall controls
+    teacher.locator(f"[data-tile][data-job='{jobs[2]}'] [data-spot]").click()
+    teacher.wait_for_selector("[data-spotlight]:not([hidden])")
+    s_pg.wait_for_selector("[data-spotlight]:not([hidden])", timeout=10_000)
+    assert s_pg.locator("[data-spotlight]").get_attribute("data-job") == jobs[2]
+    assert s_pg.locator("[data-spot-name]").text_content() == "Alan"
+    shot(teacher, "wall-spotlight-1920")
+    teacher.locator("[data-unspot]").click()
+    s_pg.wait_for_selector("[data-spotlight]", state="hidden", timeout=10_000)
+    for job_id in jobs:  # the instructor stops them (the rest of the class goes on without them)
+        assert teacher.request.post(f"{server.url}/api/v1/jobs/{job_id}/cancel").status == 200
+
+    # "Can you tell?" in the room: five answers, counted on the results page
+    q = students[0][1]
+    q.goto(f"{server.url}/r/{code}/quiz")
+    for n in range(5):
+        q.wait_for_selector("[data-quiz-item] img")
+        if n == 0:
+            shot(q, "quiz-390")
+        q.locator("[data-option]").first.click()
+        q.wait_for_selector("[data-reveal]")
+        assert int(q.locator("[data-answered]").text_content()) == n + 1
+    q.goto(f"{server.url}/r/{code}/quiz/results")
+    assert q.locator("[data-total]").get_attribute("data-total") == "5"
+    shot(q, "quiz-results-390")
+
+    # breeding by hand: five generations change the images; the lineage link reproduces them
+    b = students[2][1]
+    b.goto(f"{server.url}/breed")
+    b.fill("input[name=seed]", "11")
+    b.locator("[data-start-breeding]").click()
+    b.wait_for_selector("[data-generation='0']")
+
+    def pngs(pg) -> list[bytes]:
+        srcs = pg.evaluate("[...document.querySelectorAll('.breed-cell img')].map(i => i.src)")
+        return [pg.request.get(s).body() for s in srcs]
+
+    first = pngs(b)
+    for gen in range(1, 6):
+        b.locator("[data-pick]").nth(gen % 12).check()
+        b.locator("[data-pick]").nth((gen * 5) % 12).check()
+        b.locator("[data-breed]").click()
+        b.wait_for_selector(f"[data-generation='{gen}']")
+    last = pngs(b)
+    assert len(set(last) - set(first)) >= 8, "five generations made new images"
+    shot(b, "breed-1280")
+    link = b.locator("[data-lineage]").get_attribute("href")
+    teacher.goto(server.url + link)
+    teacher.wait_for_selector("[data-generation='5']")
+    assert pngs(teacher) == last  # the link shows the same images to anyone
+    assert teacher.locator("[data-pick]").count() == 0  # ...who can branch it, not change it
+    seen = {name: list(p) for name, p in problems.items()}
+    for ctx, _ in students:
+        ctx.close()
+    t_ctx.close()
+    assert not any(seen.values()), seen

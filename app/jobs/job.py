@@ -56,6 +56,7 @@ class Job:
     image: torch.Tensor | None = None  # the real image of adversarial jobs, decoded at submit
     targets: list[int] | None = None  # resolved at submit
     runtime: dict = field(default_factory=dict)  # what ran its forward passes, and why (summary.json)
+    room: str | None = None  # the classroom room it was started in
 
     @property
     def finished(self) -> bool:

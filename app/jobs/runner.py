@@ -53,7 +53,7 @@ class Runner(ABC):
 
     @abstractmethod
     def submit(self, spec: JobSpec, client: str, address: str = "", token_hash: str | None = None,
-               job_id: str | None = None) -> str: ...
+               job_id: str | None = None, room: str | None = None) -> str: ...
 
     @abstractmethod
     def delete(self, job_id: str) -> bool: ...  # cancel if running; remove record and files
@@ -154,8 +154,9 @@ class LocalRunner(Runner):
         return opts
 
     def submit(self, spec: JobSpec, client: str, address: str = "", token_hash: str | None = None,
-               job_id: str | None = None) -> str:
-        """Queue a job; ``job_id`` (new, random) may be chosen by the caller, e.g. to derive its token."""
+               job_id: str | None = None, room: str | None = None) -> str:
+        """Queue a job; ``job_id`` (new, random) may be chosen by the caller, e.g. to derive its token;
+        ``room``: the classroom room it belongs to (checked by the caller)."""
         if self._closing.is_set():
             raise JobError(503, "the server is shutting down")
         targets, labels = self.validate(spec)
@@ -191,7 +192,8 @@ class LocalRunner(Runner):
                 raise JobError(429, f"{here} jobs are queued or running from your network address (limit "
                                f"{self.settings.max_jobs_per_address}); try again shortly", retry_after=10,
                                policy=("jobs-per-address", self.settings.max_jobs_per_address))
-            job = Job(job_id or secrets.token_urlsafe(12), spec, client, time.time(), labels, address=address)
+            job = Job(job_id or secrets.token_urlsafe(12), spec, client, time.time(), labels, address=address,
+                      room=room)
             job.changed = [0] * len(targets or [0])
             job.image, job.targets = image, targets
             job.runtime = job_runtime(spec.method, self.lab.registry.get(spec.model))
@@ -200,7 +202,7 @@ class LocalRunner(Runner):
                                policy=("job-queue", self.settings.queue_size))
             # The record and input exist before any worker can see the job.
             self.store.create(job.id, client, spec.model_dump(exclude={"image"}), address=address,
-                              token_hash=token_hash)
+                              token_hash=token_hash, room=room)
             if png is not None:
                 (self.store.folder(job.id) / "input.png").write_bytes(png)
             self._jobs[job.id] = job

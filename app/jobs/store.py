@@ -29,7 +29,8 @@ CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created DESC);
 """
 # Columns added after the first release: added to an older database at start (ALTER TABLE).
 ADDED_COLUMNS = {"address": "TEXT NOT NULL DEFAULT ''", "token_hash": "TEXT", "hidden": "INTEGER NOT NULL DEFAULT 0",
-                 "pinned": "INTEGER NOT NULL DEFAULT 0", "bytes": "INTEGER NOT NULL DEFAULT 0"}
+                 "pinned": "INTEGER NOT NULL DEFAULT 0", "bytes": "INTEGER NOT NULL DEFAULT 0",
+                 "room": "TEXT"}  # the classroom room the job was started in (NULL: none)
 UPLOADS = """
 CREATE TABLE IF NOT EXISTS uploads (
     id TEXT PRIMARY KEY,
@@ -74,6 +75,7 @@ class JobStore:
             for name, decl in ADDED_COLUMNS.items():
                 if name not in have:
                     self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+            self._db.execute("CREATE INDEX IF NOT EXISTS jobs_room ON jobs (room, created DESC)")
 
     def folder(self, job_id: str) -> Path:
         d = self.root / job_id
@@ -90,12 +92,12 @@ class JobStore:
             return cur.rowcount
 
     def create(self, job_id: str, client: str, spec: dict, status: str = "queued", address: str = "",
-               token_hash: str | None = None) -> None:
+               token_hash: str | None = None, room: str | None = None) -> None:
         now = time.time()
         with self._lock:
-            self._db.execute("INSERT INTO jobs (id, created, updated, status, client, spec, address, token_hash) "
-                             "VALUES (?,?,?,?,?,?,?,?)",
-                             (job_id, now, now, status, client, json.dumps(spec), address, token_hash))
+            self._db.execute("INSERT INTO jobs (id, created, updated, status, client, spec, address, token_hash, room) "
+                             "VALUES (?,?,?,?,?,?,?,?,?)",
+                             (job_id, now, now, status, client, json.dumps(spec), address, token_hash, room))
 
     def set_flag(self, job_id: str, name: str, on: bool) -> bool:
         """hidden (out of the gallery) or pinned (kept past retention); False for an unknown job."""
@@ -185,22 +187,27 @@ class JobStore:
             row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _row(row) if row else None
 
-    def list(self, limit: int = 50, offset: int = 0, status: str | None = None, visible: bool = False) -> list[dict]:
-        where, args = self._where(status, visible)
+    def list(self, limit: int = 50, offset: int = 0, status: str | None = None, visible: bool = False,
+             room: str | None = None) -> list[dict]:
+        where, args = self._where(status, visible, room)
         q = f"SELECT * FROM jobs{where} ORDER BY created DESC, id LIMIT ? OFFSET ?"
         with self._lock:
             rows = self._db.execute(q, (*args, limit, offset)).fetchall()
         return [_row(r) for r in rows]
 
-    def count(self, status: str | None = None, visible: bool = False) -> int:
-        where, args = self._where(status, visible)
+    def count(self, status: str | None = None, visible: bool = False, room: str | None = None) -> int:
+        where, args = self._where(status, visible, room)
         with self._lock:
             return self._db.execute(f"SELECT COUNT(*) FROM jobs{where}", args).fetchone()[0]
 
     @staticmethod
-    def _where(status: str | None, visible: bool) -> tuple[str, list]:
-        """visible: leave out jobs the instructor hid (the gallery and the Lab's recent runs)."""
+    def _where(status: str | None, visible: bool, room: str | None = None) -> tuple[str, list]:
+        """visible: leave out jobs the instructor hid (the gallery and the Lab's recent runs);
+        room: only the jobs started in that room."""
         conds, args = [], []
+        if room:
+            conds.append("room=?")
+            args.append(room)
         if status:
             conds.append("status=?")
             args.append(status)

@@ -10,6 +10,10 @@ import torch
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from app.classroom.breed import Lineages
+from app.classroom.quiz import QuizPool
+from app.classroom.store import ClassroomStore
+from app.classroom.wall import Tiles
 from app.experiments.runner import ExperimentRunner
 from app.jobs.runner import LocalRunner
 from app.jobs.store import JobStore
@@ -17,11 +21,15 @@ from app.serving import compute
 from app.serving.lab import Lab
 from app.settings import ROOT, Settings
 from app.web import api_docs, errors, openapi, paths  # noqa: F401 (paths registers URL convertors)
+from app.web.api import breed as breed_api
 from app.web.api import experiments as experiments_api
 from app.web.api import health, models, score
 from app.web.api import jobs as jobs_api
+from app.web.api import quiz as quiz_api
+from app.web.api import rooms as rooms_api
 from app.web.identity import Gatekeeper
 from app.web.middleware import GuardMiddleware
+from app.web.pages import classroom as classroom_pages
 from app.web.pages import experiments as experiment_pages
 from app.web.pages import instructor as instructor_pages
 from app.web.pages import lab as lab_pages
@@ -38,6 +46,10 @@ DESCRIPTION = """Watch deep neural networks get fooled, live: score images, evol
   Server-Sent Events at its `links.events`, download its images and `summary.json` when it ends.
 * **Errors** are JSON of one shape, `{"error", "detail", "field"}` (plus `errors` for a 422); a 429
   says when to retry in `Retry-After` and which quota it hit in `RateLimit-Policy` / `RateLimit`.
+* **Classroom**: the instructor creates a room (`POST /api/v1/rooms`); students join at `/r/{code}`
+  and their jobs carry the room; the class wall follows every job of a room over one stream
+  (`/api/v1/rooms/{code}/events`). "Can you tell?" (`/api/v1/quiz/...`) asks people what they see,
+  and `/api/v1/breed` breeds CPPN images by hand.
 * **Retries and caching**: `Idempotency-Key` on `POST /api/v1/jobs` and `POST /api/v1/uploads`; a
   finished job's files carry a strong `ETag` and answer 304 to `If-None-Match`.
 
@@ -58,6 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = JobStore(settings.data_dir)
         app.state.runner = LocalRunner(lab, store)
         app.state.experiments = ExperimentRunner(settings)
+        app.state.classroom = ClassroomStore(settings.data_dir)
+        app.state.quiz = QuizPool(store, settings.data_dir)
+        app.state.tiles = Tiles(app.state.runner)
+        app.state.lineages = Lineages()
 
         # Loading happens beside the server so /healthz answers at once and /readyz tells when done.
         def loaded(_) -> None:
@@ -68,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.stopping.set()  # this app's open event streams end now instead of holding the shutdown
         app.state.runner.close()
         app.state.experiments.close()
+        app.state.classroom.close()
         store.close()
         lab.close()
 
@@ -95,12 +112,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(score.router)
     app.include_router(jobs_api.router)
     app.include_router(experiments_api.router)
+    app.include_router(rooms_api.router)
+    app.include_router(quiz_api.router)
+    app.include_router(breed_api.router)
     app.include_router(lab_pages.router)
     app.include_router(run_pages.router)
     app.include_router(experiment_pages.router)
     app.include_router(tool_pages.router)
     app.include_router(api_docs.router)
     app.include_router(instructor_pages.router)
+    app.include_router(classroom_pages.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     return app
 

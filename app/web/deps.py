@@ -4,10 +4,12 @@ model lookup with clear errors."""
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import AsyncIterator
 
 from fastapi import Request
 
+from app.classroom.store import CODE_PATTERN, ClassroomStore
 from app.jobs.runner import LocalRunner
 from app.models.entry import ModelEntry, UnknownModel
 from app.serving.lab import Lab
@@ -85,3 +87,30 @@ def available_model(lab: Lab, model_id: str, field: str = "model") -> ModelEntry
     if not entry.available:
         raise ApiError(409, f"model {model_id!r} is not available: {entry.reason}", field)
     return entry
+
+
+def classroom(request: Request) -> ClassroomStore:
+    return request.app.state.classroom
+
+
+def open_room(request: Request, code: str) -> dict:
+    """The room with this code, or 404."""
+    room = classroom(request).room(code) if re.match(CODE_PATTERN, code or "") else None
+    if room is None:
+        raise ApiError(404, f"no room {code!r}", "code")
+    return room
+
+
+def job_room(request: Request) -> str | None:
+    """The room a job started now belongs to: the one this browser joined, while it is open (409
+    once the instructor has closed it: its members start no new jobs there)."""
+    code = identity(request).room
+    if not code:
+        return None
+    room = classroom(request).room(code)
+    if room is None or classroom(request).member(room["code"], identity(request).client) is None:
+        return None  # the room is gone (or this browser was never let in): jobs run on their own
+    if room["closed"]:
+        raise ApiError(409, f"room {room['code']} is closed: no new jobs in it. Leave it at /r/{room['code']} to "
+                            "run on your own", "room")
+    return room["code"]

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CLIENT_COOKIE = "fl_client"
 INSTRUCTOR_COOKIE = "fl_instructor"
+ROOM_COOKIE = "fl_room"  # the classroom room this browser joined (signed: a code, bound to the client)
 COOKIE_MAX_AGE = 400 * 24 * 3600  # the most browsers keep a cookie (a school year and more)
 
 
@@ -88,6 +89,7 @@ class Identity:
     instructor: bool
     bearer: str | None  # a token from Authorization: Bearer, if any
     new_cookie: bool  # the response must set fl_client
+    room: str | None = None  # the room this browser joined (its signed fl_room cookie)
 
 
 class Gatekeeper:
@@ -123,7 +125,11 @@ class Gatekeeper:
         bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         instructor = self.is_admin_token(bearer) or (
             self.instructor_enabled and self.signer.unsign(INSTRUCTOR_COOKIE, cookies.get(INSTRUCTOR_COOKIE)) == "1")
-        return Identity(client, address, instructor, bearer, new)
+        signed_room = None if new else self.signer.unsign(ROOM_COOKIE, cookies.get(ROOM_COOKIE))
+        room = None
+        if signed_room and signed_room.startswith(f"{client}:"):  # copied to another browser it means nothing
+            room = signed_room.partition(":")[2] or None
+        return Identity(client, address, instructor, bearer, new, room)
 
     def control_token(self, job_id: str) -> str:
         """A job's control token, derived from its id with the key: the server keeps only its hash,
@@ -132,6 +138,9 @@ class Gatekeeper:
 
     def client_cookie(self, client: str, secure: bool) -> str:
         return _cookie(CLIENT_COOKIE, self.signer.sign(CLIENT_COOKIE, client), COOKIE_MAX_AGE, secure)
+
+    def room_cookie(self, client: str, code: str, secure: bool) -> str:
+        return _cookie(ROOM_COOKIE, self.signer.sign(ROOM_COOKIE, f"{client}:{code}"), COOKIE_MAX_AGE, secure)
 
     def instructor_cookie(self, secure: bool, max_age: int = 12 * 3600) -> str:
         return _cookie(INSTRUCTOR_COOKIE, self.signer.sign(INSTRUCTOR_COOKIE, "1"), max_age, secure)

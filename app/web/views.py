@@ -14,7 +14,8 @@ from app.web.errors import ApiError
 
 JOB_ID = r"^[A-Za-z0-9_-]{8,64}$"
 STATUS = f"^({'|'.join(ACTIVE + FINISHED)})$"
-SPEC_FIELDS = ("model", "method", "encoding", "targets", "generations", "steps", "population", "seed", "max_seconds")
+SPEC_FIELDS = ("model", "method", "encoding", "targets", "generations", "steps", "population", "seed", "max_seconds",
+               "upload")
 
 
 # A job's files: name -> (its key in `links`, media type). Written when the job ends (input.png: at start).
@@ -44,7 +45,8 @@ def view(run: Runner, job_id: str, history: bool = True) -> dict | None:
         return None
     live = run.live(job_id)
     out = {"id": job_id, "status": rec["status"], "created": rec["created"], "updated": rec["updated"],
-           "settings": rec["spec"], "error": rec["error"], "links": links(job_id, written(run, job_id))}
+           "settings": rec["spec"], "error": rec["error"], "room": rec.get("room"),
+           "links": links(job_id, written(run, job_id))}
     if live is not None and (not live.finished or rec["result"] is None):
         frame = results.frame(live)
         out.update(status=live.status, error=live.error or rec["error"], version=live.version,

@@ -21,7 +21,7 @@ from app.serving.lab import Lab
 from app.web import idempotency, streams
 from app.web.api import examples
 from app.web.caching import NO_CACHE, immutable_file, revalidated_json
-from app.web.deps import INSTRUCTOR_ACTIONS, held_stream, identity, lab, mark_job, require_control, runner
+from app.web.deps import INSTRUCTOR_ACTIONS, held_stream, identity, job_room, lab, mark_job, require_control, runner
 from app.web.errors import ApiError, error_responses, job_error
 from app.web.identity import token_hash
 from app.web.paths import JOB_ACTIONS
@@ -75,9 +75,10 @@ async def create_job(request: Request, response: Response,
         else:
             who = identity(request)
             job_id = secrets.token_urlsafe(12)
+            room = job_room(request)
             try:
                 await run_in_threadpool(run.submit, spec, who.client, who.address,
-                                        token_hash(gate.control_token(job_id)), job_id)
+                                        token_hash(gate.control_token(job_id)), job_id, room)
             except JobError as exc:
                 raise job_error(exc) from None
             claim.done({"id": job_id})

@@ -15,8 +15,10 @@ router = APIRouter(include_in_schema=False)
 
 def _page(request: Request, error: str | None = None, status: int = 200) -> HTMLResponse:
     gate = request.app.state.gatekeeper
+    signed_in = identity(request).instructor
+    rooms = request.app.state.classroom.rooms(20) if signed_in else []
     return templates.TemplateResponse(request, "instructor.html", {
-        "enabled": gate.instructor_enabled, "signed_in": identity(request).instructor, "error": error},
+        "enabled": gate.instructor_enabled, "signed_in": signed_in, "error": error, "rooms": rooms},
         status_code=status)
 
 

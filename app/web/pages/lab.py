@@ -16,7 +16,7 @@ from app.jobs.spec import JobSpec
 from app.serving.lab import Lab
 from app.settings import ROOT
 from app.web import views
-from app.web.deps import identity, lab, runner
+from app.web.deps import identity, job_room, lab, runner
 from app.web.errors import ApiError, job_error
 from app.web.templating import templates
 
@@ -77,7 +77,7 @@ def _spec_from_form(form: dict) -> JobSpec:
 async def _start(request: Request, run: LocalRunner, spec: JobSpec, demo: bool = False) -> str:
     try:
         who = identity(request)
-        job_id = await run_in_threadpool(run.submit, spec, who.client, who.address)
+        job_id = await run_in_threadpool(run.submit, spec, who.client, who.address, None, None, job_room(request))
     except JobError as exc:
         raise job_error(exc) from None
     return f"/jobs/{job_id}" + ("?demo=1" if demo else "")
@@ -110,6 +110,11 @@ async def start_preset(request: Request, name: str = Path(max_length=64), demo: 
         png = (ROOT / "static" / "samples" / preset.sample_image).read_bytes()
         data["image"] = "data:image/png;base64," + base64.b64encode(png).decode()
     data["title"] = preset.title
+    seed = (await request.form()).get("seed")  # a room's students each pick their own (else all runs look alike)
+    if isinstance(seed, str) and seed.strip():
+        if not (seed.strip().isascii() and seed.strip().isdigit() and int(seed) < 2**31):
+            raise ApiError(422, "seed must be a whole number from 0 to 2147483647", "seed")
+        data["seed"] = int(seed)
     return RedirectResponse(await _start(request, run, JobSpec(**data), demo), status_code=303)
 
 

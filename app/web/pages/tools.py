@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+import io
+
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 from app.explain import logistic
+from app.jobs.results import uploads_dir
 from app.serving.lab import Lab
 from app.web.api.score import score_uploads
 from app.web.deps import lab
+from app.web.errors import ApiError
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/score", response_class=HTMLResponse)
-async def score_page(request: Request, state: Lab = Depends(lab)) -> HTMLResponse:
-    return templates.TemplateResponse(request, "score.html", {"models": _usable(state), "results": None,
-                                                              "chosen": ["lenet-mnist"]})
+async def score_page(request: Request, state: Lab = Depends(lab),
+                     upload: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{8,64}$"),
+                     model: str = Query("lenet-mnist", max_length=100)) -> HTMLResponse:
+    """The score form; with ``upload`` (an image kept earlier, e.g. one bred by hand) its scores too."""
+    ctx = {"models": _usable(state), "results": None, "chosen": [model], "error": None}
+    if upload is not None:
+        path = uploads_dir(state.settings.data_dir) / f"{upload}.png"
+        if not path.is_file():
+            raise ApiError(404, f"no upload {upload!r}", "upload")
+        f = UploadFile(io.BytesIO(path.read_bytes()), filename=f"{upload}.png",
+                       headers=Headers({"content-type": "image/png"}))
+        ctx["results"] = [await score_uploads(state, [f], model, 5)]
+    return templates.TemplateResponse(request, "score.html", ctx)
 
 
 @router.post("/score", response_class=HTMLResponse)

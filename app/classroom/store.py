@@ -1,0 +1,220 @@
+"""The classroom's records in one SQLite file: rooms and their members, quiz items and answers,
+hand-bred lineages. Jobs keep their room in the jobs database (the ``room`` column)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rooms (
+    code TEXT PRIMARY KEY,
+    title TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    closed REAL,
+    spotlight TEXT,
+    hidden TEXT NOT NULL DEFAULT '[]',
+    version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS members (
+    room TEXT NOT NULL,
+    client TEXT NOT NULL,
+    nickname TEXT NOT NULL,
+    joined REAL NOT NULL,
+    PRIMARY KEY (room, client)
+);
+CREATE TABLE IF NOT EXISTS quiz_items (
+    id TEXT PRIMARY KEY,
+    client TEXT NOT NULL,
+    room TEXT,
+    kind TEXT NOT NULL,
+    encoding TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    model TEXT NOT NULL,
+    source TEXT NOT NULL,
+    label TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    options TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    shown REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quiz_items_client ON quiz_items (client, shown);
+CREATE TABLE IF NOT EXISTS quiz_answers (
+    item TEXT PRIMARY KEY,
+    client TEXT NOT NULL,
+    room TEXT,
+    answer TEXT NOT NULL,
+    agreed INTEGER NOT NULL,
+    ms INTEGER NOT NULL,
+    answered REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lineages (
+    id TEXT PRIMARY KEY,
+    client TEXT NOT NULL,
+    model TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    steps TEXT NOT NULL DEFAULT '[]',
+    parent TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+"""
+
+# Codes people read off a projector and type on a phone: no 0/O, 1/I/L.
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+CODE_PATTERN = r"^[A-Za-z2-9]{4,8}$"
+
+
+def new_code(length: int = 4) -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(length))
+
+
+class ClassroomStore:
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / "classroom.sqlite3"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # As in JobStore: one connection under a lock; writes are small.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+
+    def _one(self, query: str, args: tuple = ()) -> dict | None:
+        with self._lock:
+            row = self._db.execute(query, args).fetchone()
+        return dict(row) if row else None
+
+    def _all(self, query: str, args: tuple = ()) -> list[dict]:
+        with self._lock:
+            return [dict(r) for r in self._db.execute(query, args).fetchall()]
+
+    def _run(self, query: str, args: tuple = ()) -> int:
+        with self._lock:
+            return self._db.execute(query, args).rowcount
+
+    # -- rooms ------------------------------------------------------------------------------------
+    def create_room(self, title: str = "") -> dict:
+        for length in (4, 4, 4, 5, 6):  # a clash is rare at 4 letters; longer codes after a few
+            code = new_code(length)
+            try:
+                with self._lock:
+                    self._db.execute("INSERT INTO rooms (code, title, created) VALUES (?,?,?)",
+                                     (code, title, time.time()))
+                return self.room(code)
+            except sqlite3.IntegrityError:
+                continue
+        raise RuntimeError("could not find a free room code")
+
+    def room(self, code: str) -> dict | None:
+        row = self._one("SELECT * FROM rooms WHERE code=?", (code.upper(),))
+        if row:
+            row["hidden"] = json.loads(row["hidden"])
+        return row
+
+    def rooms(self, limit: int = 100) -> list[dict]:
+        rows = self._all("SELECT * FROM rooms ORDER BY created DESC LIMIT ?", (limit,))
+        for r in rows:
+            r["hidden"] = json.loads(r["hidden"])
+        return rows
+
+    def close_room(self, code: str) -> bool:
+        return self._run("UPDATE rooms SET closed=COALESCE(closed, ?), version=version+1 WHERE code=?",
+                         (time.time(), code)) == 1
+
+    def set_spotlight(self, code: str, job_id: str | None) -> None:
+        self._run("UPDATE rooms SET spotlight=?, version=version+1 WHERE code=?", (job_id, code))
+
+    def set_hidden(self, code: str, job_id: str, hidden: bool) -> list[str]:
+        with self._lock:
+            row = self._db.execute("SELECT hidden FROM rooms WHERE code=?", (code,)).fetchone()
+            ids = [i for i in json.loads(row["hidden"]) if i != job_id] + ([job_id] if hidden else [])
+            self._db.execute("UPDATE rooms SET hidden=?, version=version+1 WHERE code=?", (json.dumps(ids), code))
+        return ids
+
+    def join(self, code: str, client: str, nickname: str) -> None:
+        self._run("INSERT INTO members (room, client, nickname, joined) VALUES (?,?,?,?) "
+                  "ON CONFLICT (room, client) DO UPDATE SET nickname=excluded.nickname", (code, client, nickname,
+                                                                                          time.time()))
+        self._run("UPDATE rooms SET version=version+1 WHERE code=?", (code,))
+
+    def member(self, code: str, client: str) -> dict | None:
+        return self._one("SELECT * FROM members WHERE room=? AND client=?", (code, client))
+
+    def members(self, code: str) -> dict[str, str]:
+        """client -> nickname."""
+        return {r["client"]: r["nickname"] for r in self._all("SELECT client, nickname FROM members WHERE room=?",
+                                                             (code,))}
+
+    # -- quiz -------------------------------------------------------------------------------------
+    def add_item(self, item: dict) -> None:
+        cols = ("id", "client", "room", "kind", "encoding", "dataset", "model", "source", "label", "confidence",
+                "options", "seq", "shown")
+        values = tuple(json.dumps(item[c]) if c == "options" else item[c] for c in cols)
+        self._run(f"INSERT INTO quiz_items ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})", values)
+
+    def item(self, item_id: str) -> dict | None:
+        row = self._one("SELECT i.*, a.answer, a.agreed, a.ms FROM quiz_items i LEFT JOIN quiz_answers a "
+                        "ON a.item = i.id WHERE i.id=?", (item_id,))
+        if row:
+            row["options"] = json.loads(row["options"])
+        return row
+
+    def shown_count(self, client: str) -> int:
+        return self._one("SELECT COUNT(*) AS n FROM quiz_items WHERE client=?", (client,))["n"]
+
+    def recent_sources(self, client: str, limit: int = 20) -> set[str]:
+        return {r["source"] for r in self._all("SELECT source FROM quiz_items WHERE client=? ORDER BY shown DESC "
+                                               "LIMIT ?", (client, limit))}
+
+    def answer(self, item: dict, answer: str, agreed: bool, ms: int) -> bool:
+        """Record an answer; False when the item already has one (the first answer counts)."""
+        try:
+            self._run("INSERT INTO quiz_answers (item, client, room, answer, agreed, ms, answered) "
+                      "VALUES (?,?,?,?,?,?,?)", (item["id"], item["client"], item["room"], answer, int(agreed), ms,
+                                                 time.time()))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def answers(self, room: str | None = None) -> list[dict]:
+        """Every answered item (with what was shown), oldest first; a room's only when given."""
+        where, args = ("WHERE a.room=?", (room,)) if room else ("", ())
+        rows = self._all("SELECT i.id AS item, i.kind, i.encoding, i.dataset, i.model, i.source, i.label, "
+                         "i.confidence, i.options, i.seq, i.shown, a.answer, a.agreed, a.ms, a.answered, a.room, "
+                         f"a.client FROM quiz_answers a JOIN quiz_items i ON i.id = a.item {where} "
+                         "ORDER BY a.answered", args)
+        for r in rows:
+            r["options"] = json.loads(r["options"])
+        return rows
+
+    # -- lineages (hand breeding) -----------------------------------------------------------------
+    def create_lineage(self, lineage_id: str, client: str, model: str, seed: int, size: int,
+                       steps: list | None = None, parent: str | None = None) -> None:
+        now = time.time()
+        self._run("INSERT INTO lineages (id, client, model, seed, size, steps, parent, created, updated) "
+                  "VALUES (?,?,?,?,?,?,?,?,?)", (lineage_id, client, model, seed, size, json.dumps(steps or []),
+                                                 parent, now, now))
+
+    def lineage(self, lineage_id: str) -> dict | None:
+        row = self._one("SELECT * FROM lineages WHERE id=?", (lineage_id,))
+        if row:
+            row["steps"] = json.loads(row["steps"])
+        return row
+
+    def lineage_count(self, client: str) -> int:
+        return self._one("SELECT COUNT(*) AS n FROM lineages WHERE client=?", (client,))["n"]
+
+    def set_steps(self, lineage_id: str, steps: list) -> None:
+        self._run("UPDATE lineages SET steps=?, updated=? WHERE id=?", (json.dumps(steps), time.time(), lineage_id))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
