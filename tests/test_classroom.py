@@ -148,10 +148,11 @@ def test_the_wall_stream_multiplexes_the_rooms_jobs_at_most_twice_a_second(app):
 def test_quiz_items_answers_results_and_csv(app):
     owner = browser(app)
     done = wait(owner, owner.post("/api/v1/jobs", json={**QUICK, "encoding": "cppn"}).json()["id"], ("done",))
-    assert done["targets"]
+    assert min(t["confidence"] for t in done["targets"]) >= 0.5, "fooling images the quiz may show"
     alice, bob = browser(app), browser(app)
     kinds, reveals = set(), []
-    for _ in range(12):
+    while len(reveals) < 12 or len(kinds) < 2:  # both kinds come up (about 40% are real), seen to the end
+        assert len(reveals) < 40, kinds
         item = alice.get("/api/v1/quiz/next").json()
         assert item["options"][-1] == "none of these" and len(item["options"]) == 4
         assert len(set(item["options"])) == 4 and "label" not in item and "confidence" not in item
@@ -170,15 +171,19 @@ def test_quiz_items_answers_results_and_csv(app):
         assert alice.post("/api/v1/quiz/answers", json={"item": item["id"], "answer": "none of these"}
                           ).status_code == 409
     assert kinds == {"fooling", "real"}, kinds
+    n = len(reveals)
     res = alice.get("/api/v1/quiz/results").json()
-    assert res["overall"]["answers"] == 12 and res["overall"]["agreed"] == sum(r["agreed"] for r in reveals)
+    assert res["overall"]["answers"] == n and res["overall"]["agreed"] == sum(r["agreed"] for r in reveals)
     assert res["overall"]["chance"] == pytest.approx(0.25)
-    assert sum(c["answers"] for c in res["conditions"].values()) == 12
-    assert "real · mnist" in res["conditions"] and "fooling · cppn · mnist" in res["conditions"]
+    assert sum(c["answers"] for c in res["conditions"].values()) == n
+    assert "real · mnist" in res["conditions"]
+    assert {k for k in res["conditions"] if k.startswith("fooling")} <= {"fooling · cppn · mnist",
+                                                                         "fooling · direct · mnist"}
+    assert any(k.startswith("fooling") for k in res["conditions"])
     got = alice.get("/api/v1/quiz/results.csv")
     assert got.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(got.text)))
-    assert len(rows) == 12 and {r["agreed"] for r in rows} <= {"0", "1"}
+    assert len(rows) == n and {r["agreed"] for r in rows} <= {"0", "1"}
     assert alice.cookies.get("fl_client").split(".")[0] not in got.text  # pseudonyms, never client ids
     assert len(rows[0]["options"].split("|")) == 4 and float(rows[0]["network_confidence"]) > 0
 

@@ -8,6 +8,8 @@ same images, so a lineage is a few bytes in the database and a link anyone can o
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import fields
 
 import torch
@@ -75,33 +77,49 @@ MAX_GENERATIONS = 500  # steps one lineage may take (replaying it from its seed 
 
 
 class Lineages:
-    """Genomes of recently seen lineage generations, kept so that a step does not replay the whole
-    lineage; a miss replays it from the seed (the same images, by construction)."""
+    """Genomes and images of recently seen lineage generations, kept so that a step does not replay
+    the whole lineage and a page's images are rendered once; a miss replays the lineage from its
+    seed (the same images, by construction). Shared by request threads: the cache has a lock."""
 
-    def __init__(self, size: int = 64) -> None:
-        from collections import OrderedDict
-
+    def __init__(self, size: int = 128) -> None:
         self.size = size
-        self._cache: OrderedDict[tuple, CppnGenomes] = OrderedDict()
+        self._cache: OrderedDict[tuple, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _get(self, key: tuple):
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+            return hit
+
+    def _put(self, key: tuple, value) -> None:
+        with self._lock:
+            self._cache[key] = value
+            while len(self._cache) > self.size:
+                self._cache.popitem(last=False)
 
     def genomes(self, shape: tuple[int, int, int], lineage: dict, generation: int) -> CppnGenomes:
-        enc = encoding_for(shape)
-        steps = lineage["steps"][:generation]
-        key = (lineage["id"], tuple(shape), generation)
-        g = self._cache.get(key)
+        key = ("genomes", lineage["id"], tuple(shape), generation)
+        g = self._get(key)
         if g is None:
-            base = (lineage["id"], tuple(shape), generation - 1)
-            prev = self._cache.get(base) if generation > 0 else None
-            if prev is not None:
+            enc, steps = encoding_for(shape), lineage["steps"][:generation]
+            prev = self._get(("genomes", lineage["id"], tuple(shape), generation - 1)) if generation > 0 else None
+            if prev is not None:  # one step on from the generation before
                 g = breed(enc, prev, steps[-1]["picks"], lineage["seed"], generation)
             else:
                 g = replay(enc, lineage["seed"], lineage["size"], steps)
-            self._cache[key] = g
-            while len(self._cache) > self.size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
+            self._put(key, g)
         return g
 
     def images(self, shape: tuple[int, int, int], lineage: dict, generation: int) -> torch.Tensor:
-        return render(encoding_for(shape), self.genomes(shape, lineage, generation))
+        key = ("images", lineage["id"], tuple(shape), generation)
+        out = self._get(key)
+        if out is None:
+            out = render(encoding_for(shape), self.genomes(shape, lineage, generation))
+            self._put(key, out)
+        return out
+
+    def cached_images(self, shape: tuple[int, int, int], lineage: dict, generation: int) -> torch.Tensor | None:
+        """The generation's images if they were rendered lately (a page's image requests then cost nothing)."""
+        return self._get(("images", lineage["id"], tuple(shape), generation))

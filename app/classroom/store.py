@@ -212,8 +212,11 @@ class ClassroomStore:
     def lineage_count(self, client: str) -> int:
         return self._one("SELECT COUNT(*) AS n FROM lineages WHERE client=?", (client,))["n"]
 
-    def set_steps(self, lineage_id: str, steps: list) -> None:
-        self._run("UPDATE lineages SET steps=?, updated=? WHERE id=?", (json.dumps(steps), time.time(), lineage_id))
+    def set_steps(self, lineage_id: str, steps: list) -> bool:
+        """Append-only: the new steps replace the stored ones only if those are the first
+        ``len(steps) - 1`` (False when another request added a step meanwhile)."""
+        return self._run("UPDATE lineages SET steps=?, updated=? WHERE id=? AND json_array_length(steps)=?",
+                         (json.dumps(steps), time.time(), lineage_id, len(steps) - 1)) == 1
 
     def close(self) -> None:
         with self._lock:

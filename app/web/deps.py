@@ -3,9 +3,12 @@ model lookup with clear errors."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
+from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import Request
 
@@ -13,7 +16,7 @@ from app.classroom.store import CODE_PATTERN, ClassroomStore
 from app.jobs.runner import LocalRunner
 from app.models.entry import ModelEntry, UnknownModel
 from app.serving.lab import Lab
-from app.web.errors import ApiError
+from app.web.errors import ApiError, too_many
 from app.web.identity import Identity, token_hash
 
 
@@ -114,3 +117,29 @@ def job_room(request: Request) -> str | None:
         raise ApiError(409, f"room {room['code']} is closed: no new jobs in it. Leave it at /r/{room['code']} to "
                             "run on your own", "room")
     return room["code"]
+
+
+PER_CLIENT_COMPUTE = 2  # classroom requests (a breeding step, a quiz image) one browser may have in flight
+COMPUTE_SLOTS = 2  # ... and on the whole server: the rest wait their turn
+
+
+@asynccontextmanager
+async def classroom_compute(request: Request, what: str) -> AsyncIterator[None]:
+    """Bound the rendering and scoring that breeding and the quiz do inside requests: a browser that
+    fires many at once gets 429 past PER_CLIENT_COMPUTE; all of them together hold at most
+    COMPUTE_SLOTS threads, so jobs and scoring keep their share of the CPU."""
+    state = request.app.state
+    if not hasattr(state, "compute_slots"):
+        state.compute_slots, state.in_flight = asyncio.Semaphore(COMPUTE_SLOTS), Counter()
+    who = identity(request).client
+    if state.in_flight[who] >= PER_CLIENT_COMPUTE:
+        raise too_many(f"you already have {PER_CLIENT_COMPUTE} {what} requests being made; wait for them",
+                       (f"{what}-per-client", PER_CLIENT_COMPUTE), 1)
+    state.in_flight[who] += 1
+    try:
+        async with state.compute_slots:
+            yield
+    finally:
+        state.in_flight[who] -= 1
+        if not state.in_flight[who]:
+            del state.in_flight[who]

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from app.classroom import breed
 from app.serving.imaging import to_png
 from app.serving.lab import Lab
-from app.web.deps import available_model, classroom, identity, lab
+from app.web.deps import available_model, classroom, classroom_compute, identity, lab
 from app.web.errors import ApiError, error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["breed"])
@@ -56,8 +56,9 @@ async def generation_view(request: Request, state: Lab, lin: dict, generation: i
     if not 0 <= gen <= latest:
         raise ApiError(404, f"lineage {lin['id']} has generations 0..{latest}", "generation")
     entry = available_model(state, lin["model"])
-    images = await run_in_threadpool(request.app.state.lineages.images, entry.input_shape, lin, gen)
-    probs = await state.scorer.probabilities(entry.id, images)
+    async with classroom_compute(request, "breeding"):
+        images = await run_in_threadpool(request.app.state.lineages.images, entry.input_shape, lin, gen)
+        probs = await state.scorer.probabilities(entry.id, images)
     conf, idx = probs.max(1)
     picked = set(lin["steps"][gen]["picks"]) if gen < latest else set()
     cells = [{"position": i, "image": f"/api/v1/breed/{lin['id']}/images/{gen}/{i}.png",
@@ -129,7 +130,8 @@ async def step(request: Request, state: Lab, lin: dict, picks: list[int] | None,
     if any(not 0 <= p < lin["size"] for p in picks):
         raise ApiError(422, f"picks are positions 0..{lin['size'] - 1}", "picks")
     steps = lin["steps"] + [{"picks": sorted(set(picks)), "by": by}]
-    classroom(request).set_steps(lin["id"], steps)
+    if not classroom(request).set_steps(lin["id"], steps):
+        raise ApiError(409, "this lineage was bred on meanwhile (another tab?): reload it", "id")
     return {**lin, "steps": steps}
 
 
@@ -158,5 +160,8 @@ async def image_png(request: Request, state: Lab, lin: dict, generation: int, po
     if generation > len(lin["steps"]) or position >= lin["size"]:
         raise ApiError(404, "no such image in this lineage", "position")
     entry = available_model(state, lin["model"])
-    images = await run_in_threadpool(request.app.state.lineages.images, entry.input_shape, lin, generation)
+    images = request.app.state.lineages.cached_images(entry.input_shape, lin, generation)
+    if images is None:  # a link opened cold: render it once, within the classroom's compute bounds
+        async with classroom_compute(request, "breeding"):
+            images = await run_in_threadpool(request.app.state.lineages.images, entry.input_shape, lin, generation)
     return to_png(images[position])

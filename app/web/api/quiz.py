@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.classroom import quiz
 from app.classroom.store import CODE_PATTERN
 from app.serving.lab import Lab
-from app.web.deps import classroom, identity, lab, open_room
+from app.web.deps import classroom, classroom_compute, identity, lab, open_room
 from app.web.errors import ApiError, error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["quiz"])
@@ -41,8 +41,9 @@ async def next_item(request: Request, state: Lab, room: str | None) -> dict | No
     if seq >= MAX_ITEMS_PER_CLIENT:
         raise ApiError(429, f"that is {seq} images: thank you! This server shows each browser at most "
                             f"{MAX_ITEMS_PER_CLIENT}")
-    item = await quiz.make_item(request.app.state.quiz, state.scorer.probabilities, _labels(state), who.client,
-                                room, seq + 1, store.recent_sources(who.client))
+    async with classroom_compute(request, "quiz"):
+        item = await quiz.make_item(request.app.state.quiz, state.scorer.probabilities, _labels(state), who.client,
+                                    room, seq + 1, store.recent_sources(who.client))
     if item is not None:
         store.add_item(item)
     return item
