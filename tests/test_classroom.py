@@ -74,6 +74,10 @@ def test_rooms_are_created_by_the_instructor_only_and_jobs_carry_them(app):
     for bad in ("", "x" * 25, "<b>", "a\nb"):
         assert alice.post(f"/api/v1/rooms/{code}/join", json={"nickname": bad}).status_code == 422
     assert alice.post("/api/v1/rooms/ZZZZ9/join", json={"nickname": "A"}).status_code == 404
+    assert alice.get("/api/v1/rooms/no!").status_code in (404, 422) and alice.get("/api/v1/rooms/AB").status_code == 422
+    assert alice.post(f"/api/v1/rooms/{code}/join", json={"nickname": "A", "admin": True}).status_code == 422
+    assert alice.get("/api/v1/rooms").status_code == 403  # the list is the instructor's
+    assert alice.post(f"/api/v1/rooms/{code}/hide", json={"job": "x" * 12}).status_code == 403
 
     a_job = alice.post("/api/v1/jobs", json=QUICK).json()["id"]
     b_job = bob.post("/api/v1/jobs", json=QUICK).json()["id"]  # not a member: no room
@@ -186,6 +190,18 @@ def test_quiz_items_answers_results_and_csv(app):
     assert len(rows) == n and {r["agreed"] for r in rows} <= {"0", "1"}
     assert alice.cookies.get("fl_client").split(".")[0] not in got.text  # pseudonyms, never client ids
     assert len(rows[0]["options"].split("|")) == 4 and float(rows[0]["network_confidence"]) > 0
+
+
+def test_lineage_steps_are_append_only(tmp_path):
+    from app.classroom.store import ClassroomStore
+
+    store = ClassroomStore(tmp_path)
+    store.create_lineage("lin123456", "c", "lenet-mnist", 1, 12)
+    assert store.set_steps("lin123456", [{"picks": [0], "by": "person"}])
+    # a second request that read the lineage before the first wrote loses, rather than rewriting history
+    assert not store.set_steps("lin123456", [{"picks": [5], "by": "person"}])
+    assert store.lineage("lin123456")["steps"] == [{"picks": [0], "by": "person"}]
+    store.close()
 
 
 def test_breeding_keeps_picks_replays_exactly_and_branches(app):
