@@ -33,7 +33,7 @@ from tests.live_server import LiveServer  # noqa: E402
 
 ADMIN = "wall-bench-token"
 JOB = {"model": "lenet-mnist", "method": "map-elites", "encoding": "direct", "population": 10,
-       "generations": 1_000_000, "params": {"stop_at": None}}
+       "generations": 20_000, "params": {"stop_at": None}}
 
 
 def cpu_seconds(pid: int) -> float:

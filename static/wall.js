@@ -77,6 +77,7 @@
   function counts() {
     document.querySelector("[data-count]").textContent = tiles.size;
     document.querySelector("[data-empty]").hidden = tiles.size > 0;
+    wall.classList.toggle("dense", tiles.size > 24); // a full class fits one projector screen
     window.wallStats.tiles = tiles.size;
   }
 
