@@ -237,3 +237,23 @@ def test_breeding_keeps_picks_replays_exactly_and_branches(app):
     assert [bob.get(c["image"]).content for c in branch["images"]] == gen1
     assert bob.post(f"/api/v1/breed/{branch['id']}/next", json={"picks": [2]}).status_code == 200
     assert alice.get(f"/api/v1/breed/{lin['id']}").json()["generations"] == 2  # the original is untouched
+
+
+def test_a_bred_image_goes_to_score_or_starts_a_run(app):
+    alice = browser(app)
+    lin = alice.post("/api/v1/breed", json={"seed": 9}).json()
+    png = alice.get(lin["images"][4]["image"]).content
+    r = alice.post(f"/breed/{lin['id']}/use/0/4?to=score", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/score?upload=")
+    page = alice.get(r.headers["location"])
+    top = re.search(r'<span class="label">([^<]+)</span>\s*<meter min="0" max="1" value="([0-9.e-]+)"', page.text)
+    assert page.status_code == 200 and top, page.text[:500]
+    assert top.group(1) == lin["images"][4]["label"]  # scored as the breeding page said
+    assert float(top.group(2)) == pytest.approx(lin["images"][4]["confidence"], abs=1e-5)
+    r = alice.post(f"/breed/{lin['id']}/use/0/4?to=job", follow_redirects=False)
+    upload = re.search(r"upload=([A-Za-z0-9_-]+)", r.headers["location"]).group(1)
+    assert "data-upload" in alice.get(r.headers["location"]).text  # the Lab form carries it
+    job = alice.post("/api/v1/jobs", json={"model": "lenet-mnist", "method": "gradient", "targets": [3],
+                                           "steps": 5, "upload": upload, "params": {"start": "image"}}).json()
+    assert alice.get(f"/api/v1/jobs/{job['id']}/input.png").content == png  # the bred pixels, exactly
+    assert browser(app).post(f"/breed/{lin['id']}/use/0/99?to=score").status_code == 422
