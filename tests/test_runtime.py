@@ -148,3 +148,40 @@ def test_pngs_from_an_onnx_run_rescore_in_either_runtime(client, tmp_path):
                 assert abs(got - t["confidence"]) < 1e-4, (t["label"], got, t["confidence"])
                 mid += 0.01 < t["confidence"] < 0.99
         assert mid >= 2  # some confidences well below 1, where a wrong image would show
+
+
+def test_faster_variants_are_kept_only_where_they_agree(onnx_registry):
+    """The CUDA path's chooser (exercised here on CPU): a variant that changes probabilities by more
+    than 1e-4 or fails is never used; one that agrees is measured; autocast is judged by its gap."""
+    lenet = onnx_registry.model("lenet-mnist")
+
+    class Same:
+        name = "same"
+
+        def __call__(self, x):
+            return lenet(x)
+
+    class Shifted:  # what a lossy variant does: logits a little off
+        name = "shifted"
+
+        def __call__(self, x):
+            return lenet(x) + torch.linspace(0, 0.5, 10)
+
+    class Broken:
+        name = "broken"
+
+        def __call__(self, x):
+            raise RuntimeError("cannot capture")
+
+    bf16 = runtime.AutocastForward(lenet, "cpu", torch.bfloat16)
+    forward, choice, measured = runtime.pick_faster(lenet, [bf16, Shifted(), Broken(), Same()], (1, 28, 28),
+                                                    batch=64)
+    rows = {m["name"]: m for m in measured}
+    assert rows["autocast bfloat16"]["agrees"] == (rows["autocast bfloat16"]["gap"] <= runtime.AGREEMENT)
+    assert rows["shifted"]["gap"] > runtime.AGREEMENT and rows["shifted"]["per_s"] is None
+    assert "shifted off (differs by" in choice.reason
+    assert rows["broken"]["agrees"] is False and "cannot capture" in rows["broken"]["error"]
+    assert rows["same"]["agrees"] and rows["same"]["gap"] == 0 and rows["same"]["per_s"] > 0
+    assert forward is None or forward.name in ("same", "autocast bfloat16")
+    assert forward is not None or rows["float32"]["per_s"] >= max(r.get("per_s") or 0 for r in measured)
+    assert choice.name == "torch"

@@ -109,16 +109,7 @@ AGREEMENT = 1e-4  # largest difference in probability allowed between the two ru
 
 
 def _disagreement(model: nn.Module, ort_forward: OrtForward, input_shape: tuple[int, int, int]) -> float:
-    """Largest probability difference on a few inputs (noise, grey, noise again at another batch)."""
-    gen = torch.Generator().manual_seed(0)
-    worst = 0.0
-    for x in (torch.rand(3, *input_shape, generator=gen), torch.full((1, *input_shape), 0.5),
-              torch.rand(5, *input_shape, generator=gen)):
-        with torch.inference_mode():
-            a = torch.softmax(model(x.to(_device(model))).float().cpu(), 1)
-            b = torch.softmax(ort_forward(x).float(), 1)
-        worst = max(worst, (a - b).abs().max().item())
-    return worst
+    return disagreement(model, ort_forward, input_shape, _device(model))
 
 
 def _rate(fn, x: torch.Tensor, seconds: float = 0.6) -> float:
@@ -143,7 +134,7 @@ def prepare(model: nn.Module, model_id: str, input_shape: tuple[int, int, int], 
     if wanted == "torch":
         return None, Choice("torch", "FOOLING_RUNTIME=torch")
     if device.startswith("cuda") and wanted == "auto":
-        return None, Choice("torch", "CUDA: PyTorch (channels_last); ONNX Runtime is used on CPU")
+        return cuda_choice(model, input_shape, torch_batch)
     try:
         import onnxruntime  # noqa: F401
 
@@ -196,3 +187,121 @@ def _timed_choice(model: nn.Module, ort_forward: OrtForward, path: Path, input_s
             path.with_suffix(".timing.json").write_text(json.dumps(rates))
     choice = _timed(rates)
     return (ort_forward if choice.name == "onnx" else None), choice
+
+
+# -- CUDA: PyTorch, plus what pays there, each kept only where it agrees and is faster ---------------
+class AutocastForward:
+    """Forward under autocast (fp16 or bf16 matmuls and convolutions), logits back in float32."""
+
+    def __init__(self, model: nn.Module, device_type: str, dtype: torch.dtype) -> None:
+        self.model, self.device_type, self.dtype = model, device_type, dtype
+        self.name = f"autocast {str(dtype).removeprefix('torch.')}"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.model(x).float()
+
+
+class GraphedForward:
+    """CUDA graphs: one captured forward per batch size (powers of two up to ``max_rows``), inputs
+    padded up to the next one. Replaying a graph skips the per-kernel launch cost that dominates
+    small models (LeNet) and small batches on a GPU."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], max_rows: int = 1024) -> None:
+        self.model, self.input_shape, self.max_rows = model, tuple(input_shape), max_rows
+        self.name = "CUDA graphs"
+        self._graphs: dict[int, tuple] = {}
+
+    def _graph(self, rows: int):
+        if rows not in self._graphs:
+            device = _device(self.model)
+            static_in = torch.zeros((rows, *self.input_shape), device=device)
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream), torch.inference_mode():
+                for _ in range(3):  # warm-up outside the graph, as capture requires
+                    self.model(static_in)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph), torch.inference_mode():
+                static_out = self.model(static_in)
+            self._graphs[rows] = (graph, static_in, static_out)
+        return self._graphs[rows]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for i in range(0, len(x), self.max_rows):
+            part = x[i : i + self.max_rows]
+            rows = 1 << max(0, (len(part) - 1).bit_length())
+            graph, static_in, static_out = self._graph(rows)
+            static_in[: len(part)].copy_(part)
+            graph.replay()
+            outs.append(static_out[: len(part)].float().clone())
+        return torch.cat(outs)
+
+
+def disagreement(reference, candidate, input_shape: tuple[int, int, int], device: torch.device) -> float:
+    """Largest probability difference between two forwards on a few inputs (noise, grey, noise)."""
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for x in (torch.rand(3, *input_shape, generator=gen), torch.full((1, *input_shape), 0.5),
+              torch.rand(5, *input_shape, generator=gen)):
+        x = x.to(device)
+        with torch.inference_mode():
+            a = torch.softmax(reference(x).float().cpu(), 1)
+            b = torch.softmax(candidate(x).float().cpu(), 1)
+        worst = max(worst, (a - b).abs().max().item())
+    return worst
+
+
+def pick_faster(model: nn.Module, candidates: list, input_shape: tuple[int, int, int], batch: int,
+                sync=lambda: None) -> tuple[object | None, Choice, list[dict]]:
+    """The fastest of PyTorch as it is and each candidate that agrees with it within AGREEMENT;
+    returns (the forward or None for the module itself, the choice, what was measured)."""
+    device = _device(model)
+    x = torch.rand(batch, *input_shape, device=device)
+
+    def rate(fn) -> float:
+        def run(z):
+            out = fn(z)
+            sync()
+            return out
+        return _rate(run, x)
+
+    measured = [{"name": "float32", "agrees": True, "gap": 0.0, "per_s": rate(model)}]
+    best, best_rate = None, measured[0]["per_s"]
+    for cand in candidates:
+        try:
+            gap = disagreement(model, cand, input_shape, device)
+            row = {"name": cand.name, "gap": gap, "agrees": gap <= AGREEMENT}
+            row["per_s"] = rate(cand) if row["agrees"] else None
+        except Exception as exc:  # e.g. an op that cannot be captured in a graph
+            row = {"name": cand.name, "agrees": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
+        measured.append(row)
+        if row.get("per_s") and row["per_s"] > best_rate:
+            best, best_rate = cand, row["per_s"]
+    def told(m: dict) -> str:
+        if m.get("per_s"):
+            return f"{m['name']} {m['per_s']:.0f}/s"
+        why = m["error"] if "error" in m else "differs by {:.1e}".format(m["gap"])
+        return f"{m['name']} off ({why})"
+
+    parts = ", ".join(told(m) for m in measured)
+    name = getattr(best, "name", "float32")
+    return best, Choice("torch", f"auto: PyTorch {name} at batch {batch} ({parts})"[:300]), measured
+
+
+def cuda_choice(model: nn.Module, input_shape: tuple[int, int, int], torch_batch: int | None
+                ) -> tuple[object | None, Choice]:
+    """auto on CUDA: PyTorch (channels_last where the model is convolutional), plus fp16 or bf16
+    autocast and CUDA graphs where each agrees with float32 within AGREEMENT and is faster."""
+    candidates = [AutocastForward(model, "cuda", torch.float16), AutocastForward(model, "cuda", torch.bfloat16),
+                  GraphedForward(model, input_shape)]
+    batch = max(1, min(256, 64 * 3 * 224 * 224 // int(np.prod(input_shape))))
+    try:
+        forward, choice, _ = pick_faster(model, candidates, input_shape, torch_batch or batch,
+                                         sync=torch.cuda.synchronize)
+    except Exception as exc:  # measuring must never stop the model from loading
+        log.warning("CUDA runtime choice failed, using PyTorch float32: %s", exc)
+        return None, Choice("torch", f"CUDA: PyTorch float32 (choosing failed: {exc})"[:300])
+    return forward, choice

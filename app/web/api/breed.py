@@ -4,6 +4,7 @@ images (or let the network choose), fetch any generation's images."""
 from __future__ import annotations
 
 import secrets
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from app.classroom import breed
 from app.serving.imaging import to_png
 from app.serving.lab import Lab
+from app.web.api import examples
 from app.web.deps import available_model, classroom, classroom_compute, identity, lab
 from app.web.errors import ApiError, error_responses
 
@@ -23,7 +25,7 @@ MAX_LINEAGES_PER_CLIENT = 500
 class NewLineage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field("lenet-mnist", max_length=100, description="whose labels appear under the images")
-    size: int = Field(breed.DEFAULT_SIZE, description="images per generation: 9, 12 or 16")
+    size: Literal[9, 12, 16] = Field(breed.DEFAULT_SIZE, description="images per generation: 9, 12 or 16")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="generation 0; random when left out")
     branch: str | None = Field(None, pattern=LINEAGE_ID, description="continue another lineage (a copy of it)")
     generation: int | None = Field(None, ge=0, le=breed.MAX_GENERATIONS,
@@ -32,7 +34,8 @@ class NewLineage(BaseModel):
 
 class Next(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    picks: list[int] | None = Field(None, min_length=1, max_length=16, description="positions chosen as parents")
+    picks: list[Annotated[int, Field(ge=0, le=15)]] | None = Field(
+        None, min_length=1, max_length=16, description="positions chosen as parents (below the lineage's size)")
     by: str = Field("person", pattern="^(person|network)$",
                     description="network: the model picks its most confident images instead")
 
@@ -76,8 +79,11 @@ def public(view: dict) -> dict:
 
 
 @router.post("/breed", status_code=201, summary="Start (or branch) a lineage",
-             responses=error_responses(404, 409, 422, 429))
-async def new_lineage(request: Request, response: Response, body: NewLineage = Body(default_factory=NewLineage),
+             responses={201: examples.json_example({**examples.LINEAGE, "generation": 0, "generations": 0,
+                                                    "steps": []}),
+                        **error_responses(404, 409, 422, 429)})
+async def new_lineage(request: Request, response: Response,
+                      body: NewLineage = Body(default_factory=NewLineage, openapi_examples=examples.LINEAGE_REQUESTS),
                       state: Lab = Depends(lab)) -> dict:
     """Generation 0 is a grid of random small CPPNs. `branch` copies another lineage (up to
     `generation`) so anyone can go on from a shared image without changing the original."""
@@ -108,7 +114,8 @@ async def create(request: Request, state: Lab, body: NewLineage) -> dict:
     return store.lineage(lineage_id)
 
 
-@router.get("/breed/{lineage_id}", summary="A lineage's generation", responses=error_responses(404, 409, 422))
+@router.get("/breed/{lineage_id}", summary="A lineage's generation",
+            responses={200: examples.json_example(examples.LINEAGE), **error_responses(404, 409, 422, 429)})
 async def get_lineage(request: Request, lineage_id: str = Path(pattern=LINEAGE_ID),
                       generation: int | None = Query(None, ge=0, le=breed.MAX_GENERATIONS),
                       state: Lab = Depends(lab)) -> dict:
@@ -135,9 +142,12 @@ async def step(request: Request, state: Lab, lin: dict, picks: list[int] | None,
     return {**lin, "steps": steps}
 
 
-@router.post("/breed/{lineage_id}/next", summary="Breed the next generation", responses=error_responses(
-    403, 404, 409, 422, _403="another browser's lineage (branch it)", _409="the lineage is at its last generation"))
-async def next_generation(request: Request, body: Next, lineage_id: str = Path(pattern=LINEAGE_ID),
+@router.post("/breed/{lineage_id}/next", summary="Breed the next generation", responses={
+    200: examples.json_example(examples.LINEAGE),
+    **error_responses(403, 404, 409, 422, 429, _403="another browser's lineage (branch it)",
+                      _409="the lineage is at its last generation, or was bred on meanwhile")})
+async def next_generation(request: Request, body: Next = Body(openapi_examples=examples.NEXT_REQUESTS),
+                          lineage_id: str = Path(pattern=LINEAGE_ID),
                           state: Lab = Depends(lab)) -> dict:
     """The chosen images stay; every other place gets a mutated child of one of them. With
     `by: network` the model keeps its most confident images instead, as a person would keep the
@@ -147,7 +157,8 @@ async def next_generation(request: Request, body: Next, lineage_id: str = Path(p
 
 
 @router.get("/breed/{lineage_id}/images/{generation}/{position}.png", response_class=Response,
-            summary="One bred image", responses={200: {"content": {"image/png": {}}}, **error_responses(404, 422)})
+            summary="One bred image",
+            responses={200: {"content": {"image/png": {}}}, **error_responses(404, 409, 422, 429)})
 async def lineage_image(request: Request, lineage_id: str = Path(pattern=LINEAGE_ID),
                         generation: int = Path(ge=0, le=breed.MAX_GENERATIONS), position: int = Path(ge=0, le=15),
                         state: Lab = Depends(lab)) -> Response:

@@ -92,3 +92,55 @@ def json_example(example: object, description: str | None = None) -> dict:
     if description:
         out["description"] = description
     return out
+
+
+# -- the classroom -------------------------------------------------------------------------------
+CODE = "K7QF"
+ROOM_LINKS = {"self": f"/api/v1/rooms/{CODE}", "join": f"/r/{CODE}", "wall": f"/r/{CODE}/wall",
+              "quiz": f"/r/{CODE}/quiz", "jobs": f"/api/v1/rooms/{CODE}/jobs", "events": f"/api/v1/rooms/{CODE}/events",
+              "close": f"/api/v1/rooms/{CODE}/close"}
+ROOM = {"code": CODE, "title": "CS 231, Tuesday", "created": 1795626094.2, "closed": None, "spotlight": None,
+        "hidden": [], "links": ROOM_LINKS, "members": 28}
+ROOM_SEEN = {**ROOM, "you": {"member": True, "nickname": "Ada", "instructor": False}}
+ROOMS = {"rooms": [ROOM]}
+ROOM_JOINED = {"code": CODE, "nickname": "Ada", "links": ROOM_LINKS}
+ROOM_JOBS = {"room": CODE, "jobs": [{**{k: v for k, v in JOB_VIEW.items() if k != "history"}, "room": CODE,
+                                     "nickname": "Ada"}]}
+ROOM_EVENTS = (f'retry: 2000\n\nevent: room\ndata: {{"code":"{CODE}","closed":null,"spotlight":null,"hidden":[],'
+               f'"members":28,...}}\n\nevent: tile\ndata: {{"id":"{JOB}","status":"running","label":"7",'
+               '"confidence":0.9871,"image":"data:image/png;base64,iVBORw0...","nickname":"Ada","step":41,...}\n\n'
+               f'event: remove\ndata: {{"id":"{JOB}"}}\n\n')
+ROOM_CREATE_REQUESTS = {"titled": {"summary": "A room with a title", "value": {"title": "CS 231, Tuesday"}},
+                        "plain": {"summary": "No title", "value": {}}}
+JOIN_REQUESTS = {"join": {"summary": "Join with a nickname", "value": {"nickname": "Ada"}}}
+SPOTLIGHT_REQUESTS = {"show": {"summary": "Spotlight a job", "value": {"job": JOB}},
+                      "end": {"summary": "Back to the wall", "value": {"job": None}}}
+HIDE_REQUESTS = {"hide": {"summary": "Hide a job from the wall", "value": {"job": JOB, "hidden": True}},
+                 "show": {"summary": "Show it again", "value": {"job": JOB, "hidden": False}}}
+SPOTLIGHT = {"spotlight": JOB}
+HIDDEN = {"hidden": [JOB]}
+
+ITEM = "QuIzItEm01234567"
+QUIZ_ITEM = {"id": ITEM, "image": f"/api/v1/quiz/items/{ITEM}.png", "options": ["3", "7", "1", "none of these"],
+             "seq": 4, "room": CODE}
+ANSWER_REQUESTS = {"label": {"summary": "Name a label", "value": {"item": ITEM, "answer": "7"}},
+                   "none": {"summary": "None of these", "value": {"item": ITEM, "answer": "none of these"}}}
+QUIZ_REVEAL = {"item": ITEM, "answer": "7", "agreed": True, "network_label": "7", "network_confidence": 0.99993,
+               "kind": "fooling", "encoding": "cppn", "ms": 2310}
+_BLOCK = {"answers": 40, "agreed": 13, "agreement": 0.325, "none": 19, "chance": 0.25, "median_ms": 2650}
+QUIZ_RESULTS = {"overall": _BLOCK, "conditions": {"fooling · cppn · mnist": _BLOCK},
+                "images": [{**_BLOCK, "source": f"job:{JOB}:7", "condition": "fooling · cppn · mnist", "label": "7",
+                            "confidence": 0.99993, "item": ITEM}]}
+
+LINEAGE_ID = "LiNeAgE01"
+LINEAGE = {"id": LINEAGE_ID, "model": "lenet-mnist", "seed": 11, "size": 12, "generation": 1, "generations": 1,
+           "parent": None, "steps": [{"picks": [0, 5], "by": "person"}],
+           "images": [{"position": 0, "image": f"/api/v1/breed/{LINEAGE_ID}/images/1/0.png", "label": "8",
+                       "confidence": 0.998, "picked": False}],
+           "owner": True, "links": {"self": f"/api/v1/breed/{LINEAGE_ID}", "page": f"/breed/{LINEAGE_ID}",
+                                    "next": f"/api/v1/breed/{LINEAGE_ID}/next"}}
+LINEAGE_REQUESTS = {"new": {"summary": "A new lineage", "value": {"model": "lenet-mnist", "size": 12, "seed": 11}},
+                    "branch": {"summary": "Branch another lineage at generation 3",
+                               "value": {"branch": LINEAGE_ID, "generation": 3}}}
+NEXT_REQUESTS = {"person": {"summary": "Breed from the images I picked", "value": {"picks": [0, 5]}},
+                 "network": {"summary": "Let the network choose", "value": {"by": "network"}}}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.classroom import quiz
 from app.classroom.store import CODE_PATTERN
 from app.serving.lab import Lab
+from app.web.api import examples
 from app.web.deps import classroom, classroom_compute, identity, lab, open_room
 from app.web.errors import ApiError, error_responses
 
@@ -73,7 +74,8 @@ def record_answer(request: Request, item_id: str, answer: str) -> dict:
 RoomQuery = Query(None, pattern=CODE_PATTERN, description="only this room's images and answers")
 
 
-@router.get("/quiz/next", summary="The next quiz image", responses=error_responses(404, 422, 429))
+@router.get("/quiz/next", summary="The next quiz image",
+            responses={200: examples.json_example(examples.QUIZ_ITEM), **error_responses(404, 422, 429)})
 async def quiz_next(request: Request, room: str | None = RoomQuery, state: Lab = Depends(lab)) -> dict:
     """One image (a fooling image from the gallery, or a real image the network gets right) and the
     options to choose from: the network's label, its runner-up, a random label and "none of these",
@@ -88,6 +90,7 @@ async def quiz_next(request: Request, room: str | None = RoomQuery, state: Lab =
 @router.get("/quiz/items/{item_id}.png", response_class=Response, summary="A quiz image",
             responses={200: {"content": {"image/png": {}}}, **error_responses(404, 422)})
 async def quiz_image(request: Request, item_id: str = Path(pattern=ITEM_ID)) -> Response:
+    """The image of a quiz item, as shown to the participant (at the model's input size)."""
     item = classroom(request).item(item_id)
     png = request.app.state.quiz.png(item["source"]) if item else None
     if png is None:
@@ -98,14 +101,15 @@ async def quiz_image(request: Request, item_id: str = Path(pattern=ITEM_ID)) -> 
 
 @router.post("/quiz/answers", status_code=201, summary="Answer a quiz image",
              responses=error_responses(403, 404, 409, 422, _403="the item was shown to another browser",
-                                       _409="already answered"))
-async def quiz_answer(request: Request, body: Answer) -> dict:
+                                       _409="already answered") | {201: examples.json_example(examples.QUIZ_REVEAL)})
+async def quiz_answer(request: Request, body: Answer = Body(openapi_examples=examples.ANSWER_REQUESTS)) -> dict:
     """Records the answer (the first one counts) with the time since the image was shown, and
     reveals what the network said and how sure it was."""
     return record_answer(request, body.item, body.answer)
 
 
-@router.get("/quiz/results", summary="Quiz results", responses=error_responses(404, 422))
+@router.get("/quiz/results", summary="Quiz results",
+            responses={200: examples.json_example(examples.QUIZ_RESULTS), **error_responses(404, 422)})
 async def quiz_results(request: Request, room: str | None = RoomQuery) -> dict:
     """Agreement with the network (answers naming its label), overall, per condition and per
     image, each beside chance level and the network's confidence."""

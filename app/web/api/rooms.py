@@ -16,6 +16,7 @@ from app.classroom.store import CODE_PATTERN
 from app.classroom.wall import FRAME_INTERVAL, room_job_ids
 from app.jobs.runner import LocalRunner
 from app.web import streams
+from app.web.api import examples
 from app.web.deps import classroom, held_stream, identity, open_room, require_instructor, runner
 from app.web.errors import ApiError, error_responses
 from app.web.views import JOB_ID, view
@@ -64,9 +65,11 @@ Code = Path(pattern=CODE_PATTERN, description="the room's code, e.g. K7QF (case 
 
 
 @router.post("/rooms", status_code=201, summary="Create a room (the instructor)",
-             responses=error_responses(403, 422, _403="not the instructor"))
-async def create_room(request: Request, response: Response, body: RoomCreate = Body(default_factory=RoomCreate)
-                      ) -> dict:
+             responses={201: examples.json_example(examples.ROOM),
+                        **error_responses(403, 422, _403="not the instructor")})
+async def create_room(request: Request, response: Response,
+                      body: RoomCreate = Body(default_factory=RoomCreate,
+                                              openapi_examples=examples.ROOM_CREATE_REQUESTS)) -> dict:
     """A room for a class: students join at `links.join` (`/r/{code}`), their jobs carry the room,
     and `links.wall` shows them all live. Only the instructor may create one."""
     require_instructor(request)
@@ -75,15 +78,20 @@ async def create_room(request: Request, response: Response, body: RoomCreate = B
     return room_view(room, 0)
 
 
-@router.get("/rooms", summary="List rooms (the instructor)", responses=error_responses(403))
+@router.get("/rooms", summary="List rooms (the instructor)",
+            responses={200: examples.json_example(examples.ROOMS), **error_responses(403)})
 async def list_rooms(request: Request) -> dict:
+    """Every room, newest first (up to 100), with how many have joined each."""
     require_instructor(request)
     store = classroom(request)
     return {"rooms": [room_view(r, len(store.members(r["code"]))) for r in store.rooms()]}
 
 
-@router.get("/rooms/{code}", summary="One room", responses=error_responses(404, 422))
+@router.get("/rooms/{code}", summary="One room",
+            responses={200: examples.json_example(examples.ROOM_SEEN), **error_responses(404, 422)})
 async def get_room(request: Request, code: str = Code) -> dict:
+    """A room's state (open or closed, the spotlighted and hidden jobs, members) and, under `you`,
+    whether this browser has joined it and as whom."""
     room = open_room(request, code)
     out = room_view(room, len(classroom(request).members(room["code"])))
     who = identity(request)
@@ -93,8 +101,11 @@ async def get_room(request: Request, code: str = Code) -> dict:
     return out
 
 
-@router.post("/rooms/{code}/join", summary="Join a room", responses=error_responses(404, 409, 422))
-async def join_room(request: Request, body: Join, code: str = Code) -> JSONResponse:
+@router.post("/rooms/{code}/join", summary="Join a room",
+             responses={200: examples.json_example(examples.ROOM_JOINED),
+                        **error_responses(404, 409, 422, _409="the room is closed")})
+async def join_room(request: Request, body: Join = Body(openapi_examples=examples.JOIN_REQUESTS),
+                    code: str = Code) -> JSONResponse:
     """Join with a nickname: this browser's cookie remembers the room, and the jobs it starts from
     now on belong to the room (they appear on its wall)."""
     room = open_room(request, code)
@@ -108,7 +119,9 @@ async def join_room(request: Request, body: Join, code: str = Code) -> JSONRespo
     return resp
 
 
-@router.post("/rooms/{code}/close", summary="Close a room (the instructor)", responses=error_responses(403, 404, 422))
+@router.post("/rooms/{code}/close", summary="Close a room (the instructor)",
+             responses={200: examples.json_example({**examples.ROOM, "closed": 1795629694.2}),
+                        **error_responses(403, 404, 422)})
 async def close_room(request: Request, code: str = Code) -> dict:
     """Members' running jobs run to their end; nobody starts a new job in the room or joins it."""
     require_instructor(request)
@@ -118,9 +131,11 @@ async def close_room(request: Request, code: str = Code) -> dict:
 
 
 @router.post("/rooms/{code}/spotlight", summary="Show one job full screen on the wall (the instructor)",
-             responses=error_responses(403, 404, 422))
-async def spotlight(request: Request, body: Spotlight, code: str = Code,
+             responses={200: examples.json_example(examples.SPOTLIGHT), **error_responses(403, 404, 422)})
+async def spotlight(request: Request, body: Spotlight = Body(openapi_examples=examples.SPOTLIGHT_REQUESTS),
+                    code: str = Code,
                     run: LocalRunner = Depends(runner)) -> dict:
+    """Every wall watching the room shows this job full screen (`job: null` ends it)."""
     require_instructor(request)
     room = open_room(request, code)
     if body.job is not None and (run.record(body.job) or {}).get("room") != room["code"]:
@@ -130,8 +145,11 @@ async def spotlight(request: Request, body: Spotlight, code: str = Code,
 
 
 @router.post("/rooms/{code}/hide", summary="Hide (or show again) a job on the wall (the instructor)",
-             responses=error_responses(403, 404, 422))
-async def hide(request: Request, body: Hide, code: str = Code, run: LocalRunner = Depends(runner)) -> dict:
+             responses={200: examples.json_example(examples.HIDDEN), **error_responses(403, 404, 422)})
+async def hide(request: Request, body: Hide = Body(openapi_examples=examples.HIDE_REQUESTS), code: str = Code,
+               run: LocalRunner = Depends(runner)) -> dict:
+    """Take a job off the room's wall for everyone but the instructor (`hidden: false` puts it
+    back); the job itself is untouched."""
     require_instructor(request)
     room = open_room(request, code)
     if (run.record(body.job) or {}).get("room") != room["code"]:
@@ -139,7 +157,8 @@ async def hide(request: Request, body: Hide, code: str = Code, run: LocalRunner 
     return {"hidden": classroom(request).set_hidden(room["code"], body.job, body.hidden)}
 
 
-@router.get("/rooms/{code}/jobs", summary="A room's jobs", responses=error_responses(404, 422))
+@router.get("/rooms/{code}/jobs", summary="A room's jobs",
+            responses={200: examples.json_example(examples.ROOM_JOBS), **error_responses(404, 422)})
 async def room_jobs(request: Request, code: str = Code, run: LocalRunner = Depends(runner)) -> dict:
     """The room's jobs, newest first (up to 200), each with its owner's nickname; jobs the
     instructor hid from the wall are left out for everyone else."""
@@ -158,7 +177,7 @@ async def room_jobs(request: Request, code: str = Code, run: LocalRunner = Depen
 
 
 @router.get("/rooms/{code}/events", response_class=StreamingResponse, summary="Follow a room's wall (SSE)",
-            responses={200: {"content": {"text/event-stream": {}},
+            responses={200: {"content": {"text/event-stream": {"example": examples.ROOM_EVENTS}},
                              "description": "`room` (its state) whenever it changes, `tile` per job (at most 2 a "
                                             "second per job, the latest frame only), `remove` when a job leaves"},
                        **error_responses(404, 422, 429)})

@@ -190,9 +190,11 @@ async def breed_home(request: Request, state: Lab = Depends(lab)) -> HTMLRespons
 @router.post("/breed")
 async def breed_start(request: Request, state: Lab = Depends(lab)) -> Response:
     form = await request.form()
+    fields = {k: v for k, v in form.items() if k in ("model", "size", "seed", "branch", "generation") and v != ""}
+    if isinstance(fields.get("size"), str) and fields["size"].isdigit():
+        fields["size"] = int(fields["size"])  # a form sends text; the API's size is one of three numbers
     try:
-        body = breed_api.NewLineage(**{k: v for k, v in form.items() if k in ("model", "size", "seed", "branch",
-                                                                             "generation") and v != ""})
+        body = breed_api.NewLineage(**fields)
     except ValidationError as exc:
         raise ApiError(422, exc.errors()[0]["msg"], str(exc.errors()[0]["loc"][-1])) from None
     lin = await breed_api.create(request, state, body)
