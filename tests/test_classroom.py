@@ -257,3 +257,33 @@ def test_a_bred_image_goes_to_score_or_starts_a_run(app):
                                            "steps": 5, "upload": upload, "params": {"start": "image"}}).json()
     assert alice.get(f"/api/v1/jobs/{job['id']}/input.png").content == png  # the bred pixels, exactly
     assert browser(app).post(f"/breed/{lin['id']}/use/0/99?to=score").status_code == 422
+
+
+def test_imagenet_controls_are_shipped_photos_the_network_gets_right(tmp_path):
+    """For ImageNet models the real images are the photos the project ships (static/samples/photos.json),
+    shown only when the network gets them right."""
+    import asyncio
+
+    import torch
+
+    from app.classroom import quiz
+    from app.jobs.store import JobStore
+
+    pool = quiz.QuizPool(JobStore(tmp_path), tmp_path, ROOT / "static" / "samples")
+    photos = pool.photos()
+    assert photos and all((ROOT / "static" / "samples" / p["file"]).is_file() for p in photos)
+    names = [f"class {i}" for i in range(1000)]
+    names[652] = photos[0]["label"]
+
+    def scorer(right: bool):
+        async def score(model, x):
+            assert x.shape == (1, 3, 224, 224)
+            p = torch.full((1, 1000), 1e-4)
+            p[0, 652 if right else 3] = 0.9
+            return p
+        return score
+
+    item = asyncio.run(quiz.make_item(pool, scorer(True), {"net": names}, "c", None, 1, set()))
+    assert item["kind"] == "real" and item["dataset"] == "imagenet" and item["source"] == f"photo:{photos[0]['file']}"
+    assert item["label"] == photos[0]["label"] and pool.png(item["source"])[:4] == b"\x89PNG"
+    assert asyncio.run(quiz.make_item(pool, scorer(False), {"net": names}, "c", None, 1, set())) is None

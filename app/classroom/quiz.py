@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import random
 import secrets
 import statistics
@@ -22,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from app.data import mnist
 from app.jobs.store import JobStore
-from app.serving.imaging import to_png
+from app.serving.imaging import to_model_input, to_png
 
 NONE = "none of these"
 FOOLING_METHODS = ("evolve", "map-elites", "gradient")
@@ -33,6 +35,7 @@ FOOLING_BAR = 0.5  # fooling images shown are those the network gives their targ
 REAL_SHARE = 0.4  # about this share of items are real images (the control)
 MNIST_MODEL = "lenet-mnist"
 MNIST_POOL = 2000  # test digits the quiz draws from
+PHOTO_SHAPE = (3, 224, 224)
 
 Score = Callable[[str, torch.Tensor], Awaitable[torch.Tensor]]  # (model id, (N, C, H, W)) -> probabilities
 
@@ -49,9 +52,17 @@ class Candidate:
 class QuizPool:
     """Where items come from: finished gallery jobs and the MNIST test set."""
 
-    def __init__(self, jobs: JobStore, data_dir: Path) -> None:
+    def __init__(self, jobs: JobStore, data_dir: Path, photos_dir: Path | None = None) -> None:
         self.jobs, self.data_dir = jobs, Path(data_dir)
+        self.photos_dir = Path(photos_dir) if photos_dir else None
         self._mnist: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def photos(self) -> list[dict]:
+        """Real photos the project ships (photos.json: file, ImageNet label, where it is from)."""
+        index = self.photos_dir / "photos.json" if self.photos_dir else None
+        if index is None or not index.is_file():
+            return []
+        return [p for p in json.loads(index.read_text()) if (self.photos_dir / p["file"]).is_file()]
 
     def mnist(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The first MNIST_POOL test digits, when the data is here (never downloaded from a request)."""
@@ -80,12 +91,15 @@ class QuizPool:
         if kind == "mnist":
             data = self.mnist()
             return None if data is None else data[0][int(ref)]
+        if kind == "photo":  # at an ImageNet model's input: shorter side 256, centre 224
+            if not any(p["file"] == ref for p in self.photos()):
+                return None
+            with Image.open(self.photos_dir / ref) as img:
+                return to_model_input(img.convert("RGB"), PHOTO_SHAPE, "center-crop")
         job_id, _, position = ref.rpartition(":")
         path = self.jobs.root / job_id / f"{int(position)}.png"
         if not path.is_file():
             return None
-        from PIL import Image
-
         with Image.open(path) as img:
             arr = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
             channels = len(img.getbands())
@@ -98,7 +112,7 @@ class QuizPool:
             job_id, _, position = ref.rpartition(":")
             path = self.jobs.root / job_id / f"{int(position)}.png"
             return path.read_bytes() if path.is_file() else None
-        x = self.image(Candidate(source, "real", "photo", MNIST_MODEL))
+        x = self.image(Candidate(source, "real", "photo", ""))
         return None if x is None else to_png(x)
 
 
@@ -117,6 +131,10 @@ async def make_item(pool: QuizPool, score: Score, labels: dict[str, list[str]], 
         picks = rng.sample(range(len(data[1])), 8)
         real = [Candidate(f"mnist:{i}", "real", "photo", MNIST_MODEL, int(data[1][i])) for i in picks
                 if f"mnist:{i}" not in recent]
+    for photo in await asyncio.to_thread(pool.photos):  # ImageNet controls, for each ImageNet model here
+        for model, names in labels.items():
+            if len(names) == 1000 and photo["label"] in names and f"photo:{photo['file']}" not in recent:
+                real.append(Candidate(f"photo:{photo['file']}", "real", "photo", model, names.index(photo["label"])))
     for _ in range(4):  # a candidate may be gone, or a real image the network gets wrong
         source = real if real and (not fooling or rng.random() < REAL_SHARE) else fooling
         if not source:

@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runner = LocalRunner(lab, store)
         app.state.experiments = ExperimentRunner(settings)
         app.state.classroom = ClassroomStore(settings.data_dir)
-        app.state.quiz = QuizPool(store, settings.data_dir)
+        app.state.quiz = QuizPool(store, settings.data_dir, ROOT / "static" / "samples")
         app.state.tiles = Tiles(app.state.runner)
         app.state.lineages = Lineages()
 
