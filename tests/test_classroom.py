@@ -16,6 +16,7 @@ from app.classroom.breed import Lineages
 from app.main import create_app
 from app.settings import ROOT
 from tests.conftest import make_settings, wait_ready
+from tests.test_trust import browser, wait
 
 ADMIN = "teacher-token-for-classroom-tests"
 QUICK = {"model": "lenet-mnist", "method": "map-elites", "encoding": "direct", "targets": [1, 7], "generations": 30,
@@ -34,22 +35,8 @@ def app(tmp_path_factory):
         yield application
 
 
-def browser(app) -> TestClient:
-    c = TestClient(app)
-    c.get("/")
-    return c
-
-
 def teacher(app) -> TestClient:
     return TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"})
-
-
-def wait(c: TestClient, job_id: str, statuses: tuple[str, ...], timeout: float = 60) -> dict:
-    t0 = time.time()
-    while (j := c.get(f"/api/v1/jobs/{job_id}").json())["status"] not in statuses:
-        assert time.time() - t0 < timeout, j["status"]
-        time.sleep(0.05)
-    return j
 
 
 def new_room(app) -> str:

@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+from app.jobs.store import connect
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rooms (
     code TEXT PRIMARY KEY,
@@ -77,15 +79,8 @@ def new_code(length: int = 4) -> str:
 class ClassroomStore:
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / "classroom.sqlite3"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # As in JobStore: one connection under a lock; writes are small.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
+        self._db = connect(self.path, SCHEMA)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
 
     def _one(self, query: str, args: tuple = ()) -> dict | None:
         with self._lock:

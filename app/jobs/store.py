@@ -57,20 +57,26 @@ ACTIVE = ("queued", "running", "paused")
 FINISHED = ("done", "cancelled", "failed", "interrupted")
 
 
+def connect(path: Path, schema: str) -> sqlite3.Connection:
+    """One connection, shared by the threads under the owner's lock: writes are small and rare,
+    so this is simpler than a pool and never sees "database is locked". WAL lets readers in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return db
+
+
 class JobStore:
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir) / "jobs"
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = Path(data_dir) / "jobs.sqlite3"
-        # One connection shared by the threads under a lock: writes are small and rare
-        # (a few per job), so this is simpler than a pool and never sees "database is locked".
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
+        self._db = connect(self.path, SCHEMA + UPLOADS + IDEMPOTENCY)
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA + UPLOADS + IDEMPOTENCY)
             have = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
             for name, decl in ADDED_COLUMNS.items():
                 if name not in have:
