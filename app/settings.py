@@ -30,6 +30,12 @@ class Settings:
     # Forward-only work: "auto" (ONNX Runtime on CPU where it is faster), "torch" or "onnx"; exports are cached here
     runtime: str = "auto"
     onnx_dir: Path | None = None  # default: DATA_DIR/onnx
+    # Where jobs run: "local" (this process's worker threads) or "ray" (engine actors on a Ray
+    # cluster; "auto": Ray when FOOLING_RAY_ADDRESS answers, else local)
+    backend: str = "local"
+    ray_address: str = ""  # "" with backend=ray: start a local Ray instance
+    ray_cpu_engines: int = 1  # engine actors when the cluster has no GPU (one per GPU otherwise)
+    ray_engine_jobs: int = 4  # jobs one engine runs at once (their forward passes batched together)
     # Try to download torchvision weights that are not cached yet (background, never at import).
     download_weights: bool = True
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -83,6 +89,8 @@ class Settings:
             object.__setattr__(self, "onnx_dir", Path(self.data_dir) / "onnx")
         if self.runtime not in ("auto", "torch", "onnx"):
             raise ValueError(f"FOOLING_RUNTIME must be auto, torch or onnx, not {self.runtime!r}")
+        if self.backend not in ("local", "ray", "auto"):
+            raise ValueError(f"FOOLING_BACKEND must be local, ray or auto, not {self.backend!r}")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -95,6 +103,10 @@ class Settings:
             models_dir=Path(_env("MODELS_DIR", str(d.models_dir))),
             preload=_env("PRELOAD", d.preload),
             runtime=_env("RUNTIME", d.runtime).strip().lower(),
+            backend=_env("BACKEND", d.backend).strip().lower(),
+            ray_address=_env("RAY_ADDRESS", d.ray_address),
+            ray_cpu_engines=int(_env("RAY_CPU_ENGINES", str(d.ray_cpu_engines))),
+            ray_engine_jobs=int(_env("RAY_ENGINE_JOBS", str(d.ray_engine_jobs))),
             onnx_dir=Path(_env("ONNX_DIR", "")) if _env("ONNX_DIR", "") else None,
             download_weights=_bool(_env("DOWNLOAD_WEIGHTS", "1")),
             max_upload_bytes=int(_env("MAX_UPLOAD_BYTES", str(d.max_upload_bytes))),

@@ -15,7 +15,7 @@ from app.classroom.quiz import QuizPool
 from app.classroom.store import ClassroomStore
 from app.classroom.wall import Tiles
 from app.experiments.runner import ExperimentRunner
-from app.jobs.runner import LocalRunner
+from app.jobs.ray_runner import make_runner
 from app.jobs.store import JobStore
 from app.serving import compute
 from app.serving.lab import Lab
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.lab = lab
         app.state.stopping = threading.Event()
         store = JobStore(settings.data_dir)
-        app.state.runner = LocalRunner(lab, store)
+        app.state.runner = make_runner(lab, store)
         app.state.experiments = ExperimentRunner(settings)
         app.state.classroom = ClassroomStore(settings.data_dir)
         app.state.quiz = QuizPool(store, settings.data_dir, ROOT / "static" / "samples")

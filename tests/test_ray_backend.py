@@ -1,0 +1,98 @@
+"""The Ray backend (FOOLING_BACKEND=ray) behind the same API: a local Ray instance with one CPU
+engine runs jobs; events, controls, saved results and the REST names are those of the local
+backend; an engine killed mid-job leaves its job interrupted with its best images, and the next
+job runs on the restarted engine."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from tests.conftest import make_settings, wait_ready
+
+ray = pytest.importorskip("ray")
+
+QUICK = {"model": "lenet-mnist", "method": "map-elites", "encoding": "direct", "targets": [1, 7], "generations": 60,
+         "population": 50, "seed": 1}
+LONG = {**QUICK, "generations": 20000, "params": {"stop_at": None}}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    settings = make_settings(preload="lenet-mnist", data_dir=tmp_path_factory.mktemp("ray"), backend="ray",
+                             ray_cpu_engines=1, ray_engine_jobs=2)
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        # Ray is started in the app's lifespan thread; this thread joins it now, while that one lives
+        # (a thread's first Ray call after the starting thread has ended cannot reach the cluster).
+        engine = ray.get_actor("engine-0", namespace="fooling-lab")
+        yield c
+    ray.kill(engine)  # detached: it would outlive the test's Ray instance otherwise
+    gc.collect()
+    ray.shutdown()
+
+
+def wait(c: TestClient, job_id: str, statuses: tuple[str, ...], timeout: float = 120) -> dict:
+    t0 = time.time()
+    while (j := c.get(f"/api/v1/jobs/{job_id}").json())["status"] not in statuses:
+        assert time.time() - t0 < timeout, j["status"]
+        time.sleep(0.1)
+    return j
+
+
+def test_a_job_runs_on_an_engine_and_saves_like_a_local_one(client):
+    r = client.post("/api/v1/jobs", json=QUICK)
+    assert r.status_code == 201 and {"self", "events", "page"} <= set(r.json()["links"])
+    job = wait(client, r.json()["id"], ("done",))
+    assert job["progress"]["step"] > 0 and len(job["targets"]) == 2
+    summary = client.get(f"/api/v1/jobs/{job['id']}/summary.json").json()
+    assert summary["history"] and summary["settings"]["seed"] == 1
+    files = [("file", (f"{t['position']}.png", client.get(t["image"]).content, "image/png")) for t in job["targets"]]
+    scored = client.post("/api/v1/score", files=files, data={"model": "lenet-mnist", "top_k": "10"}).json()
+    for t, res in zip(job["targets"], scored["results"], strict=True):  # the saved PNGs are what the engine scored
+        got = {x["index"]: x["confidence"] for x in res["top"]}[t["index"]]
+        assert abs(got - t["confidence"]) < 1e-4
+
+
+def test_events_and_controls_go_through_the_engine(client):
+    job_id = client.post("/api/v1/jobs", json=LONG).json()["id"]
+    frames = 0
+    with client.stream("GET", f"/api/v1/jobs/{job_id}/events") as r:
+        for line in r.iter_lines():
+            if line.startswith("event: snapshot"):
+                frames += 1
+            if frames >= 3:
+                break
+    assert client.post(f"/api/v1/jobs/{job_id}/pause").status_code == 200
+    paused = wait(client, job_id, ("paused",))
+    time.sleep(1.0)
+    still = client.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"]
+    assert still - paused["progress"]["step"] <= 2, "a paused job does not move on"
+    assert client.post(f"/api/v1/jobs/{job_id}/step").status_code == 200
+    t0 = time.time()
+    while client.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"] == still:
+        assert time.time() - t0 < 30
+        time.sleep(0.05)
+    assert client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
+    done = wait(client, job_id, ("cancelled",))
+    assert done["targets"] and client.get(f"/api/v1/jobs/{job_id}/grid.png").status_code == 200
+
+
+def test_a_killed_engine_interrupts_its_job_keeps_its_best_and_the_next_job_runs(client):
+    job_id = client.post("/api/v1/jobs", json=LONG).json()["id"]
+    t0 = time.time()
+    while not (j := client.get(f"/api/v1/jobs/{job_id}").json()).get("targets") or j["progress"]["step"] < 5:
+        assert time.time() - t0 < 60
+        time.sleep(0.1)
+    ray.kill(ray.get_actor("engine-0", namespace="fooling-lab"), no_restart=False)
+    t0 = time.time()
+    job = wait(client, job_id, ("interrupted",), timeout=30)
+    assert time.time() - t0 < 20, "nothing waits long on a dead engine"
+    assert job["targets"] and "engine" in (job["error"] or "")
+    assert client.get(f"/api/v1/jobs/{job_id}/images/0.png").status_code == 200  # the best so far, kept
+    nxt = wait(client, client.post("/api/v1/jobs", json=QUICK).json()["id"], ("done",), timeout=180)
+    assert nxt["progress"]["step"] > 0
