@@ -96,3 +96,22 @@ def test_a_killed_engine_interrupts_its_job_keeps_its_best_and_the_next_job_runs
     assert client.get(f"/api/v1/jobs/{job_id}/images/0.png").status_code == 200  # the best so far, kept
     nxt = wait(client, client.post("/api/v1/jobs", json=QUICK).json()["id"], ("done",), timeout=180)
     assert nxt["progress"]["step"] > 0
+
+
+def test_an_unreachable_cluster_is_said_plainly_or_auto_runs_locally(tmp_path):
+    from dataclasses import replace
+
+    from app.jobs.ray_runner import make_runner
+    from app.jobs.runner import LocalRunner
+    from app.jobs.store import JobStore
+    from app.serving.lab import Lab
+
+    lab = Lab.create(make_settings(preload="lenet-mnist", data_dir=tmp_path, backend="ray",
+                                   ray_address="127.0.0.1:1"))
+    t0 = time.time()
+    with pytest.raises(SystemExit, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+        make_runner(lab, JobStore(tmp_path))
+    assert time.time() - t0 < 15
+    runner = make_runner(replace(lab, settings=replace(lab.settings, backend="auto")), JobStore(tmp_path))
+    assert type(runner) is LocalRunner
+    runner.close()

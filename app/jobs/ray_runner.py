@@ -114,11 +114,25 @@ class Engine:
         return "ok"
 
 
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """The cluster's GCS answers at host:port (ray:// client addresses are checked the same way)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+
+
 def connect(settings: Settings) -> None:
     """Join the cluster at FOOLING_RAY_ADDRESS, or start a local Ray instance when it is unset.
     Raises RuntimeError with a plain message when the cluster cannot be reached."""
     import ray
 
+    if settings.ray_address and settings.ray_address not in ("auto", "local"):
+        _reachable(settings.ray_address)  # ray.init would retry for minutes before giving up
     if ray.is_initialized():
         return
     try:
