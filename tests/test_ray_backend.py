@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from tests.conftest import make_settings, wait_ready
+from tests.test_trust import wait
 
 ray = pytest.importorskip("ray")
 
@@ -36,18 +37,10 @@ def client(tmp_path_factory):
     ray.shutdown()
 
 
-def wait(c: TestClient, job_id: str, statuses: tuple[str, ...], timeout: float = 120) -> dict:
-    t0 = time.time()
-    while (j := c.get(f"/api/v1/jobs/{job_id}").json())["status"] not in statuses:
-        assert time.time() - t0 < timeout, j["status"]
-        time.sleep(0.1)
-    return j
-
-
 def test_a_job_runs_on_an_engine_and_saves_like_a_local_one(client):
     r = client.post("/api/v1/jobs", json=QUICK)
     assert r.status_code == 201 and {"self", "events", "page"} <= set(r.json()["links"])
-    job = wait(client, r.json()["id"], ("done",))
+    job = wait(client, r.json()["id"], ("done",), timeout=120)
     assert job["progress"]["step"] > 0 and len(job["targets"]) == 2
     summary = client.get(f"/api/v1/jobs/{job['id']}/summary.json").json()
     assert summary["history"] and summary["settings"]["seed"] == 1
@@ -68,7 +61,7 @@ def test_events_and_controls_go_through_the_engine(client):
             if frames >= 3:
                 break
     assert client.post(f"/api/v1/jobs/{job_id}/pause").status_code == 200
-    paused = wait(client, job_id, ("paused",))
+    paused = wait(client, job_id, ("paused",), timeout=30)
     time.sleep(1.0)
     still = client.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"]
     assert still - paused["progress"]["step"] <= 2, "a paused job does not move on"
@@ -78,7 +71,7 @@ def test_events_and_controls_go_through_the_engine(client):
         assert time.time() - t0 < 30
         time.sleep(0.05)
     assert client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
-    done = wait(client, job_id, ("cancelled",))
+    done = wait(client, job_id, ("cancelled",), timeout=30)
     assert done["targets"] and client.get(f"/api/v1/jobs/{job_id}/grid.png").status_code == 200
 
 
