@@ -72,6 +72,8 @@ class Engine:
                                 workers=settings.ray_engine_jobs, queue_size=10_000, max_jobs_per_client=10_000,
                                 max_jobs_per_address=10_000, job_timeout_s=settings.job_timeout_s)
         self.index = index
+        if self.settings.torch_threads > 0:
+            torch.set_num_threads(self.settings.torch_threads)
         self.lab = Lab.create(self.settings)
         compute.run(self.lab.registry.load_all)
         self.runner = LocalRunner(self.lab, JobStore(scratch))
@@ -96,8 +98,12 @@ class Engine:
 
     async def frames(self, job_id: str):
         """The job's frames until it ends: the latest each time (with backpressure, a slow reader
-        skips frames instead of queueing them)."""
-        version = -1
+        skips frames instead of queueing them), at most FOOLING_EVENTS_PER_SECOND: what the streams
+        send on, and no more crosses the process boundary."""
+        import asyncio
+
+        version, sent = -1, 0.0
+        interval = 1.0 / max(0.1, self.settings.events_per_second)
         while True:
             job = self.runner.live(job_id)
             if job is None:
@@ -107,7 +113,12 @@ class Engine:
                 yield _frame(job, final=True)
                 return
             if job.version > version:
-                version = job.version
+                wait = sent + interval - time.monotonic()
+                if wait > 0 and not job.paused:  # a pause is shown at once
+                    await asyncio.sleep(wait)
+                    if job.finished:
+                        continue
+                version, sent = job.version, time.monotonic()
                 yield _frame(job, final=False)
 
     def ping(self) -> str:
@@ -145,6 +156,17 @@ def connect(settings: Settings) -> None:
         raise RuntimeError(f"cannot reach the Ray cluster at {settings.ray_address or '(local)'}: {exc}") from exc
 
 
+def cpu_share(settings: Settings, engines: int, gpus: int) -> int:
+    """Torch threads for each process when a local Ray instance runs engines on this machine's CPUs:
+    the engines and the web server (which scores) share the cores rather than each taking them all
+    (oversubscribed threads thrash). 0: leave the settings as they are."""
+    import os
+
+    if settings.ray_address or gpus or settings.torch_threads > 0:
+        return 0
+    return max(1, (os.cpu_count() or 2) // (engines + 1))
+
+
 def start_engines(settings: Settings) -> list:
     """The engine actors: found by name when they already run (detached), made otherwise. Ray
     restarts one that dies (max_restarts=-1)."""
@@ -152,6 +174,9 @@ def start_engines(settings: Settings) -> list:
 
     gpus = int(ray.cluster_resources().get("GPU", 0))
     count = gpus or max(1, settings.ray_cpu_engines)
+    share = cpu_share(settings, count, gpus)
+    if share:
+        settings = replace(settings, torch_threads=share)
     actor = ray.remote(Engine)
     engines = []
     for i in range(count):
@@ -169,9 +194,14 @@ class RayRunner(LocalRunner):
     """The local runner's queue, store and bookkeeping; each job's work on an engine actor."""
 
     def __init__(self, lab: Lab, store: JobStore) -> None:
+        import ray
+
         settings = lab.settings
         connect(settings)
         self.engines = start_engines(settings)
+        share = cpu_share(settings, len(self.engines), int(ray.cluster_resources().get("GPU", 0)))
+        if share:
+            torch.set_num_threads(share)
         # Engines load their models beside the server (as the local backend does): jobs wait for that.
         self._ready = threading.Event()
         threading.Thread(target=self._await_engines, name="ray-engines", daemon=True).start()
