@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import time
 
@@ -21,15 +22,30 @@ LONG = {"model": "lenet-mnist", "method": "map-elites", "generations": 20000, "p
         "params": {"stop_at": None}}
 
 
-@pytest.fixture(scope="module")
-def jc(tmp_path_factory):
-    """An app with small limits and its own data directory."""
+@pytest.fixture(scope="module", params=["local", "ray"])
+def jc(request, tmp_path_factory):
+    """An app with small limits and its own data directory, on each job backend: the same REST
+    contract whether jobs run in the server or on a Ray engine (a local instance, one engine)."""
+    ray = pytest.importorskip("ray") if request.param == "ray" else None
     settings = make_settings(preload="lenet-mnist", data_dir=tmp_path_factory.mktemp("jobs"), workers=2,
                              queue_size=2, max_jobs_per_client=3, max_generations=50_000,
-                             events_per_second=20.0, secret_key=SECRET)
+                             events_per_second=20.0, secret_key=SECRET, backend=request.param,
+                             ray_cpu_engines=1, ray_engine_jobs=2)
     with TestClient(create_app(settings)) as c:
         wait_ready(c)
+        c.backend = request.param
+        # This thread joins Ray while the lifespan thread that started it lives (see test_ray_backend).
+        engine = ray.get_actor("engine-0", namespace="fooling-lab") if ray else None
         yield c
+    if ray:
+        ray.kill(engine)
+        gc.collect()
+        ray.shutdown()
+
+
+def local_only(c, why: str) -> None:
+    if c.backend != "local":
+        pytest.skip(f"the local runner's internals: {why}")
 
 
 SECRET = "jobs-api-test-secret"
@@ -68,9 +84,20 @@ def wait_step(c, job_id: str, at_least: int, timeout: float = 60) -> dict:
 
 
 def wait_parked(c, job_id: str, timeout: float = 30) -> int:
-    """Wait until a paused job holds no worker (it cannot step until told to); return its step."""
-    job = c.app.state.runner.live(job_id)
+    """Wait until a paused job holds no worker (it cannot step until told to); return its step. On
+    an engine, seen from outside: paused, and its step holds for half a second."""
     t0 = time.time()
+    if c.backend != "local":
+        last, since = None, time.time()
+        while True:
+            j = c.get(f"/api/v1/jobs/{job_id}").json()
+            if j["status"] != "paused" or j["progress"]["step"] != last:
+                last, since = j["progress"]["step"], time.time()
+            elif time.time() - since > 0.5:
+                return last
+            assert time.time() - t0 < timeout
+            time.sleep(0.02)
+    job = c.app.state.runner.live(job_id)
     while job.parked_at is None or job.step_credits:
         assert time.time() - t0 < timeout
         time.sleep(0.01)
@@ -229,6 +256,7 @@ def test_bad_job_requests_get_clear_errors(jc, body, status, field):
 
 
 def test_failing_job_records_error_and_worker_survives(jc, monkeypatch):
+    local_only(jc, "the engine is patched in this process")
     # a nonsense parameter is refused up front now...
     r = jc.post("/api/v1/jobs", json={"model": "lenet-mnist", "generations": 5, "params": {"mutation_rate": "lots"}})
     assert r.status_code == 422 and r.json()["field"] == "params.mutation_rate"
@@ -310,6 +338,7 @@ def test_upload_rejects_non_images(jc):
 def test_jobs_share_forward_passes(jc):
     """Two evolution jobs on one model at once: the job batcher runs fewer forward passes than the
     populations it was sent (some passes carried both jobs)."""
+    local_only(jc, "the batcher's counts are read in this process (on Ray, the engine batches)")
     lab = jc.app.state.lab
     stats0 = lab.scorer.stats().get("jobs:lenet-mnist", {"batches": 0, "images": 0})
     jobs = [start(jc, {**LONG, "generations": 300, "targets": [i]}, client=f"share{i}") for i in range(2)]

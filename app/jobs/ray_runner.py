@@ -45,10 +45,10 @@ CALL_TIMEOUT_S = 10.0  # the longest the API waits on one engine call (a dead ac
 FRAME_TIMEOUT_S = 30.0  # ... and on the next frame of a job (an engine holds a paused job's stream open)
 
 
-def _frame(job: Job, final: bool) -> dict:
+def _frame(job: Job, final: bool, snap: Snapshot | None = None) -> dict:
     """What an engine sends for a job: its state and latest snapshot, images as uint8 (lossless:
     they are on the 8-bit grid), and on the last frame its whole history."""
-    snap = job.snap
+    snap = snap if snap is not None else job.snap
     out = {"status": job.status, "version": job.version, "error": job.error, "stop_reason": job.stop_reason,
            "runtime": job.runtime, "final": final}
     if snap is not None:
@@ -58,6 +58,24 @@ def _frame(job: Job, final: bool) -> dict:
     if final:
         out["history"], out["reached"] = job.history, job.reached
     return out
+
+
+class _EngineRunner(LocalRunner):
+    """The engine's own runner. A finished job drops its tensors (as on one machine); its last
+    snapshot is kept here until the job's final frame has been sent to the API."""
+
+    KEEP = 256
+
+    def __init__(self, lab: Lab, store: JobStore) -> None:
+        self.last_snaps: dict[str, Snapshot] = {}
+        super().__init__(lab, store)
+
+    def _finish(self, job: Job, status: str) -> None:
+        if job.snap is not None:
+            self.last_snaps[job.id] = job.snap
+            for old in list(self.last_snaps)[:-self.KEEP]:  # nobody came for those
+                del self.last_snaps[old]
+        super()._finish(job, status)
 
 
 class Engine:
@@ -76,7 +94,7 @@ class Engine:
             torch.set_num_threads(self.settings.torch_threads)
         self.lab = Lab.create(self.settings)
         compute.run(self.lab.registry.load_all)
-        self.runner = LocalRunner(self.lab, JobStore(scratch))
+        self.runner = _EngineRunner(self.lab, JobStore(scratch))
 
     def info(self) -> dict:
         return {"index": self.index, "models": [e.id for e in self.lab.registry.list() if e.available],
@@ -110,7 +128,7 @@ class Engine:
                 return
             await self.runner.wait(job_id, version, timeout=5.0)
             if job.finished:
-                yield _frame(job, final=True)
+                yield _frame(job, final=True, snap=self.runner.last_snaps.pop(job_id, None))
                 return
             if job.version > version:
                 wait = sent + interval - time.monotonic()
