@@ -44,7 +44,7 @@ def jc(request, tmp_path_factory):
 
 
 def local_only(c, why: str) -> None:
-    if c.backend != "local":
+    if getattr(c, "backend", "local") != "local":
         pytest.skip(f"the local runner's internals: {why}")
 
 
@@ -87,7 +87,7 @@ def wait_parked(c, job_id: str, timeout: float = 30) -> int:
     """Wait until a paused job holds no worker (it cannot step until told to); return its step. On
     an engine, seen from outside: paused, and its step holds for half a second."""
     t0 = time.time()
-    if c.backend != "local":
+    if getattr(c, "backend", "local") != "local":  # other modules' apps run the local backend
         last, since = None, time.time()
         while True:
             j = c.get(f"/api/v1/jobs/{job_id}").json()
