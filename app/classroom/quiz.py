@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import io
 import json
 import random
@@ -200,8 +201,6 @@ CSV_FIELDS = ("item", "answered", "room", "participant", "kind", "encoding", "da
 
 def to_csv(answers: list[dict], salt: str) -> str:
     """One row per answer. Participants appear as a per-server pseudonym, never their cookie id."""
-    import hashlib
-
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(CSV_FIELDS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,8 +61,6 @@ def record_answer(request: Request, item_id: str, answer: str) -> dict:
         raise ApiError(403, "that image was shown to someone else", "item")
     if answer not in item["options"]:
         raise ApiError(422, f"answer must be one of {item['options']}", "answer")
-    import time
-
     ms = max(0, min(int((time.time() - item["shown"]) * 1000), 3_600_000))
     agreed = answer == item["label"]
     if not store.answer(item, answer, agreed, ms):
