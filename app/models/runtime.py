@@ -108,10 +108,6 @@ class OrtForward:
 AGREEMENT = 1e-4  # largest difference in probability allowed between the two runtimes
 
 
-def _disagreement(model: nn.Module, ort_forward: OrtForward, input_shape: tuple[int, int, int]) -> float:
-    return disagreement(model, ort_forward, input_shape, _device(model))
-
-
 def _rate(fn, x: torch.Tensor, seconds: float = 0.6) -> float:
     """Images per second of fn on x (best of three short windows, after a warm-up)."""
     with torch.inference_mode():
@@ -149,7 +145,7 @@ def prepare(model: nn.Module, model_id: str, input_shape: tuple[int, int, int], 
             return None, _timed(rates)
         pixels = int(np.prod(input_shape))
         ort_forward = OrtForward(path, threads, max(1, ORT_BATCH_PIXELS // pixels))
-        gap = _disagreement(model, ort_forward, input_shape)
+        gap = disagreement(model, ort_forward, input_shape, _device(model))
         if gap > AGREEMENT:  # e.g. a Python-side op the tracer froze into a constant
             raise RuntimeError(f"ONNX output differs from PyTorch by {gap:.1e} in probability")
     except Exception as exc:  # a custom op, a missing package: PyTorch does the work, never an error

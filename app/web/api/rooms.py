@@ -239,6 +239,9 @@ def _changed_tiles(tiles, ids: list[str], sent: dict) -> list[tuple[str, object,
     """(id, frame key, tile) for each job whose frame differs from the one last sent."""
     out = []
     for job_id in ids:
+        last = sent.get(job_id, (None,))[0]
+        if last is not None and last[1][0] == "final":  # a finished job's tile never changes: no lookup
+            continue
         key = tiles.key(job_id)
         if key is None or sent.get(job_id, (None,))[0] == key:
             continue
