@@ -36,6 +36,7 @@ class Settings:
     ray_address: str = ""  # "" with backend=ray: start a local Ray instance
     ray_cpu_engines: int = 1  # engine actors when the cluster has no GPU (one per GPU otherwise)
     ray_engine_jobs: int = 4  # jobs one engine runs at once (their forward passes batched together)
+    ray_gpu_memory: float = 0.0  # share of its GPU's memory an engine may take (0: no cap)
     # Try to download torchvision weights that are not cached yet (background, never at import).
     download_weights: bool = True
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -91,6 +92,8 @@ class Settings:
             raise ValueError(f"FOOLING_RUNTIME must be auto, torch or onnx, not {self.runtime!r}")
         if self.backend not in ("local", "ray", "auto"):
             raise ValueError(f"FOOLING_BACKEND must be local, ray or auto, not {self.backend!r}")
+        if not 0.0 <= self.ray_gpu_memory <= 1.0:
+            raise ValueError(f"FOOLING_RAY_GPU_MEMORY is a share of a GPU's memory, 0 to 1, not {self.ray_gpu_memory}")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -107,6 +110,7 @@ class Settings:
             ray_address=_env("RAY_ADDRESS", d.ray_address),
             ray_cpu_engines=int(_env("RAY_CPU_ENGINES", str(d.ray_cpu_engines))),
             ray_engine_jobs=int(_env("RAY_ENGINE_JOBS", str(d.ray_engine_jobs))),
+            ray_gpu_memory=float(_env("RAY_GPU_MEMORY", str(d.ray_gpu_memory))),
             onnx_dir=Path(_env("ONNX_DIR", "")) if _env("ONNX_DIR", "") else None,
             download_weights=_bool(_env("DOWNLOAD_WEIGHTS", "1")),
             max_upload_bytes=int(_env("MAX_UPLOAD_BYTES", str(d.max_upload_bytes))),

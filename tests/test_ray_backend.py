@@ -1,18 +1,22 @@
 """The Ray backend (FOOLING_BACKEND=ray) behind the same API: a local Ray instance with one CPU
 engine runs jobs; events, controls, saved results and the REST names are those of the local
-backend; an engine killed mid-job leaves its job interrupted with its best images, and the next
-job runs on the restarted engine."""
+backend; scoring runs on the engine too; an engine killed mid-job leaves its job interrupted with
+its best images, scoring goes on meanwhile, and the next job runs on the restarted engine."""
 
 from __future__ import annotations
 
 import gc
+import io
 import time
 
+import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from app.main import create_app
-from tests.conftest import make_settings, wait_ready
+from tests.conftest import make_settings, png_bytes, wait_ready
 from tests.test_trust import wait
 
 ray = pytest.importorskip("ray")
@@ -51,6 +55,32 @@ def test_a_job_runs_on_an_engine_and_saves_like_a_local_one(client):
         assert abs(got - t["confidence"]) < 1e-4
 
 
+def scored_on_engine(client) -> int:
+    return client.get("/readyz").json()["engines"][0]["scored"]
+
+
+def test_scoring_runs_on_the_engine_and_agrees_with_the_array_endpoint(client, mnist_test):
+    x, y = mnist_test
+    rows = (x[:2] * 255).round().to(torch.uint8).numpy()  # (2, 1, 28, 28), as the array endpoint takes
+    pngs = [png_bytes(Image.fromarray(r[0])) for r in rows]
+    before = scored_on_engine(client)
+    multi = client.post("/api/v1/score", data={"model": "lenet-mnist", "top_k": "10"},
+                        files=[("file", (f"{n}.png", p, "image/png")) for n, p in enumerate(pngs)]).json()
+    assert [int(r["top"][0]["label"]) for r in multi["results"]] == [int(t) for t in y[:2]]
+    buf = io.BytesIO()
+    np.save(buf, rows)
+    arr = client.post("/api/v1/score/tensor?model=lenet-mnist&top_k=10", content=buf.getvalue(),
+                      headers={"content-type": "application/x-npy"})
+    assert arr.status_code == 200
+    for a, b in zip(multi["results"], arr.json()["results"], strict=True):
+        assert a["top"][0]["index"] == b["top"][0]["index"]
+        assert abs(a["top"][0]["confidence"] - b["top"][0]["confidence"]) < 1e-4
+    t0 = time.time()  # the pool refreshes what engines say about themselves every second
+    while scored_on_engine(client) < before + 4:
+        assert time.time() - t0 < 10, "the engine scored the 2 + 2 images"
+        time.sleep(0.2)
+
+
 def test_events_and_controls_go_through_the_engine(client):
     job_id = client.post("/api/v1/jobs", json=LONG).json()["id"]
     frames = 0
@@ -83,6 +113,10 @@ def test_a_killed_engine_interrupts_its_job_keeps_its_best_and_the_next_job_runs
         time.sleep(0.1)
     ray.kill(ray.get_actor("engine-0", namespace="fooling-lab"), no_restart=False)
     t0 = time.time()
+    png = png_bytes(Image.new("L", (28, 28)))
+    r = client.post("/api/v1/score", files={"file": ("blank.png", png, "image/png")}, data={"model": "lenet-mnist"})
+    assert r.status_code == 200 and len(r.json()["results"][0]["top"]) == 5
+    assert time.time() - t0 < 8, "scoring does not wait on the dead engine: it runs here meanwhile"
     job = wait(client, job_id, ("interrupted",), timeout=30)
     assert time.time() - t0 < 20, "nothing waits long on a dead engine"
     assert job["targets"] and "engine" in (job["error"] or "")

@@ -4,9 +4,10 @@ A batcher owns one thread per model. Callers (async API handlers or worker threa
 a batch of images and get a concurrent Future for its softmax probabilities. The thread takes
 what is queued, up to ``max_batch`` images (images, not requests), runs it and hands each
 caller its rows. While one batch runs the next one gathers, so batches grow by themselves
-under load. A caller may announce itself early (``expecting()``, e.g. while its upload is still
-being decoded); only then does the thread wait, up to ``max_wait``, for it to arrive. A lone
-request therefore never pays the wait.
+under load (``lanes`` > 1: that many batches may be out at once, for a forward pass that waits
+on other machines rather than on this one's cores). A caller may announce itself early
+(``expecting()``, e.g. while its upload is still being decoded); only then does the thread
+wait, up to ``max_wait``, for it to arrive. A lone request therefore never pays the wait.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ Forward = Callable[[list[torch.Tensor]], torch.Tensor]
 
 
 class Batcher:
-    def __init__(self, forward: Forward, max_batch: int = 64, max_wait_s: float = 0.005, name: str = "") -> None:
+    def __init__(self, forward: Forward, max_batch: int = 64, max_wait_s: float = 0.005, name: str = "",
+                 lanes: int = 1) -> None:
         self.forward = forward
         self.max_batch = max(1, max_batch)
         self.max_wait_s = max(0.0, max_wait_s)
@@ -35,8 +37,10 @@ class Batcher:
         self._expected = 0  # announced callers that have not submitted yet
         self.batches = 0  # forward passes run, for tests and the status page
         self.images = 0
-        self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"batcher-{name}-{n}", daemon=True)
+                         for n in range(max(1, lanes))]
+        for t in self._threads:
+            t.start()
 
     @contextmanager
     def expecting(self) -> Iterator[list[bool]]:
@@ -83,7 +87,8 @@ class Batcher:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout=5)
+        for t in self._threads:
+            t.join(timeout=5)
 
     def _gather(self) -> list[tuple[torch.Tensor, Future]]:
         with self._cond:
@@ -121,9 +126,9 @@ class Batcher:
                 for _, f in live:
                     f.set_exception(exc)
                 continue
-            self.batches += 1
-            self.images += len(out)
             with self._cond:  # participants count as expected again before they hear back
+                self.batches += 1
+                self.images += len(out)
                 for f in (f for _, f in live if getattr(f, "participant", None) is not None):
                     f.participant._expect()
             start = 0

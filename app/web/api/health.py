@@ -15,9 +15,19 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
 
 
+class Engine(BaseModel):
+    name: str = Field(examples=["engine-0"])
+    alive: bool = Field(description="it answered within the last seconds")
+    models: list[str] = Field(default=[], description="models it holds")
+    jobs: int = Field(default=0, description="jobs running on it")
+    scored: int = Field(default=0, description="images it has scored for this server")
+    device: str = Field(default="", examples=["cuda", "cpu"])
+
+
 class Readiness(BaseModel):
     status: str = Field(description="ready, or loading while models load")
     loaded: list[str] = Field(description="ids of the models available now")
+    engines: list[Engine] | None = Field(default=None, description="with FOOLING_BACKEND=ray: the engine actors")
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness",
@@ -32,9 +42,14 @@ async def healthz() -> dict:
                        503: {"model": Readiness, "description": "models are still loading",
                              **json_example({"status": "loading", "loaded": []})}})
 async def readyz(request: Request) -> JSONResponse:
-    """200 once every preloaded model is resident (send traffic then); 503 while they load."""
+    """200 once every preloaded model is resident (send traffic then); 503 while they load. With the
+    Ray backend, `engines` says what each engine holds and runs (one that is down does not stop
+    readiness: its jobs wait for it and scoring runs here meanwhile)."""
     registry = request.app.state.lab.registry
-    loaded = [e.id for e in registry.list() if e.available]
+    body: dict = {"loaded": [e.id for e in registry.list() if e.available]}
+    pool = getattr(request.app.state.runner, "pool", None)
+    if pool is not None:
+        body["engines"] = pool.describe()
     if not registry.ready.is_set():
-        return JSONResponse({"status": "loading", "loaded": loaded}, status_code=503)
-    return JSONResponse({"status": "ready", "loaded": loaded})
+        return JSONResponse({"status": "loading", **body}, status_code=503)
+    return JSONResponse({"status": "ready", **body})
