@@ -1,0 +1,59 @@
+"""The Ray backend on a cluster of two nodes (Ray's own test cluster, on this machine): the API
+joins it by FOOLING_RAY_ADDRESS, its engine runs on the worker node, and losing that node mid-job
+leaves the job interrupted with its best images while scoring goes on here; a new node takes the
+engine back and the next job runs."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.main import create_app
+from tests.conftest import make_settings, png_bytes, wait_ready
+from tests.test_ray_backend import LONG, QUICK
+from tests.test_trust import wait
+
+ray = pytest.importorskip("ray")
+cluster_utils = pytest.importorskip("ray.cluster_utils")
+
+
+def test_a_lost_node_interrupts_its_jobs_and_a_new_node_takes_over(tmp_path):
+    # The head has no CPUs for actors, so the engine must live on the worker node.
+    cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    node = cluster.add_node(num_cpus=1)
+    settings = make_settings(preload="lenet-mnist", data_dir=tmp_path, backend="ray", ray_address=cluster.address,
+                             ray_cpu_engines=1, ray_engine_jobs=2)
+    try:
+        with TestClient(create_app(settings)) as c:
+            wait_ready(c)
+            engine = ray.get_actor("engine-0", namespace="fooling-lab")
+            job_id = c.post("/api/v1/jobs", json=LONG).json()["id"]
+            t0 = time.time()
+            while not (j := c.get(f"/api/v1/jobs/{job_id}").json()).get("targets") or j["progress"]["step"] < 5:
+                assert time.time() - t0 < 60
+                time.sleep(0.1)
+
+            cluster.remove_node(node)
+            t0 = time.time()
+            blank = png_bytes(Image.new("L", (28, 28)))
+            r = c.post("/api/v1/score", files={"file": ("b.png", blank, "image/png")}, data={"model": "lenet-mnist"})
+            assert r.status_code == 200 and time.time() - t0 < 8, "scoring goes on here while no engine answers"
+            job = wait(c, job_id, ("interrupted",), timeout=30)
+            assert time.time() - t0 < 15, "a lost node is noticed in seconds"
+            assert job["targets"] and "engine" in job["error"]
+            assert c.get(f"/api/v1/jobs/{job_id}/images/0.png").status_code == 200
+
+            cluster.add_node(num_cpus=1)  # Ray restarts the engine there (max_restarts=-1)
+            nxt = wait(c, c.post("/api/v1/jobs", json=QUICK).json()["id"], ("done",), timeout=180)
+            assert nxt["progress"]["step"] > 0
+            engines = c.get("/readyz").json()["engines"]
+            assert engines[0]["alive"] and engines[0]["models"] == ["lenet-mnist"]
+            ray.kill(engine)
+    finally:
+        gc.collect()
+        ray.shutdown()
+        cluster.shutdown()
