@@ -37,6 +37,9 @@ class Settings:
     ray_cpu_engines: int = 1  # engine actors when the cluster has no GPU (one per GPU otherwise)
     ray_engine_jobs: int = 4  # jobs one engine runs at once (their forward passes batched together)
     ray_gpu_memory: float = 0.0  # share of its GPU's memory an engine may take (0: no cap)
+    # Where /api/v1/score runs with the ray backend: "engines", "server" (this process), or "auto":
+    # engines on a cluster or with GPUs; the server when a local Ray instance shares this machine's CPUs
+    ray_scoring: str = "auto"
     # Try to download torchvision weights that are not cached yet (background, never at import).
     download_weights: bool = True
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -92,6 +95,8 @@ class Settings:
             raise ValueError(f"FOOLING_RUNTIME must be auto, torch or onnx, not {self.runtime!r}")
         if self.backend not in ("local", "ray", "auto"):
             raise ValueError(f"FOOLING_BACKEND must be local, ray or auto, not {self.backend!r}")
+        if self.ray_scoring not in ("auto", "engines", "server"):
+            raise ValueError(f"FOOLING_RAY_SCORING must be auto, engines or server, not {self.ray_scoring!r}")
         if not 0.0 <= self.ray_gpu_memory <= 1.0:
             raise ValueError(f"FOOLING_RAY_GPU_MEMORY is a share of a GPU's memory, 0 to 1, not {self.ray_gpu_memory}")
 
@@ -111,6 +116,7 @@ class Settings:
             ray_cpu_engines=int(_env("RAY_CPU_ENGINES", str(d.ray_cpu_engines))),
             ray_engine_jobs=int(_env("RAY_ENGINE_JOBS", str(d.ray_engine_jobs))),
             ray_gpu_memory=float(_env("RAY_GPU_MEMORY", str(d.ray_gpu_memory))),
+            ray_scoring=_env("RAY_SCORING", d.ray_scoring).strip().lower(),
             onnx_dir=Path(_env("ONNX_DIR", "")) if _env("ONNX_DIR", "") else None,
             download_weights=_bool(_env("DOWNLOAD_WEIGHTS", "1")),
             max_upload_bytes=int(_env("MAX_UPLOAD_BYTES", str(d.max_upload_bytes))),

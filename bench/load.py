@@ -239,6 +239,8 @@ def main() -> int:
     ap.add_argument("--rss-jobs", type=int, default=0, help="then run this many small jobs and report RSS")
     ap.add_argument("--backend", choices=("local", "ray"), default="local",
                     help="ray: the server runs jobs on one Ray engine with --workers jobs at once (a local instance)")
+    ap.add_argument("--ray-scoring", choices=("auto", "engines", "server"), default="auto",
+                    help="with --backend ray: where scoring runs (FOOLING_RAY_SCORING; auto here: server)")
     args = ap.parse_args()
     rows = []
     for n in args.students:
@@ -250,11 +252,14 @@ def main() -> int:
             server = LiveServer(Path(tempfile.mkdtemp(prefix="fl-load-")), FOOLING_WORKERS=str(args.workers),
                                 FOOLING_QUEUE_SIZE=str(max(64, n)), FOOLING_EVENTS_PER_SECOND="5",
                                 FOOLING_MAX_JOBS_PER_ADDRESS=str(max(256, 2 * n)), FOOLING_BACKEND=args.backend,
-                                FOOLING_RAY_CPU_ENGINES="1", FOOLING_RAY_ENGINE_JOBS=str(args.workers)).start()
+                                FOOLING_RAY_CPU_ENGINES="1", FOOLING_RAY_ENGINE_JOBS=str(args.workers),
+                                FOOLING_RAY_SCORING=args.ray_scoring).start()
             url, pid = server.url, server.proc.pid
         try:
             rows.append(asyncio.run(run(url, n, args.scorers, args.generations, pid, args.hostile)))
             rows[-1]["backend"] = args.backend
+            if args.backend == "ray":
+                rows[-1]["ray_scoring"] = args.ray_scoring
             if args.rss_jobs and pid:
                 rows[-1] |= asyncio.run(rss_over_jobs(url, pid, args.rss_jobs))
         finally:

@@ -29,7 +29,7 @@ LONG = {**QUICK, "generations": 20000, "params": {"stop_at": None}}
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     settings = make_settings(preload="lenet-mnist", data_dir=tmp_path_factory.mktemp("ray"), backend="ray",
-                             ray_cpu_engines=1, ray_engine_jobs=2)
+                             ray_cpu_engines=1, ray_engine_jobs=2, ray_scoring="engines")
     with TestClient(create_app(settings)) as c:
         wait_ready(c)
         # Ray is started in the app's lifespan thread; this thread joins it now, while that one lives
@@ -142,3 +142,18 @@ def test_an_unreachable_cluster_is_said_plainly_or_auto_runs_locally(tmp_path):
     runner = make_runner(replace(lab, settings=replace(lab.settings, backend="auto")), JobStore(tmp_path))
     assert type(runner) is LocalRunner
     runner.close()
+
+
+def test_scoring_goes_to_the_engines_on_a_cluster_and_stays_here_on_one_cpu_machine():
+    from dataclasses import replace
+
+    from app.jobs.ray_runner import scoring_place
+
+    local = make_settings(backend="ray")
+    assert scoring_place(local, gpus=0) == "server"  # a local instance sharing this machine's cores
+    assert scoring_place(local, gpus=2) == "engines"
+    assert scoring_place(replace(local, ray_address="10.0.0.5:6379"), gpus=0) == "engines"
+    assert scoring_place(replace(local, ray_scoring="engines"), gpus=0) == "engines"
+    assert scoring_place(replace(local, ray_scoring="server"), gpus=4) == "server"
+    with pytest.raises(ValueError, match="FOOLING_RAY_SCORING"):
+        make_settings(ray_scoring="serve")

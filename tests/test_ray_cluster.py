@@ -30,6 +30,7 @@ def test_a_lost_node_interrupts_its_jobs_and_a_new_node_takes_over(tmp_path):
     try:
         with TestClient(create_app(settings)) as c:
             wait_ready(c)
+            assert c.get("/readyz").json()["scoring"] == "engines"  # auto, on a cluster
             engine = ray.get_actor("engine-0", namespace="fooling-lab")
             job_id = c.post("/api/v1/jobs", json=LONG).json()["id"]
             t0 = time.time()

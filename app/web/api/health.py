@@ -28,6 +28,8 @@ class Readiness(BaseModel):
     status: str = Field(description="ready, or loading while models load")
     loaded: list[str] = Field(description="ids of the models available now")
     engines: list[Engine] | None = Field(default=None, description="with FOOLING_BACKEND=ray: the engine actors")
+    scoring: str | None = Field(default=None, description="with FOOLING_BACKEND=ray: where /api/v1/score runs, "
+                                                          "engines or server (FOOLING_RAY_SCORING)")
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness",
@@ -43,13 +45,15 @@ async def healthz() -> dict:
                              **json_example({"status": "loading", "loaded": []})}})
 async def readyz(request: Request) -> JSONResponse:
     """200 once every preloaded model is resident (send traffic then); 503 while they load. With the
-    Ray backend, `engines` says what each engine holds and runs (one that is down does not stop
-    readiness: its jobs wait for it and scoring runs here meanwhile)."""
+    Ray backend, also once every engine has started, and `engines` says what each holds and runs
+    (one that goes down later does not end readiness: its jobs wait for it and scoring runs here
+    meanwhile)."""
     registry = request.app.state.lab.registry
     body: dict = {"loaded": [e.id for e in registry.list() if e.available]}
-    pool = getattr(request.app.state.runner, "pool", None)
+    runner = request.app.state.runner
+    pool = getattr(runner, "pool", None)
     if pool is not None:
-        body["engines"] = pool.describe()
-    if not registry.ready.is_set():
+        body["engines"], body["scoring"] = pool.describe(), runner.scoring
+    if not registry.ready.is_set() or not getattr(runner, "engines_started", True):
         return JSONResponse({"status": "loading", **body}, status_code=503)
     return JSONResponse({"status": "ready", **body})
