@@ -6,7 +6,9 @@ its best images, scoring goes on meanwhile, and the next job runs on the restart
 from __future__ import annotations
 
 import gc
+import http.server
 import io
+import threading
 import time
 
 import numpy as np
@@ -142,6 +144,15 @@ def test_an_unreachable_cluster_is_said_plainly_or_auto_runs_locally(tmp_path):
     runner = make_runner(replace(lab, settings=replace(lab.settings, backend="auto")), JobStore(tmp_path))
     assert type(runner) is LocalRunner
     runner.close()
+    # Something answers at the address, but not Ray (a web server on the wrong port): said as much.
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    wrong = replace(lab, settings=replace(lab.settings, ray_address=f"127.0.0.1:{web.server_address[1]}"))
+    t0 = time.time()
+    with pytest.raises(SystemExit, match="answers, but not as a Ray cluster's head"):
+        make_runner(wrong, JobStore(tmp_path))
+    assert time.time() - t0 < 15
+    web.shutdown()
 
 
 def test_scoring_goes_to_the_engines_on_a_cluster_and_stays_here_on_one_cpu_machine():

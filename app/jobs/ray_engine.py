@@ -156,15 +156,39 @@ class Engine:
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:
-    """The cluster's GCS answers at host:port (ray:// client addresses are checked the same way)."""
+    """The cluster's GCS answers at host:port (ray:// client addresses: that the port is open).
+    Checked before ray.init, which retries for tens of seconds before it gives up."""
     import socket
 
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
-            return
+            pass
     except (OSError, ValueError) as exc:
         raise RuntimeError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+    if address.startswith("ray://"):
+        return
+    try:  # something listens there: is it a Ray GCS? (Ray's own CLI asks the same way)
+        from ray._raylet import GcsClient
+    except ImportError:
+        return
+    # In a daemon thread: against a port that never speaks gRPC it would wait 40 s (and hold the exit).
+    answer: list = []
+
+    def ask() -> None:
+        try:
+            GcsClient(address=f"{host or '127.0.0.1'}:{port}")
+            answer.append(None)
+        except Exception as exc:
+            answer.append(exc)
+
+    t = threading.Thread(target=ask, name="ray-probe", daemon=True)
+    t.start()
+    t.join(2 * timeout)
+    if not answer:
+        raise RuntimeError(f"{address} answers, but not as a Ray cluster's head (no answer in {2 * timeout:.0f} s)")
+    if answer[0] is not None:
+        raise RuntimeError(f"{address} answers, but not as a Ray cluster's head: {answer[0]}")
 
 
 def connect(settings: Settings) -> None:
