@@ -10,6 +10,7 @@ actor per job (each would load its own model copy, and nothing would be batched)
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import tempfile
 import threading
@@ -212,8 +213,8 @@ def connect(settings: Settings) -> None:
 
 def cpu_share(settings: Settings, engines: int, gpus: int) -> int:
     """Torch threads for each process when a local Ray instance runs engines on this machine's CPUs:
-    the engines and the web server (which scores) share the cores rather than each taking them all
-    (oversubscribed threads thrash). 0: leave the settings as they are."""
+    the engines and the web server (which scores there, see ray_runner.scoring_place) share the cores
+    rather than each taking them all (oversubscribed threads thrash). 0: leave the settings as they are."""
     import os
 
     if settings.ray_address or gpus or settings.torch_threads > 0:
@@ -238,8 +239,6 @@ def start_engines(settings: Settings) -> list:
                 "max_restarts": -1, "max_task_retries": 0, "num_gpus": 1 if gpus else 0, "num_cpus": 0 if gpus else 1}
         engines.append(actor.options(**opts).remote(replace(settings, device="cuda" if gpus else "cpu"), i))
     return engines
-
-
 
 
 class EnginePool:
@@ -335,7 +334,8 @@ class EnginePool:
             if ready:
                 return ray.get(ref)
             if not self.alive(index) or time.monotonic() > deadline:
-                ray.cancel(ref)
+                with contextlib.suppress(Exception):  # already gone with its actor
+                    ray.cancel(ref)
                 raise TimeoutError(f"engine-{index} did not answer")
 
     async def answer_async(self, index: int, ref, limit_s: float):

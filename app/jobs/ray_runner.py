@@ -38,7 +38,7 @@ def scoring_place(settings: Settings, gpus: int) -> str:
     """Where /api/v1/score runs (FOOLING_RAY_SCORING). auto: on the engines where they have GPUs
     or machines of their own; in this process when a local Ray instance shares this machine's CPUs,
     where scoring beside the jobs, in a process of its own with its own share of the cores, answers
-    in half the time (bench/load.py: p99 30 ms against 75-87 ms on the engine, 2 cores)."""
+    in a third of the time (bench/load.py, 2 cores: p99 33 ms against 75-97 ms on the engine)."""
     if settings.ray_scoring != "auto":
         return settings.ray_scoring
     return "engines" if gpus or settings.ray_address else "server"
