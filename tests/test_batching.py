@@ -39,6 +39,29 @@ def test_batcher_coalesces_and_splits_results_in_order():
     b.close()
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_lanes_let_that_many_batches_be_out_at_once(lanes):
+    """With lanes=2 (the Ray backend: one per engine) a second batch starts while the first still
+    waits on its engine; with one lane it queues behind it."""
+    inside, most, lock = [0], [0], threading.Lock()
+
+    def forward(xs):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.3)
+        with lock:
+            inside[0] -= 1
+        return torch.cat(xs).flatten(1)
+
+    b = Batcher(forward, max_batch=1, max_wait_s=0.0, lanes=lanes)
+    futs = [b.submit(torch.zeros(1, 1, 1, 1)) for _ in range(2)]
+    for f in futs:
+        f.result(5)
+    b.close()
+    assert most[0] == lanes and b.batches == 2
+
+
 def test_batcher_respects_max_batch_counting_images():
     sizes = []
     def forward(xs):
