@@ -1,7 +1,7 @@
 """The Ray backend on a cluster of two nodes (Ray's own test cluster, on this machine): the API
-joins it by FOOLING_RAY_ADDRESS, its engine runs on the worker node, and losing that node mid-job
-leaves the job interrupted with its best images while scoring goes on here; a new node takes the
-engine back and the next job runs."""
+joins it by FOOLING_RAY_ADDRESS, its two engines run on the worker node and take one job each
+(least loaded first), and losing that node mid-job leaves both jobs interrupted with their best
+images while scoring goes on here; a new node takes the engines back and the next job runs."""
 
 from __future__ import annotations
 
@@ -24,36 +24,43 @@ cluster_utils = pytest.importorskip("ray.cluster_utils")
 def test_a_lost_node_interrupts_its_jobs_and_a_new_node_takes_over(tmp_path):
     # The head has no CPUs for actors, so the engine must live on the worker node.
     cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    node = cluster.add_node(num_cpus=1)
+    node = cluster.add_node(num_cpus=2)
     settings = make_settings(preload="lenet-mnist", data_dir=tmp_path, backend="ray", ray_address=cluster.address,
-                             ray_cpu_engines=1, ray_engine_jobs=2)
+                             ray_cpu_engines=2, ray_engine_jobs=2)
     try:
         with TestClient(create_app(settings)) as c:
             wait_ready(c)
             assert c.get("/readyz").json()["scoring"] == "engines"  # auto, on a cluster
-            engine = ray.get_actor("engine-0", namespace="fooling-lab")
-            job_id = c.post("/api/v1/jobs", json=LONG).json()["id"]
+            engines = [ray.get_actor(f"engine-{i}", namespace="fooling-lab") for i in range(2)]
+            ids = [c.post("/api/v1/jobs", json={**LONG, "seed": i}).json()["id"] for i in range(2)]
             t0 = time.time()
-            while not (j := c.get(f"/api/v1/jobs/{job_id}").json()).get("targets") or j["progress"]["step"] < 5:
-                assert time.time() - t0 < 60
-                time.sleep(0.1)
+            for job_id in ids:
+                while not (j := c.get(f"/api/v1/jobs/{job_id}").json()).get("targets") or j["progress"]["step"] < 5:
+                    assert time.time() - t0 < 60
+                    time.sleep(0.1)
+            time.sleep(1.5)  # the pool's next refresh
+            assert [e["jobs"] for e in c.get("/readyz").json()["engines"]] == [1, 1], "one job on each engine"
 
             cluster.remove_node(node)
             t0 = time.time()
             blank = png_bytes(Image.new("L", (28, 28)))
             r = c.post("/api/v1/score", files={"file": ("b.png", blank, "image/png")}, data={"model": "lenet-mnist"})
             assert r.status_code == 200 and time.time() - t0 < 8, "scoring goes on here while no engine answers"
-            job = wait(c, job_id, ("interrupted",), timeout=30)
-            assert time.time() - t0 < 15, "a lost node is noticed in seconds"
-            assert job["targets"] and "engine" in job["error"]
-            assert c.get(f"/api/v1/jobs/{job_id}/images/0.png").status_code == 200
+            for job_id in ids:
+                job = wait(c, job_id, ("interrupted",), timeout=30)
+                assert time.time() - t0 < 15, "a lost node is noticed in seconds"
+                assert job["targets"] and "engine" in job["error"]
+                assert c.get(f"/api/v1/jobs/{job_id}/images/0.png").status_code == 200
 
-            cluster.add_node(num_cpus=1)  # Ray restarts the engine there (max_restarts=-1)
+            cluster.add_node(num_cpus=2)  # Ray restarts the engines there (max_restarts=-1)
             nxt = wait(c, c.post("/api/v1/jobs", json=QUICK).json()["id"], ("done",), timeout=180)
             assert nxt["progress"]["step"] > 0
-            engines = c.get("/readyz").json()["engines"]
-            assert engines[0]["alive"] and engines[0]["models"] == ["lenet-mnist"]
-            ray.kill(engine)
+            t0 = time.time()
+            while not all(e["alive"] for e in c.get("/readyz").json()["engines"]):
+                assert time.time() - t0 < 60
+                time.sleep(0.5)
+            for engine in engines:
+                ray.kill(engine)
     finally:
         gc.collect()
         ray.shutdown()

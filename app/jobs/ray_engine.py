@@ -15,8 +15,6 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -305,23 +303,22 @@ class EnginePool:
         with self._lock:
             self._info[index] = None
 
-    def holding(self, model_id: str) -> list[tuple[int, object]]:
-        """Engines that answer and hold the model, least loaded first (their jobs, or this process's
-        work on them where that is more: a burst of placements is spread before the next refresh)."""
+    def take(self, model_id: str) -> tuple[int, object] | None:
+        """The least-loaded engine that answers and holds the model (by its jobs, or this process's
+        jobs and calls on it where that is more), counted one busier at once, under the same lock,
+        so jobs placed at the same moment go to different engines. release() it after."""
         with self._lock:
             ranked = sorted((max(i["jobs"], self._load[n]), n) for n, i in enumerate(self._info)
                             if i is not None and model_id in i["models"])
-        return [(n, self.engines[n]) for _, n in ranked]
+            if not ranked:
+                return None
+            n = ranked[0][1]
+            self._load[n] += 1
+        return n, self.engines[n]
 
-    @contextmanager
-    def busy(self, index: int) -> Iterator[None]:
+    def release(self, index: int) -> None:
         with self._lock:
-            self._load[index] += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._load[index] -= 1
+            self._load[index] -= 1
 
     def answer(self, index: int, ref, limit_s: float):
         """ray.get of a call made on engine ``index``, given up as soon as the engine stops answering

@@ -95,32 +95,38 @@ class RayRunner(LocalRunner):
         self._ready.set()
 
     def _engine_for(self, job: Job) -> tuple[int, object]:
-        """The least-loaded engine that holds the job's model. While none can take it (an engine is
-        restarting and loading its models) the job waits, up to ENGINE_START_S."""
+        """The least-loaded engine that holds the job's model, taken (counted busier) for it. While
+        none can take it (an engine is restarting and loading its models) the job waits, up to
+        ENGINE_START_S."""
         deadline = time.monotonic() + ENGINE_START_S
         while True:
-            held = self.pool.holding(job.spec.model)
-            if held or job.cancel or self.closing or time.monotonic() > deadline:
-                if not held:
-                    raise RuntimeError(f"no engine holds {job.spec.model} right now")
-                return held[0]
+            placed = self.pool.take(job.spec.model)
+            if placed is not None:
+                return placed
+            if job.cancel or self.closing or time.monotonic() > deadline:
+                raise _Cancelled if job.cancel else RuntimeError(f"no engine holds {job.spec.model} right now")
             time.sleep(0.5)
 
     def _place(self, job: Job) -> tuple[int, object]:
-        """Hand the job to an engine. One that went down since the pool last heard from it refuses
-        it (the job has not started): it is placed again, on whichever engine answers next."""
+        """Hand the job to an engine (taken for it: release it when the job ends). One that went down
+        since the pool last heard from it refuses the job (it has not started): it is placed again,
+        on whichever engine answers next."""
         import ray
 
         png = to_png(job.image) if job.image is not None else None
         deadline = time.monotonic() + ENGINE_START_S
         while True:
             index, engine = self._engine_for(job)
-            if job.cancel:  # cancelled while it waited for an engine
-                raise _Cancelled
             try:
+                if job.cancel:  # cancelled while it waited for an engine
+                    raise _Cancelled
                 ray.get(engine.submit.remote(job.id, job.spec.model_dump(), job.client, png), timeout=CALL_TIMEOUT_S)
                 return index, engine
+            except _Cancelled:
+                self.pool.release(index)
+                raise
             except Exception as exc:
+                self.pool.release(index)
                 if time.monotonic() > deadline:
                     raise
                 log.warning("engine-%d did not take job %s (%s); placing it again", index, job.id, exc)
@@ -137,11 +143,13 @@ class RayRunner(LocalRunner):
         try:
             self._ready.wait(ENGINE_START_S)
             index, engine = self._place(job)
-            with self.pool.busy(index):
+            try:
                 self._assigned[job.id] = (index, engine)
                 if job.paused:  # paused before an engine had it
                     ray.get(engine.control.remote(job.id, "pause"), timeout=CALL_TIMEOUT_S)
                 status = self._follow(job, index, engine)
+            finally:
+                self.pool.release(index)
         except _Cancelled:
             status = "cancelled"
         except Exception as exc:  # the engine died or could not be reached: keep what we have

@@ -41,13 +41,18 @@ class EngineScorer(Scorer):
     def _on_engines(self, model_id: str, method: str, *args):
         """The answer of the least-busy engine holding the model, trying the next on failure;
         None when none answers."""
-        for index, engine in self.pool.holding(model_id):
-            with self.pool.busy(index):
-                try:
-                    return self.pool.answer(index, getattr(engine, method).remote(model_id, *args), SCORE_TIMEOUT_S)
-                except Exception as exc:
-                    log.warning("scoring on engine-%d failed (%s); trying elsewhere", index, exc)
-                    self.pool.down(index)
+        for _ in range(len(self.pool)):
+            placed = self.pool.take(model_id)
+            if placed is None:
+                break
+            index, engine = placed
+            try:
+                return self.pool.answer(index, getattr(engine, method).remote(model_id, *args), SCORE_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("scoring on engine-%d failed (%s); trying elsewhere", index, exc)
+                self.pool.down(index)
+            finally:
+                self.pool.release(index)
         return None
 
     def _forward_many(self, model_id: str, xs: list[torch.Tensor]) -> torch.Tensor:
@@ -78,14 +83,19 @@ class EngineScorer(Scorer):
         return Scorer._forward_many(self, model_id, [x]).topk(k, dim=1)  # the fallback: here, on the compute thread
 
     async def _top_on_engines(self, model_id: str, rows: np.ndarray, k: int) -> tuple[list, list] | None:
-        for index, engine in self.pool.holding(model_id):
-            with self.pool.busy(index):
-                try:
-                    ref = engine.top.remote(model_id, np.ascontiguousarray(rows), k)
-                    return await self.pool.answer_async(index, ref, SCORE_TIMEOUT_S)
-                except Exception as exc:
-                    log.warning("scoring on engine-%d failed (%s); trying elsewhere", index, exc)
-                    self.pool.down(index)
+        for _ in range(len(self.pool)):
+            placed = self.pool.take(model_id)
+            if placed is None:
+                break
+            index, engine = placed
+            try:
+                ref = engine.top.remote(model_id, np.ascontiguousarray(rows), k)
+                return await self.pool.answer_async(index, ref, SCORE_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("scoring on engine-%d failed (%s); trying elsewhere", index, exc)
+                self.pool.down(index)
+            finally:
+                self.pool.release(index)
         return None
 
     async def top_in_chunks(self, model_id: str, rows, chunk: int, to_input, k: int) -> tuple[list, list]:
