@@ -335,19 +335,5 @@ class EnginePool:
                     ray.cancel(ref)
                 raise TimeoutError(f"engine-{index} did not answer")
 
-    async def answer_async(self, index: int, ref, limit_s: float):
-        """As answer(), for the event loop: waits without holding a thread."""
-        import asyncio
-
-        fut = asyncio.wrap_future(ref.future())
-        deadline = time.monotonic() + limit_s
-        while True:
-            done, _ = await asyncio.wait({fut}, timeout=min(1.0, max(0.01, deadline - time.monotonic())))
-            if done:
-                return fut.result()
-            if not self.alive(index) or time.monotonic() > deadline:
-                fut.cancel()
-                raise TimeoutError(f"engine-{index} did not answer")
-
     def close(self) -> None:
         self._closed.set()

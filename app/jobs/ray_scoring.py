@@ -82,22 +82,6 @@ class EngineScorer(Scorer):
     def _top(self, model_id: str, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         return Scorer._forward_many(self, model_id, [x]).topk(k, dim=1)  # the fallback: here, on the compute thread
 
-    async def _top_on_engines(self, model_id: str, rows: np.ndarray, k: int) -> tuple[list, list] | None:
-        for _ in range(len(self.pool)):
-            placed = self.pool.take(model_id)
-            if placed is None:
-                break
-            index, engine = placed
-            try:
-                ref = engine.top.remote(model_id, np.ascontiguousarray(rows), k)
-                return await self.pool.answer_async(index, ref, SCORE_TIMEOUT_S)
-            except Exception as exc:
-                log.warning("scoring on engine-%d failed (%s); trying elsewhere", index, exc)
-                self.pool.down(index)
-            finally:
-                self.pool.release(index)
-        return None
-
     async def top_in_chunks(self, model_id: str, rows, chunk: int, to_input, k: int) -> tuple[list, list]:
         """The rows go to the engines a chunk at a time, up to one chunk per engine at once (memory:
         that many chunks in flight); a chunk no engine takes is scored here."""
@@ -105,8 +89,8 @@ class EngineScorer(Scorer):
         values, indices = [], []
         for w in range(0, len(parts), max(1, len(self.pool))):
             window = parts[w : w + max(1, len(self.pool))]
-            for part, got in zip(window, await asyncio.gather(*(self._top_on_engines(model_id, p, k) for p in window)),
-                                 strict=True):
+            calls = (asyncio.to_thread(self._on_engines, model_id, "top", np.ascontiguousarray(p), k) for p in window)
+            for part, got in zip(window, await asyncio.gather(*calls), strict=True):
                 if got is None:
                     got = await super().top_in_chunks(model_id, part, len(part), to_input, k)
                 values += got[0]
