@@ -28,6 +28,26 @@ def make_settings(**overrides) -> Settings:
     return Settings(**base)
 
 
+def start_local_ray():
+    """A local Ray cluster of 2 CPUs for the Ray backend's tests, started here (the app then joins
+    it rather than starting its own), whatever the machine's size. Returns the ray module."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, namespace="fooling-lab", include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    return ray
+
+
+def stop_local_ray(ray) -> None:
+    """Kill the detached engines (they would outlive the cluster's driver otherwise) and stop Ray."""
+    import gc
+
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] == "fooling-lab" and actor["name"].startswith("engine-"):
+            ray.kill(ray.get_actor(actor["name"], namespace="fooling-lab"))
+    gc.collect()
+    ray.shutdown()
+
+
 def wait_ready(client: TestClient, timeout: float = 120) -> None:
     t0 = time.time()
     while client.get("/readyz").status_code != 200:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import gc
 import json
 import time
 
@@ -15,7 +14,7 @@ from app.jobs import runner as runner_module
 from app.main import create_app
 from app.serving.imaging import to_png
 from app.web.identity import CLIENT_COOKIE, Signer
-from tests.conftest import make_settings, wait_ready
+from tests.conftest import make_settings, start_local_ray, stop_local_ray, wait_ready
 
 TRUNCATED = to_png(torch.rand((1, 28, 28)))[:60]  # a PNG cut short: header fine, pixels missing
 LONG = {"model": "lenet-mnist", "method": "map-elites", "generations": 20000, "population": 50,
@@ -26,21 +25,19 @@ LONG = {"model": "lenet-mnist", "method": "map-elites", "generations": 20000, "p
 def jc(request, tmp_path_factory):
     """An app with small limits and its own data directory, on each job backend: the same REST
     contract whether jobs run in the server or on a Ray engine (a local instance, one engine)."""
-    ray = pytest.importorskip("ray") if request.param == "ray" else None
+    ray = start_local_ray() if request.param == "ray" else None
     settings = make_settings(preload="lenet-mnist", data_dir=tmp_path_factory.mktemp("jobs"), workers=2,
                              queue_size=2, max_jobs_per_client=3, max_generations=50_000,
                              events_per_second=20.0, secret_key=SECRET, backend=request.param,
                              ray_cpu_engines=1, ray_engine_jobs=2)
-    with TestClient(create_app(settings)) as c:
-        wait_ready(c)
-        c.backend = request.param
-        # This thread joins Ray while the lifespan thread that started it lives (see test_ray_backend).
-        engine = ray.get_actor("engine-0", namespace="fooling-lab") if ray else None
-        yield c
-    if ray:
-        ray.kill(engine)
-        gc.collect()
-        ray.shutdown()
+    try:
+        with TestClient(create_app(settings)) as c:
+            wait_ready(c)
+            c.backend = request.param
+            yield c
+    finally:
+        if ray:
+            stop_local_ray(ray)
 
 
 def local_only(c, why: str) -> None:

@@ -5,7 +5,6 @@ its best images, scoring goes on meanwhile, and the next job runs on the restart
 
 from __future__ import annotations
 
-import gc
 import http.server
 import io
 import threading
@@ -18,7 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.main import create_app
-from tests.conftest import make_settings, png_bytes, wait_ready
+from tests.conftest import make_settings, png_bytes, start_local_ray, stop_local_ray, wait_ready
 from tests.test_trust import wait
 
 ray = pytest.importorskip("ray")
@@ -30,17 +29,15 @@ LONG = {**QUICK, "generations": 20000, "params": {"stop_at": None}}
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
+    ray = start_local_ray()
     settings = make_settings(preload="lenet-mnist", data_dir=tmp_path_factory.mktemp("ray"), backend="ray",
                              ray_cpu_engines=1, ray_engine_jobs=2, ray_scoring="engines")
-    with TestClient(create_app(settings)) as c:
-        wait_ready(c)
-        # Ray is started in the app's lifespan thread; this thread joins it now, while that one lives
-        # (a thread's first Ray call after the starting thread has ended cannot reach the cluster).
-        engine = ray.get_actor("engine-0", namespace="fooling-lab")
-        yield c
-    ray.kill(engine)  # detached: it would outlive the test's Ray instance otherwise
-    gc.collect()
-    ray.shutdown()
+    try:
+        with TestClient(create_app(settings)) as c:
+            wait_ready(c)
+            yield c
+    finally:
+        stop_local_ray(ray)
 
 
 def test_a_job_runs_on_an_engine_and_saves_like_a_local_one(client):
