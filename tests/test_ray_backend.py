@@ -9,6 +9,7 @@ import http.server
 import io
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -124,8 +125,33 @@ def test_a_killed_engine_interrupts_its_job_keeps_its_best_and_the_next_job_runs
     assert nxt["progress"]["step"] > 0
 
 
+def test_a_restarted_server_cancels_the_jobs_an_earlier_one_left_on_the_engines(client, tmp_path, caplog):
+    from app.jobs.ray_runner import RayRunner
+    from app.jobs.store import JobStore
+    from app.serving.lab import Lab
+
+    engine = ray.get_actor("engine-0", namespace="fooling-lab")
+    ray.get(engine.submit.remote("orphan-of-a-crash", LONG, "someone", None))  # as a server that then died
+    assert ray.get(engine.info.remote())["jobs"] == 1
+    # The next server, started with another per-engine job count: the detached engine keeps its own.
+    settings = replace(client.app.state.lab.settings, data_dir=tmp_path, ray_engine_jobs=3)
+    again = RayRunner(Lab.create(settings), JobStore(tmp_path))
+    try:
+        t0 = time.time()
+        while not again.engines_started:
+            assert time.time() - t0 < 60
+            time.sleep(0.1)
+        t0 = time.time()
+        while ray.get(engine.info.remote())["jobs"]:
+            assert time.time() - t0 < 10, "the orphan no longer holds one of the engine's job slots"
+            time.sleep(0.1)
+        assert "ran 1 jobs of an earlier server: cancelled" in caplog.text
+        assert "keeps the settings it was started with (ray_engine_jobs=2, not 3)" in caplog.text
+    finally:
+        again.close()
+
+
 def test_an_unreachable_cluster_is_said_plainly_or_auto_runs_locally(tmp_path):
-    from dataclasses import replace
 
     from app.jobs.ray_runner import make_runner
     from app.jobs.runner import LocalRunner
@@ -153,8 +179,6 @@ def test_an_unreachable_cluster_is_said_plainly_or_auto_runs_locally(tmp_path):
 
 
 def test_scoring_goes_to_the_engines_on_a_cluster_and_stays_here_on_one_cpu_machine():
-    from dataclasses import replace
-
     from app.jobs.ray_runner import scoring_place
 
     local = make_settings(backend="ray")

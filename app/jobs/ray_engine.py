@@ -71,6 +71,12 @@ class _EngineRunner(LocalRunner):
         super()._finish(job, status)
 
 
+def engine_settings(settings: Settings) -> dict:
+    """The settings an engine is made with that a server may change between starts."""
+    return {"preload": settings.preload, "runtime": settings.runtime, "ray_engine_jobs": settings.ray_engine_jobs,
+            "ray_gpu_memory": settings.ray_gpu_memory, "batching": settings.batching}
+
+
 class Engine:
     """A Ray actor (made with ray.remote in start_engines): models resident, a LocalRunner inside."""
 
@@ -150,8 +156,16 @@ class Engine:
         self.scored += len(rows)
         return out
 
-    def ping(self) -> str:
-        return "ok"
+    def adopt(self) -> dict:
+        """A web server has (re)started and taken the engines: the jobs an earlier one left here are
+        cancelled (nobody follows them, and its store has marked them interrupted), so they do not
+        hold this engine's job slots until they time out. Says how many there were, and the
+        settings this engine was started with (a detached engine keeps them across servers)."""
+        orphans = [job.id for job in self.runner.active()]
+        for job_id in orphans:
+            with contextlib.suppress(JobError):  # finished meanwhile
+                self.runner.control(job_id, "cancel")
+        return {"orphans": len(orphans), "settings": engine_settings(self.settings)}
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:

@@ -24,7 +24,16 @@ import torch
 
 from app.fooling.base import Snapshot
 from app.jobs.job import Job, JobError
-from app.jobs.ray_engine import CALL_TIMEOUT_S, ENGINE_START_S, GONE_S, EnginePool, connect, cpu_share, start_engines
+from app.jobs.ray_engine import (
+    CALL_TIMEOUT_S,
+    ENGINE_START_S,
+    GONE_S,
+    EnginePool,
+    connect,
+    cpu_share,
+    engine_settings,
+    start_engines,
+)
 from app.jobs.ray_scoring import EngineScorer
 from app.jobs.runner import LocalRunner
 from app.jobs.store import JobStore
@@ -67,6 +76,7 @@ class RayRunner(LocalRunner):
             local_scorer.close()
         # Engines load their models beside the server (as the local backend does): jobs wait for that.
         self._ready = threading.Event()
+        self._wanted = engine_settings(settings)
         threading.Thread(target=self._await_engines, name="ray-engines", daemon=True).start()
         self._assigned: dict[str, tuple[int, object]] = {}
         # API-side threads only follow engines; the engines' own caps bound the work.
@@ -83,16 +93,31 @@ class RayRunner(LocalRunner):
         return self._ready.is_set()
 
     def _await_engines(self) -> None:
+        """Take over the engines as they come up; GET /readyz and the first jobs wait for this."""
+        deadline = time.monotonic() + ENGINE_START_S  # for all of them together
+        try:
+            for i, e in enumerate(self.engines):
+                self._adopt(i, e, deadline)
+            self.pool.refresh()
+        except Exception as exc:  # readiness must come regardless: the pool keeps trying
+            log.warning("taking over the engines failed: %s", exc)
+        finally:
+            self._ready.set()
+
+    def _adopt(self, index: int, engine, deadline: float) -> None:
         import ray
 
-        deadline = time.monotonic() + ENGINE_START_S
-        for e in self.engines:
-            try:
-                ray.get(e.ping.remote(), timeout=max(1.0, deadline - time.monotonic()))
-            except Exception as exc:
-                log.warning("an engine did not start: %s", exc)
-        self.pool.refresh()
-        self._ready.set()
+        try:
+            said = ray.get(engine.adopt.remote(), timeout=max(1.0, deadline - time.monotonic()))
+        except Exception as exc:
+            log.warning("engine-%d did not start: %s", index, exc)
+            return
+        if said["orphans"]:
+            log.warning("engine-%d ran %d jobs of an earlier server: cancelled", index, said["orphans"])
+        if changed := {k: v for k, v in said["settings"].items() if self._wanted.get(k) != v}:
+            log.warning("engine-%d keeps the settings it was started with (%s); to change them, stop the "
+                        "engines (`ray stop` on their machines, or ray.kill) and start the server again",
+                        index, ", ".join(f"{k}={v!r}, not {self._wanted[k]!r}" for k, v in changed.items()))
 
     def _engine_for(self, job: Job) -> tuple[int, object]:
         """The least-loaded engine that holds the job's model, taken (counted busier) for it. While
