@@ -189,3 +189,22 @@ def test_scoring_goes_to_the_engines_on_a_cluster_and_stays_here_on_one_cpu_mach
     assert scoring_place(replace(local, ray_scoring="server"), gpus=4) == "server"
     with pytest.raises(ValueError, match="FOOLING_RAY_SCORING"):
         make_settings(ray_scoring="serve")
+
+
+def test_placement_takes_the_least_loaded_engine_that_holds_the_model():
+    from app.jobs.ray_engine import EnginePool
+
+    pool = EnginePool(["engine-a", "engine-b", "engine-c", "engine-d"])  # stand-ins: only their places count
+    try:
+        pool._info = [{"models": ["lenet-mnist"], "jobs": 2}, {"models": ["lenet-mnist"], "jobs": 0},
+                      {"models": ["efficientnet-lite0-imagenet"], "jobs": 0}, None]  # d does not answer
+        assert pool.take("lenet-mnist")[0] == 1 and pool.take("lenet-mnist")[0] == 1  # b: 0, then 1 taken
+        assert pool.take("lenet-mnist")[0] == 0  # b and a both at 2 now: the first
+        assert pool.take("efficientnet-lite0-imagenet")[0] == 2
+        assert pool.take("alexnet-imagenet") is None  # nobody holds it: the job waits
+        pool.release(1)
+        pool.release(1)
+        pool.down(1)  # a call to b failed: left out until it answers again
+        assert pool.take("lenet-mnist")[0] == 0 and not pool.alive(1)
+    finally:
+        pool.close()
