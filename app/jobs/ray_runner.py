@@ -43,6 +43,7 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
+
 def scoring_place(settings: Settings, gpus: int) -> str:
     """Where /api/v1/score runs (FOOLING_RAY_SCORING). auto: on the engines where they have GPUs
     or machines of their own; in this process when a local Ray instance shares this machine's CPUs,
@@ -84,10 +85,6 @@ class RayRunner(LocalRunner):
         super().__init__(replace(lab, settings=mirror), store)
 
     @property
-    def engines(self) -> list:
-        return self.pool.engines
-
-    @property
     def engines_started(self) -> bool:
         """Every engine has answered once (or the start-up wait is over): GET /readyz waits for it."""
         return self._ready.is_set()
@@ -96,7 +93,7 @@ class RayRunner(LocalRunner):
         """Take over the engines as they come up; GET /readyz and the first jobs wait for this."""
         deadline = time.monotonic() + ENGINE_START_S  # for all of them together
         try:
-            for i, e in enumerate(self.engines):
+            for i, e in enumerate(self.pool.engines):
                 self._adopt(i, e, deadline)
             self.pool.refresh()
         except Exception as exc:  # readiness must come regardless: the pool keeps trying
@@ -142,14 +139,12 @@ class RayRunner(LocalRunner):
         deadline = time.monotonic() + ENGINE_START_S
         while True:
             index, engine = self._engine_for(job)
+            if job.cancel:  # cancelled while it waited for an engine
+                self.pool.release(index)
+                raise _Cancelled
             try:
-                if job.cancel:  # cancelled while it waited for an engine
-                    raise _Cancelled
                 ray.get(engine.submit.remote(job.id, job.spec.model_dump(), job.client, png), timeout=CALL_TIMEOUT_S)
                 return index, engine
-            except _Cancelled:
-                self.pool.release(index)
-                raise
             except Exception as exc:
                 self.pool.release(index)
                 if time.monotonic() > deadline:
@@ -221,7 +216,6 @@ class RayRunner(LocalRunner):
         """A job on an engine is controlled there; its status here follows the engine's next frame
         (sent as soon as it has paused, stepped, resumed or stopped). A job not placed yet is
         controlled here, and the engine is told when it gets it."""
-
         job, placed = self.live(job_id), self._assigned.get(job_id)
         if job is None or placed is None or job.finished:
             return super().control(job_id, action)
