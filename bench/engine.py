@@ -114,7 +114,7 @@ def project(row: dict, spec: str, events_per_s: float) -> str:
 def main() -> int:
     import ray
 
-    from app.jobs.ray_engine import NAMESPACE, start_engines
+    from app.jobs.ray_engine import NAMESPACE, cluster_gpus, start_engines
     from app.settings import Settings
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,7 +134,7 @@ def main() -> int:
     ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
-        engine = start_engines(settings)[0]
+        engine = start_engines(settings, cluster_gpus())[0]
         info = ray.get(engine.info.remote(), timeout=600)
         row = {"device": info["device"], "cores": os.cpu_count(), "engine_jobs": args.engine_jobs,
                "jobs": run_jobs(engine, args.jobs, args.generations), "scoring": []}

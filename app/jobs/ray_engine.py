@@ -234,12 +234,18 @@ def cpu_share(settings: Settings, engines: int, gpus: int) -> int:
     return max(1, (os.cpu_count() or 2) // (engines + 1))
 
 
-def start_engines(settings: Settings) -> list:
-    """The engine actors: found by name when they already run (detached), made otherwise. Ray
-    restarts one that dies (max_restarts=-1)."""
+def cluster_gpus() -> int:
     import ray
 
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def start_engines(settings: Settings, gpus: int) -> list:
+    """The engine actors, one per GPU of the cluster (``gpus``) or FOOLING_RAY_CPU_ENGINES without:
+    found by name when they already run (detached), made otherwise. Ray restarts one that dies
+    (max_restarts=-1)."""
+    import ray
+
     count = gpus or max(1, settings.ray_cpu_engines)
     share = cpu_share(settings, count, gpus)
     if share:

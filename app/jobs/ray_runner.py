@@ -29,6 +29,7 @@ from app.jobs.ray_engine import (
     ENGINE_START_S,
     GONE_S,
     EnginePool,
+    cluster_gpus,
     connect,
     cpu_share,
     engine_settings,
@@ -62,12 +63,10 @@ class RayRunner(LocalRunner):
     """The local runner's queue, store and bookkeeping; each job's work on an engine actor."""
 
     def __init__(self, lab: Lab, store: JobStore) -> None:
-        import ray
-
         settings = lab.settings
         connect(settings)
-        self.pool = EnginePool(start_engines(settings))
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        gpus = cluster_gpus()
+        self.pool = EnginePool(start_engines(settings, gpus))
         share = cpu_share(settings, len(self.pool), gpus)
         if share:
             torch.set_num_threads(share)
