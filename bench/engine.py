@@ -36,6 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.load import classroom_job  # noqa: E402
+
 
 def follow(engine, job_id: str, frames: list[int], cpu: list[float]) -> None:
     """The web server's mirror of one job, minus the store: take each latest frame and decode it."""
@@ -57,15 +59,13 @@ def follow(engine, job_id: str, frames: list[int], cpu: list[float]) -> None:
 def run_jobs(engine, count: int, generations: int) -> dict:
     import ray
 
-    body = {"model": "lenet-mnist", "method": "map-elites", "encoding": "direct", "targets": "all",
-            "population": 50, "generations": generations, "params": {"stop_at": None}}
     frames: list[int] = []
     cpu: list[float] = []
     t0 = time.perf_counter()
     threads = []
     for i in range(count):
         job_id = uuid.uuid4().hex[:16]
-        ray.get(engine.submit.remote(job_id, {**body, "seed": i}, f"bench-{i}", None))
+        ray.get(engine.submit.remote(job_id, classroom_job(generations, i), f"bench-{i}", None))
         th = threading.Thread(target=follow, args=(engine, job_id, frames, cpu))
         th.start()
         threads.append(th)

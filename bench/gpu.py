@@ -36,7 +36,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 from app.fooling.base import model_score_fn  # noqa: E402
 from app.fooling.cppn import CppnEncoding  # noqa: E402
@@ -48,6 +47,7 @@ from app.models.registry import Registry  # noqa: E402
 from app.serving import compute  # noqa: E402
 from app.serving.lab import Lab  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from bench.load import classroom_job  # noqa: E402
 
 EFFNET = "efficientnet-lite0-imagenet"
 PAPER_EVALUATIONS = 2_000_000
@@ -116,10 +116,8 @@ def engine_unit(settings: Settings, jobs: int, workers: int, generations: int) -
                              queue_size=10_000, max_jobs_per_client=10_000, max_jobs_per_address=10_000))
     compute.run(lab.registry.load_all)
     runner = LocalRunner(lab, JobStore(data))
-    body = {"model": "lenet-mnist", "method": "map-elites", "encoding": "direct", "targets": "all",
-            "population": 50, "generations": generations, "params": {"stop_at": None}}
     t0 = time.perf_counter()
-    ids = [runner.submit(JobSpec(**body, seed=i), f"bench-{i}") for i in range(jobs)]
+    ids = [runner.submit(JobSpec(**classroom_job(generations, i)), f"bench-{i}") for i in range(jobs)]
     def running(job_id: str) -> bool:
         job = runner.live(job_id)
         return job is not None and not job.finished
@@ -159,7 +157,7 @@ def main() -> int:
     part("batching", lambda: batching(settings, 2.0 if quick else 15.0))
     part("cppn_1000", lambda: cppn_1000(settings, 5.0 if quick else 60.0, 32 if quick else 256))
     if "showcase" in args.only:
-        import fooling
+        from bench import fooling
 
         part("showcase", lambda: fooling.showcase(settings, 5.0 if quick else 60.0,
                                                   runs=(("auto", "all", "grouped"), ("torch", "targets", "grouped"))))

@@ -57,13 +57,16 @@ class QuizPool:
         self.jobs, self.data_dir = jobs, Path(data_dir)
         self.photos_dir = Path(photos_dir) if photos_dir else None
         self._mnist: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._photos: list[dict] | None = None
 
     def photos(self) -> list[dict]:
-        """Real photos the project ships (photos.json: file, ImageNet label, where it is from)."""
-        index = self.photos_dir / "photos.json" if self.photos_dir else None
-        if index is None or not index.is_file():
-            return []
-        return [p for p in json.loads(index.read_text()) if (self.photos_dir / p["file"]).is_file()]
+        """Real photos the project ships (photos.json: file, ImageNet label, where it is from), read
+        once: they are part of the checkout and do not change while the server runs."""
+        if self._photos is None:
+            index = self.photos_dir / "photos.json" if self.photos_dir else None
+            listed = json.loads(index.read_text()) if index is not None and index.is_file() else []
+            self._photos = [p for p in listed if (self.photos_dir / p["file"]).is_file()]
+        return self._photos
 
     def mnist(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The first MNIST_POOL test digits, when the data is here (never downloaded from a request)."""
@@ -132,7 +135,7 @@ async def make_item(pool: QuizPool, score: Score, labels: dict[str, list[str]], 
         picks = rng.sample(range(len(data[1])), 8)
         real = [Candidate(f"mnist:{i}", "real", "photo", MNIST_MODEL, int(data[1][i])) for i in picks
                 if f"mnist:{i}" not in recent]
-    for photo in await asyncio.to_thread(pool.photos):  # ImageNet controls, for each ImageNet model here
+    for photo in pool.photos():  # ImageNet controls, for each ImageNet model here (read once, small)
         for model, names in labels.items():
             if len(names) == 1000 and photo["label"] in names and f"photo:{photo['file']}" not in recent:
                 real.append(Candidate(f"photo:{photo['file']}", "real", "photo", model, names.index(photo["label"])))

@@ -87,7 +87,7 @@ class Engine:
         # The engine runs what the API process accepted: its own caps are the per-engine job count.
         self.settings = replace(settings, data_dir=scratch, onnx_dir=settings.onnx_dir or settings.data_dir / "onnx",
                                 workers=settings.ray_engine_jobs, queue_size=10_000, max_jobs_per_client=10_000,
-                                max_jobs_per_address=10_000, job_timeout_s=settings.job_timeout_s)
+                                max_jobs_per_address=10_000)
         self.index = index
         if self.settings.torch_threads > 0:
             torch.set_num_threads(self.settings.torch_threads)
@@ -210,7 +210,7 @@ def connect(settings: Settings) -> None:
     import ray
 
     if settings.ray_address and settings.ray_address not in ("auto", "local"):
-        _reachable(settings.ray_address)  # ray.init would retry for minutes before giving up
+        _reachable(settings.ray_address)  # ray.init would retry for 25-40 s before giving up
     if ray.is_initialized():
         return
     try:

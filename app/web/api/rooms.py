@@ -243,7 +243,7 @@ def _changed_tiles(tiles, ids: list[str], sent: dict) -> list[tuple[str, object,
         if last is not None and last[1][0] == "final":  # a finished job's tile never changes: no lookup
             continue
         key = tiles.key(job_id)
-        if key is None or sent.get(job_id, (None,))[0] == key:
+        if key is None or last == key:
             continue
         tile = tiles.tile(job_id)
         if tile is not None:
