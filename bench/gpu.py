@@ -140,6 +140,8 @@ def main() -> int:
     quick = args.quick
     settings = replace(Settings.from_env(), download_weights=False, data_dir=Path(tempfile.mkdtemp(prefix="fl-gpu-")),
                        onnx_dir=ROOT / "data" / "onnx")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
     res: dict = {"machine": platform.node(), "torch": torch.__version__,
                  "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
@@ -152,6 +154,7 @@ def main() -> int:
         except Exception as exc:  # one part failing must not cost the others' device time
             res[name] = {"error": f"{type(exc).__name__}: {exc}"}
         print(f"{name} ({time.perf_counter() - t:.0f} s): {json.dumps(res[name])[:600]}", file=sys.stderr, flush=True)
+        out.write_text(json.dumps(res, indent=2) + "\n")  # after each part: a run cut short keeps what it measured
 
     part("runtime", lambda: runtime_choices(settings))
     part("batching", lambda: batching(settings, 2.0 if quick else 15.0))
@@ -162,8 +165,6 @@ def main() -> int:
         part("showcase", lambda: fooling.showcase(settings, 5.0 if quick else 60.0,
                                                   runs=(("auto", "all", "grouped"), ("torch", "targets", "grouped"))))
     part("engine", lambda: engine_unit(settings, 4 if quick else 16, 4, 20 if quick else 200))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
     return 0
 

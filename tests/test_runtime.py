@@ -185,3 +185,44 @@ def test_faster_variants_are_kept_only_where_they_agree(onnx_registry):
     assert forward is None or forward.name in ("same", "autocast bfloat16")
     assert forward is not None or rows["float32"]["per_s"] >= max(r.get("per_s") or 0 for r in measured)
     assert choice.name == "torch"
+
+
+def test_graph_batch_sizes_pad_by_at_most_a_third():
+    sizes = [runtime.graph_rows(n) for n in range(1, 1025)]
+    assert sizes[:8] == [1, 2, 3, 4, 6, 6, 8, 8]
+    assert all(n <= r and 3 * (r - n) < r for n, r in zip(range(1, 1025), sizes, strict=True))  # < 1/3 padding
+    assert len(set(sizes)) == 20  # graphs captured at most, batches 1-1024
+
+
+def test_graphed_forward_pads_slices_and_survives_a_late_capture_failure(onnx_registry, caplog):
+    """GraphedForward's bookkeeping, on CPU: a stand-in capture replays the model into fixed
+    tensors, as a CUDA graph does. Outputs match the model row for row whatever the padding; a
+    size whose capture fails once graphs are in use runs eagerly; a first failure is raised."""
+    lenet = onnx_registry.model("lenet-mnist")
+
+    class CpuGraphs(runtime.GraphedForward):
+        fail: set[int] = set()
+        captured: list[int] = []
+
+        def _capture(self, rows):
+            if rows in self.fail:
+                raise RuntimeError("capture refused")
+            self.captured.append(rows)
+            static_in = torch.zeros((rows, *self.input_shape))
+            static_out = torch.zeros((rows, 10))
+            return (lambda: static_out.copy_(self.model(static_in))), static_in, static_out
+
+    graphs = CpuGraphs(lenet, (1, 28, 28), max_rows=8)
+    x = torch.rand(13, 1, 28, 28)
+    with torch.no_grad():  # called outside inference mode, as a caller may
+        out = graphs(x)
+    assert torch.allclose(out, lenet(x), atol=1e-5)
+    assert graphs.captured == [8, 6]  # 13 rows in chunks of 8 and 5: padded to 8 and 6
+    graphs.fail = {3}
+    with caplog.at_level("WARNING"):
+        assert torch.allclose(graphs(x[:3]), lenet(x[:3]), atol=1e-5)
+    assert "batch 3 failed, running it eagerly" in caplog.text and 3 not in graphs.captured
+    fresh = CpuGraphs(lenet, (1, 28, 28))
+    fresh.fail, fresh.captured = {1}, []
+    with pytest.raises(RuntimeError, match="capture refused"):
+        fresh(x[:1])

@@ -198,42 +198,64 @@ class AutocastForward:
             return self.model(x).float()
 
 
+def graph_rows(n: int) -> int:
+    """The captured batch size that holds n rows: 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (powers of two and
+    one and a half times them), so padding costs at most a third of a batch, not a whole one."""
+    if n <= 2:
+        return max(1, n)
+    power = 1 << (n - 1).bit_length()  # the power of two at or above n
+    return power * 3 // 4 if n <= power * 3 // 4 else power
+
+
 class GraphedForward:
-    """CUDA graphs: one captured forward per batch size (powers of two up to ``max_rows``), inputs
-    padded up to the next one. Replaying a graph skips the per-kernel launch cost that dominates
-    small models (LeNet) and small batches on a GPU."""
+    """CUDA graphs: one captured forward per batch size (see ``graph_rows``, up to ``max_rows``),
+    inputs padded up to it. Replaying a graph skips the per-kernel launch cost that dominates small
+    models (LeNet) and small batches on a GPU."""
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], max_rows: int = 1024) -> None:
         self.model, self.input_shape, self.max_rows = model, tuple(input_shape), max_rows
         self.name = "CUDA graphs"
         self._graphs: dict[int, tuple] = {}
+        self._eager: set[int] = set()  # sizes whose capture failed after graphs were chosen
 
-    def _graph(self, rows: int):
-        if rows not in self._graphs:
-            device = _device(self.model)
-            static_in = torch.zeros((rows, *self.input_shape), device=device)
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream), torch.inference_mode():
-                for _ in range(3):  # warm-up outside the graph, as capture requires
-                    self.model(static_in)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph), torch.inference_mode():
-                static_out = self.model(static_in)
-            self._graphs[rows] = (graph, static_in, static_out)
-        return self._graphs[rows]
+    def _capture(self, rows: int) -> tuple:
+        """(replay, static input, static output) for a batch of ``rows``."""
+        device = _device(self.model)
+        static_in = torch.zeros((rows, *self.input_shape), device=device)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):  # warm-up outside the graph, as capture requires
+                self.model(static_in)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.model(static_in)
+        return graph.replay, static_in, static_out
+
+    def _run(self, part: torch.Tensor) -> torch.Tensor:
+        rows = graph_rows(len(part))
+        if rows not in self._graphs and rows not in self._eager:
+            try:
+                self._graphs[rows] = self._capture(rows)
+            except Exception as exc:
+                if not self._graphs:  # never worked: let the chooser see the error and keep float32
+                    raise
+                # A late capture (a new batch size mid-job) must not fail the job: this size runs eagerly.
+                log.warning("CUDA graph capture at batch %d failed, running it eagerly: %s", rows, exc)
+                self._eager.add(rows)
+        if rows in self._eager:
+            return self.model(part).float()
+        replay, static_in, static_out = self._graphs[rows]
+        static_in[: len(part)].copy_(part)
+        replay()
+        return static_out[: len(part)].float().clone()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        outs = []
-        for i in range(0, len(x), self.max_rows):
-            part = x[i : i + self.max_rows]
-            rows = 1 << max(0, (len(part) - 1).bit_length())
-            graph, static_in, static_out = self._graph(rows)
-            static_in[: len(part)].copy_(part)
-            graph.replay()
-            outs.append(static_out[: len(part)].float().clone())
-        return torch.cat(outs)
+        # Inference mode throughout: the static tensors may have been made inside it, and an
+        # in-place copy into one from outside it is refused.
+        with torch.inference_mode():
+            return torch.cat([self._run(x[i : i + self.max_rows]) for i in range(0, len(x), self.max_rows)])
 
 
 def disagreement(reference, candidate, input_shape: tuple[int, int, int], device: torch.device) -> float:
