@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.classroom import breed
+from app.jobs.spec import Integer
 from app.serving.imaging import to_png
 from app.serving.lab import Lab
 from app.web.api import examples
@@ -26,15 +27,15 @@ class NewLineage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field("lenet-mnist", max_length=100, description="whose labels appear under the images")
     size: Literal[9, 12, 16] = Field(breed.DEFAULT_SIZE, description="images per generation: 9, 12 or 16")
-    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="generation 0; random when left out")
+    seed: Integer | None = Field(None, ge=0, le=2**31 - 1, description="generation 0; random when left out")
     branch: str | None = Field(None, pattern=LINEAGE_ID, description="continue another lineage (a copy of it)")
-    generation: int | None = Field(None, ge=0, le=breed.MAX_GENERATIONS,
+    generation: Integer | None = Field(None, ge=0, le=breed.MAX_GENERATIONS,
                                    description="with branch: from this generation (default: its latest)")
 
 
 class Next(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    picks: list[Annotated[int, Field(ge=0, le=15)]] | None = Field(
+    picks: list[Annotated[Integer, Field(ge=0, le=15)]] | None = Field(
         None, min_length=1, max_length=16, description="positions chosen as parents (below the lineage's size)")
     by: str = Field("person", pattern="^(person|network)$",
                     description="network: the model picks its most confident images instead")

@@ -44,7 +44,7 @@ class Spotlight(BaseModel):
 class Hide(BaseModel):
     model_config = ConfigDict(extra="forbid")
     job: str = Field(pattern=JOB_ID)
-    hidden: bool = True
+    hidden: bool = Field(True, strict=True)  # JSON true or false, not "yes" or 1
 
 
 def room_links(code: str) -> dict:
