@@ -316,7 +316,8 @@ def test_event_streams_are_capped_per_client_and_freed_when_closed(tmp_path):
         url = f"/api/v1/jobs/{job['id']}/events"
         with c.stream("GET", url) as first, c.stream("GET", f"/jobs/{job['id']}/stream") as second:
             assert first.status_code == second.status_code == 200
-            next(first.iter_lines()), next(second.iter_lines())
+            lines = first.iter_lines(), second.iter_lines()  # held: a dropped line iterator may close its stream
+            next(lines[0]), next(lines[1])
             assert limiter.count() == 2
             third = c.get(url)  # the same browser: over its cap
             assert third.status_code == 429 and int(third.headers["Retry-After"]) > 0
