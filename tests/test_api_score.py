@@ -125,6 +125,9 @@ def test_top_k_out_of_range(client, mnist_test):
     _assert_error(post(client, f, top_k="0"), 422, "top_k")
     _assert_error(post(client, f, top_k="11"), 422, "top_k")
     _assert_error(post(client, f, top_k="ten"), 422, "top_k")
+    # an empty field is a mistake, not the default (FastAPI alone would hand us the default)
+    _assert_error(post(client, f, top_k=""), 422, "top_k")
+    _assert_error(post(client, f, model=""), 422, "model")
     assert post(client, f, model="efficientnet-lite0-imagenet", top_k="11").status_code == 200
 
 

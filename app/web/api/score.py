@@ -49,6 +49,7 @@ class ScoreResponse(BaseModel):
                                           _409="model listed but unavailable (see its reason)",
                                           _413="a file, the body or an image's pixel count is over its limit")})
 async def score(
+    request: Request,
     file: list[UploadFile] = File(..., description="one or more images: PNG, JPEG, WebP, BMP, GIF"),
     model: str = Form("lenet-mnist", description="model id from GET /api/v1/models"),
     top_k_: int = Form(5, alias="top_k", description="how many classes to return per image"),
@@ -58,6 +59,12 @@ async def score(
     image), in the order sent. Each image is resized to the model's input size; concurrent requests
     are batched together on the server. Try:
     `curl -F file=@seven.png -F model=lenet-mnist -F top_k=3 http://HOST/api/v1/score`"""
+    # FastAPI hands an empty form field to us as its default; `-F model=` is a client's mistake, not
+    # a request for LeNet. The parsed form is cached on the request, so this reads nothing again.
+    form = await request.form()
+    for name in ("model", "top_k"):
+        if form.get(name) == "":
+            raise ApiError(422, f"`{name}` is empty: leave it out for the default, or give a value", name)
     return await score_uploads(state, file, model, top_k_)
 
 
