@@ -230,6 +230,24 @@ def test_breeding_keeps_picks_replays_exactly_and_branches(app):
     assert alice.get(f"/api/v1/breed/{lin['id']}").json()["generations"] == 2  # the original is untouched
 
 
+def test_the_breeding_pages_forms_start_and_branch_lineages(app):
+    """The page's forms send text ("7"), which the page turns into the numbers the API takes."""
+    carol = browser(app)
+    r = carol.post("/breed", data={"model": "lenet-mnist", "size": "9", "seed": "7"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    lin = carol.get("/api/v1" + r.headers["location"]).json()
+    assert lin["seed"] == 7 and lin["size"] == 9
+    assert carol.post(f"/breed/{lin['id']}/next", data={"pick": ["0", "4"]}).status_code == 200
+    r = carol.post("/breed", data={"branch": lin["id"], "generation": "1"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    branch = carol.get("/api/v1" + r.headers["location"]).json()
+    assert branch["parent"] == lin["id"] and branch["generation"] == 1
+    assert carol.post("/breed", data={"seed": ""}, follow_redirects=False).status_code == 303  # empty: random
+    for bad in ("seven", "²", "-1"):  # "²" is a digit to str.isdigit, not to int()
+        r = carol.post("/breed", data={"seed": bad})
+        assert r.status_code == 422 and r.json()["field"] == "seed", (bad, r.text)
+
+
 def test_a_bred_image_goes_to_score_or_starts_a_run(app):
     alice = browser(app)
     lin = alice.post("/api/v1/breed", json={"seed": 9}).json()

@@ -57,6 +57,8 @@ def test_form_errors_are_shown_not_crashing(client):
     assert r.status_code == 422 and "seed" in r.text
     r = client.post("/lab/start", data={"model": "lenet-mnist", "params": "{nope"})
     assert r.status_code == 422 and "JSON" in r.text
+    r = client.post("/lab/start", data={"model": "lenet-mnist", "targets": "²"})  # a digit to isdigit, not to int
+    assert r.status_code == 422 and "targets" in r.text
 
 
 def test_controls_from_the_page(client):

@@ -63,7 +63,7 @@ class GuardMiddleware:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
+        if declared.isascii() and declared.isdigit() and int(declared) > self.max_body_bytes:  # not "²"
             return await _error(send, 413, "too_large", f"request body over {self.max_body_bytes} bytes")
         reason = cross_site(scope["method"], headers)
         if reason:

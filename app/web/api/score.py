@@ -102,7 +102,7 @@ async def score_tensor(request: Request,
         raise ApiError(415, f"send the array as {NPY_TYPES[0]} (numpy.save bytes), not {kind or 'nothing'}", "body")
     most = s.max_tensor_rows * math.prod(entry.input_shape) + 4096
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > most:
+    if length is not None and length.isascii() and length.isdigit() and int(length) > most:
         raise ApiError(413, f"{length} bytes; {s.max_tensor_rows} rows for {model} fit in {most}", "body")
     slots: asyncio.Semaphore = request.app.state.tensor_slots
     if slots.locked():  # each waiting array would hold its body in memory: refuse rather than queue

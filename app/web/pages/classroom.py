@@ -191,8 +191,10 @@ async def breed_home(request: Request, state: Lab = Depends(lab)) -> HTMLRespons
 async def breed_start(request: Request, state: Lab = Depends(lab)) -> Response:
     form = await request.form()
     fields = {k: v for k, v in form.items() if k in ("model", "size", "seed", "branch", "generation") and v != ""}
-    if isinstance(fields.get("size"), str) and fields["size"].isdigit():
-        fields["size"] = int(fields["size"])  # a form sends text; the API's size is one of three numbers
+    for key in ("size", "seed", "generation"):  # a form sends text; the API takes JSON numbers only
+        value = fields.get(key)
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            fields[key] = int(value)
     try:
         body = breed_api.NewLineage(**fields)
     except ValidationError as exc:

@@ -54,8 +54,9 @@ def _spec_from_form(form: dict) -> JobSpec:
         if key in ("generations", "steps", "population", "seed"):
             data[key] = int(value) if value.isascii() and value.isdigit() else value  # else pydantic names the field
         elif key == "targets":
-            data[key] = "all" if value.lower() == "all" else [int(t) if t.strip().isdigit() else t.strip()
-                                                            for t in value.split(",") if t.strip()]
+            names = [t.strip() for t in value.split(",") if t.strip()]  # "²" is a digit to isdigit, not to int
+            data[key] = "all" if value.lower() == "all" else [int(t) if t.isascii() and t.isdigit() else t
+                                                            for t in names]
         elif key == "max_seconds":
             try:
                 data[key] = float(value)
