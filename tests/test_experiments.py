@@ -72,6 +72,8 @@ def test_experiment_from_the_app_has_a_results_page(client):
     assert page.status_code == 200 and "logistic.png" in page.text and 'data-status="done"' in page.text
     plot = client.get(f"/api/v1/experiments/{exp_id}/logistic.png")
     assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
+    again = client.get(f"/api/v1/experiments/{exp_id}/logistic.png", headers={"If-None-Match": plot.headers["ETag"]})
+    assert again.status_code == 304 and again.content == b""
     assert client.get(f"/api/v1/experiments/{exp_id}/secret.png").status_code == 404
     assert client.post("/api/v1/experiments", json={"name": "astrology"}).json()["field"] == "name"
     assert client.get("/experiments").status_code == 200

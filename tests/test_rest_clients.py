@@ -222,6 +222,31 @@ def test_links_name_files_only_once_they_exist_and_finished_files_are_cached(rc)
     assert rc.get(f"/api/v1/jobs/{job['id']}/input.png").status_code == 404  # not an adversarial job
 
 
+def test_a_file_deleted_while_it_is_sent_still_arrives_whole(tmp_path):
+    """A stranger downloading a grid while its owner deletes the job used to get the headers and a
+    cut-off body (found by a longer stateful fuzz run): the file is now sent from a handle opened
+    before the response starts, so the bytes promised by Content-Length all arrive."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from app.web.caching import immutable_file
+
+    path = tmp_path / "grid.png"
+    data = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    path.write_bytes(data)
+    response = immutable_file(Request({"type": "http", "method": "GET", "headers": []}), path, "image/png")
+    path.unlink()  # the job is deleted after the answer was chosen, before its body is read
+
+    async def body() -> bytes:
+        return b"".join([chunk async for chunk in response.body_iterator])
+
+    assert int(response.headers["Content-Length"]) == len(data)
+    assert asyncio.run(body()) == data
+    with pytest.raises(FileNotFoundError):  # gone before: the routes answer 404 (or 409 while it runs)
+        immutable_file(Request({"type": "http", "method": "GET", "headers": []}), path, "image/png")
+
+
 def test_live_images_are_never_cached_stale(rc):
     made = rc.post("/api/v1/jobs", json={**JOB, "targets": "all", "generations": 5000,
                                          "params": {"stop_at": None}}).json()

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
+import anyio
 from fastapi import Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 NO_CACHE = "no-cache"  # may be stored, but always revalidated: a live answer is never shown stale
@@ -21,25 +25,31 @@ _lock = threading.Lock()
 _MAX = 4096
 
 
-def etag_of(path: Path) -> str:
-    """A strong ETag from the file's bytes, remembered per (path, mtime, size)."""
-    st = path.stat()
-    key = (str(path), st.st_mtime_ns, st.st_size)
+def _etag(f: BinaryIO, key: tuple[str, int, int]) -> str:
+    """A strong ETag from an open file's bytes, remembered per (path, mtime, size)."""
     with _lock:
         tag = _etags.get(key)
         if tag is not None:
             _etags.move_to_end(key)
             return tag
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+    f.seek(0)
     tag = f'"{digest.hexdigest()[:32]}"'
     with _lock:
         _etags[key] = tag
         if len(_etags) > _MAX:
             _etags.popitem(last=False)
     return tag
+
+
+async def _chunks(f: BinaryIO) -> AsyncIterator[bytes]:
+    try:
+        while block := await anyio.to_thread.run_sync(f.read, 1 << 16):
+            yield block
+    finally:
+        f.close()
 
 
 def etag_matches(request: Request, tag: str) -> bool:
@@ -54,12 +64,22 @@ def etag_matches(request: Request, tag: str) -> bool:
 
 
 def immutable_file(request: Request, path: Path, media_type: str, headers: dict | None = None) -> Response:
-    """A finished job's file: 304 when the client has it, else the file with its ETag."""
-    tag = etag_of(path)
+    """A finished job's file: 304 when the client has it, else the file with its ETag. Raises
+    FileNotFoundError when there is no such file (the caller says why). The file is opened here and
+    sent from that handle, so a job deleted meanwhile still sends every byte, never a cut-off body."""
+    f = path.open("rb")
+    try:
+        st = os.fstat(f.fileno())
+        tag = _etag(f, (str(path), st.st_mtime_ns, st.st_size))
+    except BaseException:
+        f.close()
+        raise
     cache = {"ETag": tag, "Cache-Control": IMMUTABLE}
     if etag_matches(request, tag):
+        f.close()
         return Response(status_code=304, headers=cache)
-    return FileResponse(path, media_type=media_type, headers={**(headers or {}), **cache})
+    return StreamingResponse(_chunks(f), media_type=media_type,
+                             headers={**(headers or {}), **cache, "Content-Length": str(st.st_size)})
 
 
 def revalidated_json(request: Request, data: dict) -> Response:

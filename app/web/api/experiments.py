@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 from typing import Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.experiments import catalog
 from app.experiments.runner import ExperimentError, ExperimentRunner
 from app.jobs.spec import Integer
 from app.web.api import examples
+from app.web.caching import immutable_file
 from app.web.deps import identity
 from app.web.errors import ApiError, error_responses, too_many
 from app.web.paths import PLOT_NAME
@@ -107,11 +109,15 @@ async def cancel_experiment(request: Request, exp_id: str = Path(pattern=EXP_ID)
 @router.get("/api/v1/experiments/{exp_id}/{name:plot}", response_class=Response, tags=["experiments"],
             summary="An experiment's plot",
             responses={200: {"content": {"image/png": {}}, "description": "a PNG plot"},
+                       304: {"description": "not modified: If-None-Match named the plot's ETag"},
                        **error_responses(404, 422, _404="no such experiment or plot")})
-async def experiment_plot(exp_id: str = Path(pattern=EXP_ID), name: str = Path(pattern=f"^{PLOT_NAME}$"),
+async def experiment_plot(request: Request, exp_id: str = Path(pattern=EXP_ID),
+                          name: str = Path(pattern=f"^{PLOT_NAME}$"),
                           run: ExperimentRunner = Depends(experiments)) -> Response:
-    """One of the plots named in the experiment's `results.plots`."""
+    """One of the plots named in the experiment's `results.plots`. A plot never changes once
+    written: a strong ETag, cached for a year, 304 to If-None-Match."""
     st = get_or_404(run, exp_id)
-    if name not in (st.get("results") or {}).get("plots", []):
-        raise ApiError(404, f"experiment {exp_id} has no plot {name}", "name")
-    return FileResponse(run.root / exp_id / name, media_type="image/png")
+    if name in (st.get("results") or {}).get("plots", []):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            return immutable_file(request, run.root / exp_id / name, "image/png")
+    raise ApiError(404, f"experiment {exp_id} has no plot {name}", "name")

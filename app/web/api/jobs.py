@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -169,9 +170,8 @@ async def job_image(request: Request, job_id: str = Path(pattern=JOB_ID), positi
             current = live.changed[position] if position < len(live.changed) else None
             cache = "public, max-age=3600" if v is not None and v == current else NO_CACHE
             return Response(png, media_type="image/png", headers={"Cache-Control": cache})
-    path = run.store.root / job_id / f"{position}.png"
-    if path.is_file():
-        return immutable_file(request, path, "image/png")
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # gone, or deleted just now: 404 below
+        return immutable_file(request, run.store.root / job_id / f"{position}.png", "image/png")
     found(run, job_id, history=False)  # 404 for an unknown job
     raise ApiError(404, f"job {job_id} has no image at position {position} (yet)", "position")
 
@@ -237,14 +237,13 @@ FILE_DOCS = {
 
 
 async def _job_file(request: Request, run: LocalRunner, job_id: str, name: str) -> Response:
-    path = run.store.root / job_id / name
-    if not path.is_file():
-        job = found(run, job_id, history=False)
-        if job["status"] in ACTIVE and name != "input.png":
-            raise ApiError(409, f"job {job_id} is {job['status']}: {name} is written when it ends", "name")
-        raise ApiError(404, f"job {job_id} has no {name}", "name")
-    return immutable_file(request, path, JOB_FILES[name][1],
-                          {"Content-Disposition": f'inline; filename="{job_id}-{name}"'})
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # not written yet, or deleted: say which
+        return immutable_file(request, run.store.root / job_id / name, JOB_FILES[name][1],
+                              {"Content-Disposition": f'inline; filename="{job_id}-{name}"'})
+    job = found(run, job_id, history=False)
+    if job["status"] in ACTIVE and name != "input.png":
+        raise ApiError(409, f"job {job_id} is {job['status']}: {name} is written when it ends", "name")
+    raise ApiError(404, f"job {job_id} has no {name}", "name")
 
 
 def _add_file_route(name: str) -> None:
