@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import re
 import secrets
@@ -15,7 +16,7 @@ from PIL import Image
 from app.fooling.base import SUCCESS
 from app.fooling.figures import confidence_curve, labelled_grid
 from app.jobs.job import Job
-from app.jobs.store import JobStore
+from app.jobs.store import JobStore, write_whole
 from app.models.entry import ModelEntry
 from app.serving.imaging import ImageError, decode, to_model_input, to_png
 from app.serving.scoring import top_k
@@ -129,14 +130,14 @@ def save(job: Job, store: JobStore, status: str) -> dict:
     folder = store.folder(job.id)
     targets = []
     for i, (t, img, c) in enumerate(zip(snap.targets, snap.images, snap.confidence.tolist(), strict=True)):
-        (folder / f"{i}.png").write_bytes(to_png(img))
+        write_whole(folder / f"{i}.png", to_png(img))
         targets.append({"position": i, "index": t, "label": job.labels[t], "confidence": c,
                         "image": image_url(job.id, i), "reached_9999": job.reached.get(i),
                         "top": top_k(snap.probs[i], job.labels, 5)})
-    labelled_grid(snap, job.labels).save(folder / "grid.png")
+    write_whole(folder / "grid.png", _png_bytes(labelled_grid(snap, job.labels)))
     if len(job.history) > 1:
-        confidence_curve(job.history, f"{job.spec.model}: {job.spec.method} ({job.spec.encoding})").save(
-            folder / "curve.png")
+        curve = confidence_curve(job.history, f"{job.spec.model}: {job.spec.method} ({job.spec.encoding})")
+        write_whole(folder / "curve.png", _png_bytes(curve))
     result = {"steps": snap.step, "evaluations": snap.evaluations, "seconds": round(job.elapsed(), 3),
               "ten_crop": bool(job.spec.params.get("ten_crop", False)), "stop_reason": job.stop_reason,
               "min_confidence": min(t["confidence"] for t in targets),
@@ -144,8 +145,14 @@ def save(job: Job, store: JobStore, status: str) -> dict:
               "extra": _jsonable(snap.extra), "runtime": job.runtime or None}
     summary = {"id": job.id, "status": status, "settings": job.spec.model_dump(exclude={"image"}),
                **result, "history": job.history}
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_whole(folder / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return result
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _jsonable(value):

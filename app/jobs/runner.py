@@ -34,7 +34,7 @@ from app.fooling.methods import METHODS, MethodError, build
 from app.jobs import limits, results
 from app.jobs.job import Job, JobError
 from app.jobs.spec import STEPPED, JobSpec
-from app.jobs.store import JobStore
+from app.jobs.store import JobStore, write_whole
 from app.models.entry import UnknownModel
 from app.serving import compute
 from app.serving.lab import Lab
@@ -204,7 +204,7 @@ class LocalRunner(Runner):
             self.store.create(job.id, client, spec.model_dump(exclude={"image"}), address=address,
                               token_hash=token_hash, room=room)
             if png is not None:
-                (self.store.folder(job.id) / "input.png").write_bytes(png)
+                write_whole(self.store.folder(job.id) / "input.png", png)
             self._jobs[job.id] = job
             self._queue.put_nowait(job)  # only submit() puts, under this lock: the check above holds
         return job.id
