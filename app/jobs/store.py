@@ -71,7 +71,6 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     return db
 
 
-
 def write_whole(path: Path, data: bytes) -> None:
     """Write a job's file whole or not at all (a temporary name, then a rename): a download that
     races the job's end sees no file (409/404) or all of it, never a half-written PNG."""
@@ -81,6 +80,7 @@ def write_whole(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
 
 class JobStore:
     def __init__(self, data_dir: Path) -> None:
