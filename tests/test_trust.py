@@ -332,6 +332,35 @@ def test_event_streams_are_capped_per_client_and_freed_when_closed(tmp_path):
         c.post(f"/api/v1/jobs/{job['id']}/cancel")
 
 
+
+def test_a_stream_dropped_while_the_limiter_is_busy_does_not_hang_the_server():
+    """A stream a client abandons is given back by a finalizer, which the garbage collector may run
+    in the middle of the limiter's own locked code, in the same thread (the event loop). With a
+    plain lock that deadlocks the event loop: the server stops answering and cannot be stopped (the
+    likely cause of one such hang in a long schemathesis run as the instructor). Forced here."""
+    import gc
+    import threading
+
+    from app.web.streams import StreamLimiter
+
+    async def body():
+        yield "data: x\n\n"
+
+    limiter = StreamLimiter(per_client=2, per_address=10, total=10)
+    held = [limiter.open("c", "a", body())]
+    assert limiter.count() == 1
+
+    def drop_inside_the_lock() -> None:
+        with limiter._lock:  # what open() or count() holds when a collection happens to run
+            held.clear()  # the last reference: the finalizer gives the place back right here
+            gc.collect()
+
+    worker = threading.Thread(target=drop_inside_the_lock, daemon=True)
+    worker.start()
+    worker.join(5)
+    assert not worker.is_alive(), "the limiter deadlocked on its own finalizer"
+    assert limiter.count() == 0 and limiter.count("client", "c") == 0
+
 def test_transfer_table_is_computed_once_per_finished_job(tmp_path):
     settings = make_settings(preload="lenet-mnist,lenet-mnist-s1", data_dir=tmp_path)
     with TestClient(create_app(settings)) as c:

@@ -65,7 +65,9 @@ class StreamLimiter:
     def __init__(self, per_client: int, per_address: int, total: int) -> None:
         self.caps = {"client": per_client, "address": per_address, "total": total}
         self._open: Counter = Counter()
-        self._lock = threading.Lock()
+        # Reentrant: the finalizer below may run inside this class's own locked code, in the same
+        # thread, whenever the garbage collector runs (any allocation); a plain Lock deadlocks there.
+        self._lock = threading.RLock()
 
     def open(self, client: str, address: str, body: AsyncIterator[str]) -> AsyncIterator[str]:
         """``body`` wrapped so that its place is held while it is open and given back when it ends,
