@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import re
 import secrets
@@ -18,7 +17,7 @@ from app.fooling.figures import confidence_curve, labelled_grid
 from app.jobs.job import Job
 from app.jobs.store import JobStore, write_whole
 from app.models.entry import ModelEntry
-from app.serving.imaging import ImageError, decode, to_model_input, to_png
+from app.serving.imaging import ImageError, decode, png_bytes, to_model_input, to_png
 from app.serving.scoring import top_k
 
 DATA_URL = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.I)
@@ -134,10 +133,10 @@ def save(job: Job, store: JobStore, status: str) -> dict:
         targets.append({"position": i, "index": t, "label": job.labels[t], "confidence": c,
                         "image": image_url(job.id, i), "reached_9999": job.reached.get(i),
                         "top": top_k(snap.probs[i], job.labels, 5)})
-    write_whole(folder / "grid.png", _png_bytes(labelled_grid(snap, job.labels)))
+    write_whole(folder / "grid.png", png_bytes(labelled_grid(snap, job.labels)))
     if len(job.history) > 1:
         curve = confidence_curve(job.history, f"{job.spec.model}: {job.spec.method} ({job.spec.encoding})")
-        write_whole(folder / "curve.png", _png_bytes(curve))
+        write_whole(folder / "curve.png", png_bytes(curve))
     result = {"steps": snap.step, "evaluations": snap.evaluations, "seconds": round(job.elapsed(), 3),
               "ten_crop": bool(job.spec.params.get("ten_crop", False)), "stop_reason": job.stop_reason,
               "min_confidence": min(t["confidence"] for t in targets),
@@ -147,12 +146,6 @@ def save(job: Job, store: JobStore, status: str) -> dict:
                **result, "history": job.history}
     write_whole(folder / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return result
-
-
-def _png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _jsonable(value):

@@ -147,6 +147,10 @@ def to_png(x: torch.Tensor) -> bytes:
     """(C, H, W) tensor in [0, 1] -> PNG bytes (grayscale for C=1)."""
     arr = (x.detach().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu()
     arr = arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy()
+    return png_bytes(Image.fromarray(arr))
+
+
+def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
+    img.save(buf, format="PNG")
     return buf.getvalue()
