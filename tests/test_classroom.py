@@ -243,7 +243,7 @@ def test_the_breeding_pages_forms_start_and_branch_lineages(app):
     branch = carol.get("/api/v1" + r.headers["location"]).json()
     assert branch["parent"] == lin["id"] and branch["generation"] == 1
     assert carol.post("/breed", data={"seed": ""}, follow_redirects=False).status_code == 303  # empty: random
-    for bad in ("seven", "²", "-1"):  # "²" is a digit to str.isdigit, not to int()
+    for bad in ("seven", "²", "-1", "9" * 5000):  # "²" is a digit to str.isdigit, not to int(); nor are 5000 digits
         r = carol.post("/breed", data={"seed": bad})
         assert r.status_code == 422 and r.json()["field"] == "seed", (bad, r.text)
 

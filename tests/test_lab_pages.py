@@ -57,8 +57,10 @@ def test_form_errors_are_shown_not_crashing(client):
     assert r.status_code == 422 and "seed" in r.text
     r = client.post("/lab/start", data={"model": "lenet-mnist", "params": "{nope"})
     assert r.status_code == 422 and "JSON" in r.text
-    r = client.post("/lab/start", data={"model": "lenet-mnist", "targets": "²"})  # a digit to isdigit, not to int
-    assert r.status_code == 422 and "targets" in r.text
+    for field in ("targets", "seed", "generations"):  # "²" is a digit to isdigit, not to int; int refuses 4300+ digits
+        for bad in ("²", "9" * 5000):
+            r = client.post("/lab/start", data={"model": "lenet-mnist", field: bad})
+            assert r.status_code == 422 and field in r.text, (field, bad[:5], r.status_code)
 
 
 def test_controls_from_the_page(client):

@@ -47,6 +47,14 @@ def test_oversized_body_refused_before_reading(client, lab):
     assert r.status_code == 413 and r.json()["error"] == "too_large"
 
 
+def test_numbers_in_text_are_read_strictly():
+    from app.web.forms import whole_number
+
+    assert [whole_number(t) for t in ("7", " 42 ", "0")] == [7, 42, 0]
+    # not plain counts: "²" passes isdigit but int() refuses it, "٣" is no ASCII digit, 5000 digits is past int()
+    assert [whole_number(t) for t in ("²", "٣", "-1", "1.5", "", "9" * 5000)] == [None] * 6
+
+
 def test_openapi_documents_score(client):
     spec = client.get("/openapi.json").json()
     assert "/api/v1/score" in spec["paths"] and "/api/v1/models" in spec["paths"]

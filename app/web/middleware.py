@@ -14,6 +14,7 @@ from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 
 from app.web.errors import ApiError
+from app.web.forms import whole_number
 from app.web.identity import Gatekeeper
 
 CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
@@ -63,7 +64,8 @@ class GuardMiddleware:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         declared = headers.get("content-length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > self.max_body_bytes:  # not "²"
+        length = whole_number(declared)  # anything else is for the body count below to catch
+        if length is not None and length > self.max_body_bytes:
             return await _error(send, 413, "too_large", f"request body over {self.max_body_bytes} bytes")
         reason = cross_site(scope["method"], headers)
         if reason:

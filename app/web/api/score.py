@@ -22,6 +22,7 @@ from app.settings import Settings
 from app.web.api import examples
 from app.web.deps import available_model, lab
 from app.web.errors import ApiError, error_responses, too_many
+from app.web.forms import whole_number
 
 router = APIRouter(prefix="/api/v1", tags=["scoring"])
 
@@ -101,8 +102,8 @@ async def score_tensor(request: Request,
     if kind not in NPY_TYPES:
         raise ApiError(415, f"send the array as {NPY_TYPES[0]} (numpy.save bytes), not {kind or 'nothing'}", "body")
     most = s.max_tensor_rows * math.prod(entry.input_shape) + 4096
-    length = request.headers.get("content-length")
-    if length is not None and length.isascii() and length.isdigit() and int(length) > most:
+    length = whole_number(request.headers.get("content-length", ""))
+    if length is not None and length > most:
         raise ApiError(413, f"{length} bytes; {s.max_tensor_rows} rows for {model} fit in {most}", "body")
     slots: asyncio.Semaphore = request.app.state.tensor_slots
     if slots.locked():  # each waiting array would hold its body in memory: refuse rather than queue

@@ -22,6 +22,7 @@ from app.web.api import quiz as quiz_api
 from app.web.api.rooms import NICKNAME, room_links
 from app.web.deps import classroom, identity, lab, open_room, require_instructor, runner
 from app.web.errors import ApiError
+from app.web.forms import whole_number
 from app.web.identity import ROOM_COOKIE
 from app.web.templating import templates
 
@@ -192,9 +193,9 @@ async def breed_start(request: Request, state: Lab = Depends(lab)) -> Response:
     form = await request.form()
     fields = {k: v for k, v in form.items() if k in ("model", "size", "seed", "branch", "generation") and v != ""}
     for key in ("size", "seed", "generation"):  # a form sends text; the API takes JSON numbers only
-        value = fields.get(key)
-        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-            fields[key] = int(value)
+        number = whole_number(fields[key]) if isinstance(fields.get(key), str) else None
+        if number is not None:
+            fields[key] = number
     try:
         body = breed_api.NewLineage(**fields)
     except ValidationError as exc:

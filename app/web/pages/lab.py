@@ -18,6 +18,7 @@ from app.settings import ROOT
 from app.web import views
 from app.web.deps import identity, job_room, lab, runner
 from app.web.errors import ApiError, job_error
+from app.web.forms import whole_number
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -52,10 +53,11 @@ def _spec_from_form(form: dict) -> JobSpec:
         if value == "":
             continue
         if key in ("generations", "steps", "population", "seed"):
-            data[key] = int(value) if value.isascii() and value.isdigit() else value  # else pydantic names the field
+            number = whole_number(value)
+            data[key] = value if number is None else number  # text: pydantic names the field
         elif key == "targets":
-            names = [t.strip() for t in value.split(",") if t.strip()]  # "²" is a digit to isdigit, not to int
-            data[key] = "all" if value.lower() == "all" else [int(t) if t.isascii() and t.isdigit() else t
+            names = [t.strip() for t in value.split(",") if t.strip()]
+            data[key] = "all" if value.lower() == "all" else [t if (n := whole_number(t)) is None else n
                                                             for t in names]
         elif key == "max_seconds":
             try:
@@ -113,9 +115,10 @@ async def start_preset(request: Request, name: str = Path(max_length=64), demo: 
     data["title"] = preset.title
     seed = (await request.form()).get("seed")  # a room's students each pick their own (else all runs look alike)
     if isinstance(seed, str) and seed.strip():
-        if not (seed.strip().isascii() and seed.strip().isdigit() and int(seed) < 2**31):
+        number = whole_number(seed)
+        if number is None or number >= 2**31:
             raise ApiError(422, "seed must be a whole number from 0 to 2147483647", "seed")
-        data["seed"] = int(seed)
+        data["seed"] = number
     return RedirectResponse(await _start(request, run, JobSpec(**data), demo), status_code=303)
 
 
