@@ -238,6 +238,9 @@ def test_the_breeding_pages_forms_start_and_branch_lineages(app):
     lin = carol.get("/api/v1" + r.headers["location"]).json()
     assert lin["seed"] == 7 and lin["size"] == 9
     assert carol.post(f"/breed/{lin['id']}/next", data={"pick": ["0", "4"]}).status_code == 200
+    for bad in ("x", "²", "-1"):
+        r = carol.post(f"/breed/{lin['id']}/next", data={"pick": ["0", bad]})
+        assert r.status_code == 422 and r.json()["field"] == "pick", (bad, r.text)
     r = carol.post("/breed", data={"branch": lin["id"], "generation": "1"}, follow_redirects=False)
     assert r.status_code == 303, r.text
     branch = carol.get("/api/v1" + r.headers["location"]).json()

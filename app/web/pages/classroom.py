@@ -218,10 +218,9 @@ async def breed_next(request: Request, lineage_id: str = Path(pattern=breed_api.
                      state: Lab = Depends(lab)) -> Response:
     form = await request.form()
     by = "network" if form.get("by") == "network" else "person"
-    try:
-        picks = [int(p) for p in form.getlist("pick")]
-    except ValueError:
-        raise ApiError(422, "picks are image positions", "pick") from None
+    picks = [whole_number(p) if isinstance(p, str) else None for p in form.getlist("pick")]
+    if None in picks:
+        raise ApiError(422, "picks are image positions", "pick")
     lin = breed_api.lineage_or_404(request, lineage_id)
     await breed_api.step(request, state, lin, picks or None, by)
     return RedirectResponse(f"/breed/{lineage_id}", status_code=303)
