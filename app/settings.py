@@ -83,6 +83,19 @@ class Settings:
     retention_days: float = 30.0  # finished, unpinned jobs and uploads older than this are deleted
     sweep_interval_s: float = 3_600.0  # how often retention runs (and once at start)
     disk_quota_bytes: int = 200 * 2**20  # what one client's runs and uploads may keep on disk
+    # What the whole server may keep in its data directory (0: what it keeps at start plus half the
+    # volume's free space then, so that a restart never lets it fill the disk); past it: 507
+    disk_budget_bytes: int = 0
+    # Rows the classroom keeps on the whole server (past one: 507 saying which, and what frees it)
+    max_lineages: int = 20_000
+    max_quiz_items: int = 200_000  # images shown in "Can you tell?" (each holds at most one answer)
+    max_members: int = 20_000  # room memberships
+    max_members_per_room: int = 500
+    max_rooms_per_client: int = 20  # rooms one browser may join
+    max_experiments: int = 500  # experiment folders kept
+    # Request bodies: JSON and form bodies get this; routes that take images or arrays their own
+    max_json_bytes: int = 1 * 2**20
+    instructor_session_s: float = 12 * 3600.0  # an instructor sign-in lasts this long
     max_pause_s: float = 600.0  # a job paused longer is cancelled (and keeps its best)
     # Trust: cookie signing key (generated once into the data dir when empty) and the instructor's token
     secret_key: str = field(default="", repr=False)
@@ -151,6 +164,15 @@ class Settings:
             retention_days=float(_env("RETENTION_DAYS", str(d.retention_days))),
             sweep_interval_s=float(_env("SWEEP_INTERVAL_S", str(d.sweep_interval_s))),
             disk_quota_bytes=int(float(_env("DISK_QUOTA_MB", str(d.disk_quota_bytes / 2**20))) * 2**20),
+            disk_budget_bytes=int(float(_env("DISK_BUDGET_MB", "0")) * 2**20),
+            max_lineages=int(_env("MAX_LINEAGES", str(d.max_lineages))),
+            max_quiz_items=int(_env("MAX_QUIZ_ITEMS", str(d.max_quiz_items))),
+            max_members=int(_env("MAX_MEMBERS", str(d.max_members))),
+            max_members_per_room=int(_env("MAX_MEMBERS_PER_ROOM", str(d.max_members_per_room))),
+            max_rooms_per_client=int(_env("MAX_ROOMS_PER_CLIENT", str(d.max_rooms_per_client))),
+            max_experiments=int(_env("MAX_EXPERIMENTS", str(d.max_experiments))),
+            max_json_bytes=int(_env("MAX_JSON_BYTES", str(d.max_json_bytes))),
+            instructor_session_s=float(_env("INSTRUCTOR_SESSION_S", str(d.instructor_session_s))),
             max_pause_s=float(_env("MAX_PAUSE_S", str(d.max_pause_s))),
             secret_key=_env("SECRET_KEY", ""),
             admin_token=_env("ADMIN_TOKEN", ""),

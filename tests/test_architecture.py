@@ -11,7 +11,7 @@ from app.settings import ROOT
 # higher one or a neighbour on the same layer.
 LAYERS = {
     "settings": 0,
-    "data": 1,
+    "data": 1, "budgets": 1,
     "models": 2, "explain": 2,
     "serving": 3,
     "fooling": 4,

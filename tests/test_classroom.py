@@ -75,8 +75,10 @@ def test_rooms_are_created_by_the_instructor_only_and_jobs_carry_them(app):
     stolen.get("/")
     c_job = stolen.post("/api/v1/jobs", json=QUICK).json()["id"]
     assert stolen.get(f"/api/v1/jobs/{c_job}").json()["room"] is None
-    listed = browser(app).get(f"/api/v1/rooms/{code}/jobs").json()["jobs"]
-    assert [(j["id"], j["nickname"]) for j in listed] == [(a_job, "Alice")]
+    assert browser(app).get(f"/api/v1/rooms/{code}/jobs").status_code == 403  # nicknames are for members
+    for member in (alice, teacher(app)):
+        listed = member.get(f"/api/v1/rooms/{code}/jobs").json()["jobs"]
+        assert [(j["id"], j["nickname"]) for j in listed] == [(a_job, "Alice")]
 
     # closing: Alice's running job runs on to its end; no new jobs or members
     long_job = alice.post("/api/v1/jobs", json={**QUICK, "generations": 400}).json()["id"]
@@ -101,7 +103,8 @@ def test_the_wall_stream_multiplexes_the_rooms_jobs_at_most_twice_a_second(app):
     tiles: dict[str, list[dict]] = {}
     events = []
     t0 = time.monotonic()
-    with browser(app).stream("GET", f"/api/v1/rooms/{code}/events") as r:
+    assert browser(app).get(f"/api/v1/rooms/{code}/events").status_code == 403  # not a member
+    with students[0].stream("GET", f"/api/v1/rooms/{code}/events") as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         event = None
         for line in r.iter_lines():
@@ -130,9 +133,11 @@ def test_the_wall_stream_multiplexes_the_rooms_jobs_at_most_twice_a_second(app):
     assert gate.post(f"/api/v1/rooms/{code}/spotlight", json={"job": jobs[0]}).json() == {"spotlight": jobs[0]}
     assert gate.post(f"/api/v1/rooms/{code}/hide", json={"job": jobs[1]}).json() == {"hidden": [jobs[1]]}
     assert gate.post(f"/api/v1/rooms/{code}/hide", json={"job": jobs[2], "hidden": "yes"}).status_code == 422
-    room = browser(app).get(f"/api/v1/rooms/{code}").json()
-    assert room["spotlight"] == jobs[0] and room["hidden"] == [jobs[1]]
-    assert jobs[1] not in [j["id"] for j in browser(app).get(f"/api/v1/rooms/{code}/jobs").json()["jobs"]]
+    room = students[0].get(f"/api/v1/rooms/{code}").json()
+    assert room["spotlight"] == jobs[0] and room["hidden"] == []  # which jobs are hidden: the instructor's to know
+    assert gate.get(f"/api/v1/rooms/{code}").json()["hidden"] == [jobs[1]]
+    assert jobs[1] not in [j["id"] for j in students[0].get(f"/api/v1/rooms/{code}/jobs").json()["jobs"]]
+    assert jobs[1] in [j["id"] for j in gate.get(f"/api/v1/rooms/{code}/jobs").json()["jobs"]]
     for j in jobs + [outsider]:
         gate.post(f"/api/v1/jobs/{j}/cancel")
 

@@ -8,6 +8,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.jobs.store import connect
@@ -45,6 +46,8 @@ CREATE TABLE IF NOT EXISTS quiz_items (
     shown REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS quiz_items_client ON quiz_items (client, shown);
+CREATE INDEX IF NOT EXISTS quiz_items_shown ON quiz_items (shown);
+CREATE INDEX IF NOT EXISTS members_client ON members (client);
 CREATE TABLE IF NOT EXISTS quiz_answers (
     item TEXT PRIMARY KEY,
     client TEXT NOT NULL,
@@ -66,6 +69,13 @@ CREATE TABLE IF NOT EXISTS lineages (
     updated REAL NOT NULL
 );
 """
+
+@dataclass(frozen=True)
+class JoinCaps:
+    rooms_per_client: int  # rooms one browser may be a member of
+    members_per_room: int
+    members: int  # member rows on the whole server
+
 
 # Codes people read off a projector and type on a phone: no 0/O, 1/I/L.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -134,11 +144,27 @@ class ClassroomStore:
             self._db.execute("UPDATE rooms SET hidden=?, version=version+1 WHERE code=?", (json.dumps(ids), code))
         return ids
 
-    def join(self, code: str, client: str, nickname: str) -> None:
-        self._run("INSERT INTO members (room, client, nickname, joined) VALUES (?,?,?,?) "
-                  "ON CONFLICT (room, client) DO UPDATE SET nickname=excluded.nickname", (code, client, nickname,
-                                                                                          time.time()))
-        self._run("UPDATE rooms SET version=version+1 WHERE code=?", (code,))
+    def join(self, code: str, client: str, nickname: str, caps: JoinCaps) -> str | None:
+        """Join (or rename oneself in) a room. None when done, else what stood in the way: "nickname"
+        (another member has it, in any case), "rooms" (this client is in caps.rooms_per_client
+        rooms), "room" (the room has caps.members_per_room), "budget" (caps.members in all)."""
+        with self._lock:
+            taken = self._db.execute("SELECT 1 FROM members WHERE room=? AND nickname=? COLLATE NOCASE AND client!=?",
+                                     (code, nickname, client)).fetchone()
+            if taken:
+                return "nickname"
+            if not self._db.execute("SELECT 1 FROM members WHERE room=? AND client=?", (code, client)).fetchone():
+                for what, query, args, cap in (
+                        ("rooms", "SELECT COUNT(*) FROM members WHERE client=?", (client,), caps.rooms_per_client),
+                        ("room", "SELECT COUNT(*) FROM members WHERE room=?", (code,), caps.members_per_room),
+                        ("budget", "SELECT COUNT(*) FROM members", (), caps.members)):
+                    if self._db.execute(query, args).fetchone()[0] >= cap:
+                        return what
+            self._db.execute("INSERT INTO members (room, client, nickname, joined) VALUES (?,?,?,?) "
+                             "ON CONFLICT (room, client) DO UPDATE SET nickname=excluded.nickname",
+                             (code, client, nickname, time.time()))
+            self._db.execute("UPDATE rooms SET version=version+1 WHERE code=?", (code,))
+        return None
 
     def member(self, code: str, client: str) -> dict | None:
         return self._one("SELECT * FROM members WHERE room=? AND client=?", (code, client))
@@ -179,6 +205,10 @@ class ClassroomStore:
             return False
         return True
 
+    def answered_count(self, client: str, room: str | None = None) -> int:
+        where, args = ("AND room=?", (client, room)) if room else ("", (client,))
+        return self._one(f"SELECT COUNT(*) AS n FROM quiz_answers WHERE client=? {where}", args)["n"]
+
     def answers(self, room: str | None = None) -> list[dict]:
         """Every answered item (with what was shown), oldest first; a room's only when given."""
         where, args = ("WHERE a.room=?", (room,)) if room else ("", ())
@@ -212,6 +242,25 @@ class ClassroomStore:
         ``len(steps) - 1`` (False when another request added a step meanwhile)."""
         return self._run("UPDATE lineages SET steps=?, updated=? WHERE id=? AND json_array_length(steps)=?",
                          (json.dumps(steps), time.time(), lineage_id, len(steps) - 1)) == 1
+
+    # -- budgets and retention ----------------------------------------------------------------------
+    def count(self, table: str) -> int:
+        assert table in ("lineages", "quiz_items", "members")
+        return self._one(f"SELECT COUNT(*) AS n FROM {table}")["n"]
+
+    def sweep(self, cutoff: float) -> dict[str, int]:
+        """Retention: lineages and quiz items (with their answers) last touched before ``cutoff``,
+        and rooms closed before it with their members. Open rooms keep their members all term."""
+        with self._lock:
+            run = self._db.execute
+            gone = {"lineages": run("DELETE FROM lineages WHERE updated<?", (cutoff,)).rowcount,
+                    "quiz_answers": run("DELETE FROM quiz_answers WHERE item IN (SELECT id FROM quiz_items WHERE "
+                                        "shown<?)", (cutoff,)).rowcount,
+                    "quiz_items": run("DELETE FROM quiz_items WHERE shown<?", (cutoff,)).rowcount}
+            closed = [r[0] for r in self._db.execute("SELECT code FROM rooms WHERE closed<?", (cutoff,))]
+            gone["members"] = sum(self._db.execute("DELETE FROM members WHERE room=?", (c,)).rowcount for c in closed)
+            gone["rooms"] = sum(self._db.execute("DELETE FROM rooms WHERE code=?", (c,)).rowcount for c in closed)
+        return {k: v for k, v in gone.items() if v}
 
     def close(self) -> None:
         with self._lock:

@@ -11,12 +11,14 @@ import logging
 import os
 import queue
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from app.budgets import BudgetFull
 from app.experiments import catalog
 from app.settings import ROOT, Settings
 
@@ -72,7 +74,12 @@ class ExperimentRunner:
         status = {"id": exp_id, "experiment": name, "title": catalog.TITLES[name], "quick": quick, "seed": seed,
                   "status": "queued", "created": time.time(), "owner": owner}
         with self._lock:
-            mine = sum(1 for st in self._all() if st["status"] in ACTIVE and owner and st.get("owner") == owner)
+            kept = self._all()
+            if len(kept) >= self.settings.max_experiments:
+                raise BudgetFull("experiments", f"the server's experiments budget is full ({len(kept)} kept, "
+                                                f"FOOLING_MAX_EXPERIMENTS): retention removes finished ones after "
+                                                f"FOOLING_RETENTION_DAYS ({self.settings.retention_days:g} days)")
+            mine = sum(1 for st in kept if st["status"] in ACTIVE and owner and st.get("owner") == owner)
             if mine >= self.settings.max_experiments_per_client:
                 raise ExperimentError(429, f"you already have {mine} experiments queued or running (limit "
                                            f"{self.settings.max_experiments_per_client}); cancel one or wait")
@@ -106,6 +113,18 @@ class ExperimentRunner:
         if status["status"] == "done" and results.is_file():
             status["results"] = json.loads(results.read_text())
         return status
+
+    def count(self) -> int:
+        return sum(1 for _ in self.root.glob("*/status.json"))
+
+    def sweep(self, cutoff: float) -> int:
+        """Retention: delete the folders of experiments that finished before ``cutoff``."""
+        gone = 0
+        for st in self._all():
+            if st["status"] not in ACTIVE and st.get("finished", st.get("created", 0)) < cutoff:
+                shutil.rmtree(self.root / st["id"], ignore_errors=True)
+                gone += 1
+        return gone
 
     def list(self, limit: int = 50) -> list[dict]:
         return self._all()[:limit]

@@ -204,6 +204,9 @@ def _reachable(address: str, timeout: float = 5.0) -> None:
         raise RuntimeError(f"{address} answers, but not as a Ray cluster's head: {answer[0]}")
 
 
+LOOPBACK = "127.0.0.1"
+
+
 def connect(settings: Settings) -> None:
     """Join the cluster at FOOLING_RAY_ADDRESS, or start a local Ray instance when it is unset.
     Raises RuntimeError with a plain message when the cluster cannot be reached."""
@@ -216,8 +219,9 @@ def connect(settings: Settings) -> None:
     try:
         if settings.ray_address:
             ray.init(address=settings.ray_address, namespace=NAMESPACE, log_to_driver=False)
-        else:  # a local instance: its workers import this project from here
-            ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
+        else:  # a local instance: its workers import this project from here. Whoever reaches its
+            # ports can run code in it, so it listens on this machine's loopback only.
+            ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, _node_ip_address=LOOPBACK,
                      runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     except Exception as exc:  # ConnectionError, a version mismatch, ...
         raise RuntimeError(f"cannot reach the Ray cluster at {settings.ray_address or '(local)'}: {exc}") from exc

@@ -29,6 +29,7 @@ from contextlib import nullcontext
 
 import torch
 
+from app.budgets import BudgetFull, DiskBudget
 from app.fooling.base import SUCCESS, Snapshot, history_point, resolve_targets
 from app.fooling.methods import METHODS, MethodError, build
 from app.jobs import limits, results
@@ -77,6 +78,12 @@ class Runner(ABC):
 FORWARD_ONLY = ("evolve", "map-elites", "random")
 
 
+def job_bytes(spec: JobSpec, entry, targets: list[int] | None) -> int:
+    """About what a job will keep on disk, at most: a PNG per target (noise barely compresses), the
+    grid of them, the curve and summary."""
+    return 2 * max(1, len(targets or [])) * math.prod(entry.input_shape) + 256 * 1024
+
+
 def job_runtime(method: str, entry) -> dict:
     """Evolution and the random baseline score through the model's forward runtime; gradient
     methods run PyTorch (ONNX Runtime has no gradients)."""
@@ -98,8 +105,7 @@ class LocalRunner(Runner):
                          for i in range(max(1, self.settings.workers))]
         for w in self._workers:
             w.start()
-        self.sweep()  # at start, then every FOOLING_SWEEP_INTERVAL_S
-        threading.Thread(target=self._sweeper, name="retention", daemon=True).start()
+        self.disk: DiskBudget | None = None  # the server's disk budget, where the app sets one
 
     # -- accepting jobs -------------------------------------------------------------------------
     def validate(self, spec: JobSpec) -> tuple[list[int] | None, list[str]]:
@@ -187,6 +193,11 @@ class LocalRunner(Runner):
             if used >= self.settings.disk_quota_bytes:
                 raise JobError(413, f"your runs and uploads keep {used // 2**20} MB on this server (quota "
                                     f"{self.settings.disk_quota_bytes // 2**20} MB): delete some first")
+            if self.disk is not None:
+                try:
+                    self.disk.check(job_bytes(spec, self.lab.registry.get(spec.model), targets))
+                except BudgetFull as exc:
+                    raise JobError(507, exc.detail) from None
             here = sum(1 for j in active if address and j.address == address)
             if here >= self.settings.max_jobs_per_address:
                 raise JobError(429, f"{here} jobs are queued or running from your network address (limit "
@@ -267,8 +278,13 @@ class LocalRunner(Runner):
     def sweep(self, now: float | None = None) -> tuple[int, int]:
         """Retention: delete finished, unpinned jobs and uploads older than FOOLING_RETENTION_DAYS.
         Returns (jobs, uploads) deleted."""
-        cutoff = (now or time.time()) - self.settings.retention_days * 86_400
-        self.store.expire_keys((now or time.time()) - self.settings.idempotency_ttl_s)
+        gone = self.expire((now or time.time()) - self.settings.retention_days * 86_400)
+        return gone.get("jobs", 0), gone.get("uploads", 0)
+
+    def expire(self, cutoff: float) -> dict[str, int]:
+        """Delete finished, unpinned jobs and uploads last touched before ``cutoff``, and
+        Idempotency-Keys past their time (app.budgets.Retention calls this)."""
+        self.store.expire_keys(time.time() - self.settings.idempotency_ttl_s)
         jobs, uploads = self.store.expired(cutoff)
         for job_id in jobs:
             with self._lock:
@@ -277,17 +293,7 @@ class LocalRunner(Runner):
         for upload_id in uploads:
             (results.uploads_dir(self.settings.data_dir) / f"{upload_id}.png").unlink(missing_ok=True)
             self.store.delete_upload(upload_id)
-        if jobs or uploads:
-            log.info("retention: deleted %d jobs and %d uploads older than %g days", len(jobs), len(uploads),
-                     self.settings.retention_days)
-        return len(jobs), len(uploads)
-
-    def _sweeper(self) -> None:
-        while not self._closing.wait(self.settings.sweep_interval_s):
-            try:
-                self.sweep()
-            except Exception as exc:  # a failed sweep is tried again next time
-                log.warning("retention sweep failed: %s", exc)
+        return {k: v for k, v in (("jobs", len(jobs)), ("uploads", len(uploads))) if v}
 
     def _remove(self, job_id: str) -> None:
         self.store.delete(job_id)

@@ -171,6 +171,13 @@ class JobStore:
             ups = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM uploads WHERE client=?", (client,)).fetchone()
         return jobs[0] + ups[0]
 
+    def bytes_total(self) -> int:
+        """Bytes every client's jobs and uploads keep (the server's disk budget counts these)."""
+        with self._lock:
+            jobs = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM jobs").fetchone()[0]
+            ups = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM uploads").fetchone()[0]
+        return jobs + ups
+
     def expired(self, before: float) -> tuple[list[str], list[str]]:
         """(finished unpinned jobs, uploads) last touched before ``before``."""
         with self._lock:

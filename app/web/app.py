@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import torch
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from app.budgets import DiskBudget, Retention, RowBudget, folder_bytes
 from app.classroom.breed import Lineages
+from app.classroom.feed import RoomFeeds
 from app.classroom.quiz import QuizPool
 from app.classroom.store import ClassroomStore
 from app.classroom.wall import Tiles
@@ -28,7 +31,7 @@ from app.web.api import jobs as jobs_api
 from app.web.api import quiz as quiz_api
 from app.web.api import rooms as rooms_api
 from app.web.identity import Gatekeeper
-from app.web.middleware import GuardMiddleware
+from app.web.middleware import GuardMiddleware, body_limits
 from app.web.pages import classroom as classroom_pages
 from app.web.pages import experiments as experiment_pages
 from app.web.pages import instructor as instructor_pages
@@ -57,6 +60,24 @@ The same document as a reference page: [/redoc](/redoc). Python clients: docs/ap
 """
 
 
+def budgets_for(settings: Settings, store: JobStore, rooms: ClassroomStore, experiments: ExperimentRunner) -> dict:
+    """The server-wide budgets (app.budgets), by name: GET /api/v1/budgets reports them."""
+    data = Path(settings.data_dir)
+    disk = DiskBudget.at_start(settings.disk_budget_bytes, data, [
+        store.bytes_total, lambda: folder_bytes(experiments.root),
+        lambda: sum(p.stat().st_size for p in data.glob("*.sqlite3*") if p.is_file())])
+    keep = f"retention removes them after FOOLING_RETENTION_DAYS ({settings.retention_days:g} days)"
+    return {"disk": disk,
+            "lineages": RowBudget("lineages", "MAX_LINEAGES", settings.max_lineages, lambda: rooms.count("lineages"),
+                                  f"{keep}, counted from their last generation"),
+            "quiz_items": RowBudget("quiz", "MAX_QUIZ_ITEMS", settings.max_quiz_items,
+                                    lambda: rooms.count("quiz_items"), f"{keep}; export the answers first"),
+            "members": RowBudget("room members", "MAX_MEMBERS", settings.max_members, lambda: rooms.count("members"),
+                                 f"closed rooms' members: {keep} (the instructor closes rooms no longer used)"),
+            "experiments": RowBudget("experiments", "MAX_EXPERIMENTS", settings.max_experiments, experiments.count,
+                                     keep)}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
 
@@ -71,8 +92,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runner = make_runner(lab, store)
         app.state.experiments = ExperimentRunner(settings)
         app.state.classroom = ClassroomStore(settings.data_dir)
+        app.state.budgets = budgets_for(settings, store, app.state.classroom, app.state.experiments)
+        app.state.runner.disk = app.state.budgets["disk"]
+        sweepers = {"jobs": app.state.runner.expire, "classroom": app.state.classroom.sweep,
+                    "experiments": app.state.experiments.sweep}
+        app.state.retention = retention = Retention(sweepers, settings.retention_days,
+                                                    settings.sweep_interval_s).start()
         app.state.quiz = QuizPool(store, settings.data_dir, ROOT / "static" / "samples")
         app.state.tiles = Tiles(app.state.runner)
+        app.state.feeds = RoomFeeds(app.state.classroom, app.state.runner, app.state.tiles)
         app.state.lineages = Lineages()
 
         # Loading happens beside the server so /healthz answers at once and /readyz tells when done.
@@ -82,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         compute.submit(lab.registry.load_all).add_done_callback(loaded)
         yield
         app.state.stopping.set()  # this app's open event streams end now instead of holding the shutdown
+        retention.close()
         app.state.runner.close()
         app.state.experiments.close()
         app.state.classroom.close()
@@ -100,13 +129,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     openapi.install(app, settings)
 
-    gatekeeper = Gatekeeper(settings.secret_key, settings.admin_token, settings.data_dir)
+    gatekeeper = Gatekeeper(settings.secret_key, settings.admin_token, settings.data_dir,
+                            settings.instructor_session_s)
     app.state.gatekeeper = gatekeeper
     app.state.tensor_slots = asyncio.Semaphore(max(1, settings.tensor_concurrency))
     app.state.streams = StreamLimiter(settings.max_streams_per_client, settings.max_streams_per_address,
                                       settings.max_streams)
-    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_upload_bytes * settings.max_files + (1 << 20),
-                       gatekeeper=gatekeeper)
+    limits, default_limit = body_limits(settings.max_upload_bytes, settings.max_files, settings.max_json_bytes)
+    app.add_middleware(GuardMiddleware, limits=limits, default_limit=default_limit, gatekeeper=gatekeeper)
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(score.router)

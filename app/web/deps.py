@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import Request
 
-from app.classroom.store import CODE_PATTERN, ClassroomStore
+from app.budgets import BudgetFull
+from app.classroom.store import CODE_PATTERN, ClassroomStore, JoinCaps
 from app.jobs.runner import LocalRunner
 from app.models.entry import ModelEntry, UnknownModel
 from app.serving.lab import Lab
@@ -43,7 +44,7 @@ def may_control(who: Identity, record: dict | None) -> bool:
     """The job's owner (the browser that started it, or its control token) and the instructor."""
     if record is None:
         return False
-    if who.instructor or record["client"] == who.client:
+    if who.instructor or who.owns(record["client"]):
         return True
     return bool(who.bearer and record.get("token_hash")
                 and hmac.compare_digest(token_hash(who.bearer), record["token_hash"]))
@@ -81,6 +82,11 @@ def mark_job(request: Request, run: LocalRunner, job_id: str, action: str) -> di
     return {flag: on}
 
 
+def budget_report(budgets: dict) -> dict:
+    """Each server-wide budget's use and limit (app.budgets), by name."""
+    return {name: b.report() for name, b in budgets.items()}
+
+
 def available_model(lab: Lab, model_id: str, field: str = "model") -> ModelEntry:
     try:
         entry = lab.registry.get(model_id)
@@ -102,6 +108,47 @@ def open_room(request: Request, code: str) -> dict:
     if room is None:
         raise ApiError(404, f"no room {code!r}", "code")
     return room
+
+
+def is_member(request: Request, room: dict) -> bool:
+    """Has this browser joined the room (its signed room cookie and a member row)?"""
+    who = identity(request)
+    return who.room == room["code"] and classroom(request).member(room["code"], who.client) is not None
+
+
+def require_member(request: Request, room: dict, what: str) -> None:
+    """403 unless the asker is one of the room's members or the instructor."""
+    if not (identity(request).instructor or is_member(request, room)):
+        raise ApiError(403, f"{what} of room {room['code']} are for its members and the instructor: join it at "
+                            f"/r/{room['code']}", "code")
+
+
+def join(request: Request, room: dict, nickname: str) -> str:
+    """Make this browser a member of the room as ``nickname``; the room cookie to set."""
+    who = identity(request)
+    code = room["code"]
+    if room["closed"]:
+        raise ApiError(409, f"room {code} is closed", "code")
+    if who.anonymous:
+        raise ApiError(403, "joining a room needs this browser's fl_client cookie (it is what makes you a member): "
+                            "keep cookies and try again")
+    s = request.app.state.lab.settings
+    why = classroom(request).join(code, who.client, nickname, JoinCaps(s.max_rooms_per_client,
+                                                                       s.max_members_per_room, s.max_members))
+    if why == "nickname":
+        raise ApiError(409, f"someone in room {code} is already called {nickname!r}: pick another nickname",
+                       "nickname")
+    if why == "rooms":
+        raise too_many(f"this browser has joined {s.max_rooms_per_client} rooms, the most one may "
+                       "(FOOLING_MAX_ROOMS_PER_CLIENT)", ("rooms-per-client", s.max_rooms_per_client), 3600)
+    if why == "room":
+        raise ApiError(409, f"room {code} is full ({s.max_members_per_room} members, FOOLING_MAX_MEMBERS_PER_ROOM)",
+                       "code")
+    if why == "budget":
+        raise BudgetFull("room members", f"the server's room members budget is full ({s.max_members}, "
+                                         "FOOLING_MAX_MEMBERS): members of closed rooms are removed after "
+                                         "FOOLING_RETENTION_DAYS; the instructor closes rooms no longer used")
+    return request.app.state.gatekeeper.room_cookie(who.client, code, request.url.scheme == "https")
 
 
 def job_room(request: Request) -> str | None:
@@ -131,7 +178,7 @@ async def classroom_compute(request: Request, what: str) -> AsyncIterator[None]:
     state = request.app.state
     if not hasattr(state, "compute_slots"):
         state.compute_slots, state.in_flight = asyncio.Semaphore(COMPUTE_SLOTS), Counter()
-    who = identity(request).client
+    who = identity(request).client  # cookie-less requests share their network's bucket
     if state.in_flight[who] >= PER_CLIENT_COMPUTE:
         raise too_many(f"you already have {PER_CLIENT_COMPUTE} {what} requests being made; wait for them",
                        (f"{what}-per-client", PER_CLIENT_COMPUTE), 1)

@@ -9,11 +9,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.budgets import BudgetFull
 from app.jobs.job import JobError
 
 CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
          413: "too_large", 415: "unsupported_media_type", 422: "invalid", 429: "too_many_requests",
-         503: "unavailable"}
+         503: "unavailable", 507: "insufficient_storage"}
 
 
 class FieldError(BaseModel):
@@ -48,6 +49,10 @@ ERROR_EXAMPLES = {
     429: ("too many requests: wait for Retry-After seconds",
           {"error": "too_many_requests", "detail": "the job queue is full; try again shortly"}),
     503: ("not ready", {"error": "unavailable", "detail": "the server is shutting down"}),
+    507: ("a server-wide budget is full: the detail says which and what frees it",
+          {"error": "insufficient_storage", "detail": "the server's disk budget is full (2048 of 2048 MB, "
+                                                      "FOOLING_DISK_BUDGET_MB): nothing new can be kept until old "
+                                                      "runs are deleted or retention removes them"}),
 }
 
 
@@ -149,6 +154,11 @@ def install(app: FastAPI) -> None:
             headers.update(rate_limit_headers(getattr(exc, "policy", None) or ("requests", 0),
                                               int(headers.get("Retry-After", 5))))
         return JSONResponse(body, status_code=exc.status_code, headers=headers or None)
+
+    @app.exception_handler(BudgetFull)
+    async def budget_full(request: Request, exc: BudgetFull) -> JSONResponse:
+        """A server-wide budget (app.budgets) is full: 507, naming it and what frees it."""
+        return JSONResponse({"error": CODES[507], "detail": exc.detail, "budget": exc.name}, status_code=507)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

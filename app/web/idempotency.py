@@ -2,8 +2,11 @@
 the same request gets the same answer instead of a second job; the same key with a different
 request gets 409. (IETF draft-ietf-httpapi-idempotency-key-header.)
 
-Keys are scoped to the asker: the signed browser cookie when it has one, else the network address
-(REST clients often keep no cookies). They are kept for FOOLING_IDEMPOTENCY_TTL_S (a day)."""
+Keys are scoped to the asker: the signed browser cookie when it has one, else its network's
+anonymous bucket (REST clients often keep no cookies). Without a cookie, the key is all that tells
+one script's retry from another script's request behind the same NAT, so it must be a secret: at
+least ANONYMOUS_KEY_CHARS characters (a UUID has 36). They are kept for FOOLING_IDEMPOTENCY_TTL_S
+(a day)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from app.web.deps import identity
 from app.web.errors import ApiError
 
 KEY_PATTERN = r'^"?[\x21\x23-\x7e]{1,255}"?$'  # visible ASCII, optionally as a quoted sf-string
+ANONYMOUS_KEY_CHARS = 32  # a cookie-less client's key is its proof that a retry is its own
 
 
 def key_header(idempotency_key: str | None = Header(
@@ -58,7 +62,11 @@ async def idempotent(request: Request, store: JobStore, route: str, key: str | N
         yield claim
         return
     who = identity(request)
-    scope = f"client:{who.client}" if not who.new_cookie else f"address:{who.address}"
+    if who.anonymous and len(key) < ANONYMOUS_KEY_CHARS:
+        raise ApiError(422, f"without a cookie, an Idempotency-Key is what proves that a retry is yours and not "
+                            f"another script's on your network: send at least {ANONYMOUS_KEY_CHARS} random "
+                            "characters (e.g. a UUID), or keep the fl_client cookie", "Idempotency-Key")
+    scope = f"client:{who.client}"
     state, result = await run_in_threadpool(store.claim_key, scope, route, key, fingerprint(body), time.time() - ttl_s)
     if state == "mismatch":
         raise ApiError(409, "this Idempotency-Key was used for a different request: use a new key for a new "

@@ -3,8 +3,10 @@
 - security headers on every response (a route may set its own CSP, as the API docs do);
 - who is asking (app.web.identity): the signed client cookie is read, or issued on first visit;
 - cross-site requests that would change state are refused (403);
-- request bodies are counted as they arrive: over the limit is 413, whether or not the client
-  declared a Content-Length (a chunked body is counted too).
+- request bodies are counted as they arrive: over the route's limit is 413, whether or not the
+  client declared a Content-Length (a chunked body is counted too). Routes that take images or
+  arrays have their own limits; every other body (JSON, forms) gets FOOLING_MAX_JSON_BYTES, so no
+  route parses a large body on the event loop.
 """
 
 from __future__ import annotations
@@ -26,7 +28,21 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 class BodyTooLarge(ApiError):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body over {limit} bytes")
+        super().__init__(413, too_large(limit))
+
+
+def too_large(limit: int) -> str:
+    return f"request body over {limit} bytes, this route's limit"
+
+
+def body_limits(max_upload: int, max_files: int, max_json: int) -> tuple[dict[tuple[str, str], int], int]:
+    """(limits of the routes that take images, by (method, path)), and every other route's limit."""
+    files = max_upload * max_files + (1 << 20)  # multipart: the files and their headers
+    data_url = 4 * -(-max_upload // 3) + (64 << 10)  # a job's image as a base64 data URL, and the rest of the JSON
+    return ({("POST", "/api/v1/score"): files, ("POST", "/score"): files,
+             ("POST", "/api/v1/score/tensor"): files,  # the route checks the array's own size first
+             ("POST", "/api/v1/uploads"): max_upload + (64 << 10),
+             ("POST", "/api/v1/jobs"): data_url, ("POST", "/lab/start"): data_url}, max_json)
 
 
 def _cookies(raw: str) -> dict[str, str]:
@@ -54,19 +70,20 @@ def cross_site(method: str, headers: dict[str, str]) -> str | None:
 
 
 class GuardMiddleware:
-    def __init__(self, app, max_body_bytes: int, gatekeeper: Gatekeeper) -> None:
+    def __init__(self, app, limits: dict[tuple[str, str], int], default_limit: int, gatekeeper: Gatekeeper) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
+        self.limits, self.default_limit = limits, default_limit
         self.gatekeeper = gatekeeper
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        limit = self.limits.get((scope["method"], scope["path"].rstrip("/") or "/"), self.default_limit)
         declared = headers.get("content-length", "")
         length = whole_number(declared)  # anything else is for the body count below to catch
-        if length is not None and length > self.max_body_bytes:
-            return await _error(send, 413, "too_large", f"request body over {self.max_body_bytes} bytes")
+        if length is not None and length > limit:
+            return await _error(send, 413, "too_large", too_large(limit))
         reason = cross_site(scope["method"], headers)
         if reason:
             return await _error(send, 403, "forbidden", reason)
@@ -78,11 +95,10 @@ class GuardMiddleware:
         extra = list(HEADERS)
         if identity.new_cookie:
             secure = scope.get("scheme") == "https"
-            extra.append((b"set-cookie", self.gatekeeper.client_cookie(identity.client, secure).encode()))
+            extra.append((b"set-cookie", self.gatekeeper.client_cookie(identity.new_cookie, secure).encode()))
 
         started = False
         received = 0
-        limit = self.max_body_bytes
 
         async def counted_receive():
             nonlocal received

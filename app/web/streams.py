@@ -53,6 +53,11 @@ def sse(event: str, data: dict, event_id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+def sse_text(event: str, data: str) -> str:
+    """One named event whose JSON payload is already text (made once, sent to many streams)."""
+    return f"event: {event}\ndata: {data}\n\n"
+
+
 def sse_html(html: str) -> str:
     """An unnamed message carrying HTML (htmx's SSE extension swaps it into the page)."""
     return "".join(f"data: {line}\n" for line in html.splitlines()) + "\n"

@@ -71,7 +71,7 @@ async def generation_view(request: Request, state: Lab, lin: dict, generation: i
     who = identity(request)
     return {"id": lin["id"], "model": lin["model"], "seed": lin["seed"], "size": lin["size"], "generation": gen,
             "generations": latest, "parent": lin["parent"], "steps": lin["steps"], "images": cells,
-            "owner": lin["client"] == who.client, "links": links(lin["id"], gen if gen != latest else None),
+            "owner": who.owns(lin["client"]), "links": links(lin["id"], gen if gen != latest else None),
             "_probs": probs}
 
 
@@ -82,7 +82,7 @@ def public(view: dict) -> dict:
 @router.post("/breed", status_code=201, summary="Start (or branch) a lineage",
              responses={201: examples.json_example({**examples.LINEAGE, "generation": 0, "generations": 0,
                                                     "steps": []}),
-                        **error_responses(404, 409, 422, 429)})
+                        **error_responses(404, 409, 422, 429, 507)})
 async def new_lineage(request: Request, response: Response,
                       body: NewLineage = Body(default_factory=NewLineage, openapi_examples=examples.LINEAGE_REQUESTS),
                       state: Lab = Depends(lab)) -> dict:
@@ -107,8 +107,9 @@ async def create(request: Request, state: Lab, body: NewLineage) -> dict:
     entry = available_model(state, model)
     if entry.input_shape[0] not in (1, 3):
         raise ApiError(422, f"{model} takes {entry.input_shape[0]} channels: CPPNs draw grey or colour", "model")
-    if store.lineage_count(who.client) >= MAX_LINEAGES_PER_CLIENT:
+    if await run_in_threadpool(store.lineage_count, who.client) >= MAX_LINEAGES_PER_CLIENT:
         raise ApiError(429, f"this browser has {MAX_LINEAGES_PER_CLIENT} lineages; that is the most one may keep")
+    await run_in_threadpool(request.app.state.budgets["lineages"].check)
     lineage_id = secrets.token_urlsafe(9)
     store.create_lineage(lineage_id, who.client, entry.id, secrets.randbelow(2**31) if seed is None else seed, size,
                          steps, parent)
@@ -126,8 +127,9 @@ async def get_lineage(request: Request, lineage_id: str = Path(pattern=LINEAGE_I
 
 
 async def step(request: Request, state: Lab, lin: dict, picks: list[int] | None, by: str) -> dict:
-    if lin["client"] != identity(request).client:
-        raise ApiError(403, "only the browser that started this lineage breeds it on; branch it to go on yourself")
+    if not identity(request).owns(lin["client"]):
+        raise ApiError(403, "only the browser that started this lineage (its fl_client cookie) breeds it on; "
+                            "branch it to go on yourself")
     if len(lin["steps"]) >= breed.MAX_GENERATIONS:
         raise ApiError(409, f"a lineage has at most {breed.MAX_GENERATIONS} generations; branch it to go on")
     if by == "network":

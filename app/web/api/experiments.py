@@ -98,7 +98,7 @@ async def cancel_experiment(request: Request, exp_id: str = Path(pattern=EXP_ID)
     and the instructor."""
     who = identity(request)
     st = get_or_404(run, exp_id)
-    if not (who.instructor or st.get("owner") == who.client):
+    if not (who.instructor or who.owns(st.get("owner"))):
         raise ApiError(403, "only the experiment's owner or the instructor may cancel it")
     try:
         return public(run.cancel(exp_id))

@@ -7,6 +7,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.web.api.examples import json_example
+from app.web.deps import budget_report, require_instructor
+from app.web.errors import error_responses
 
 router = APIRouter(tags=["health"])
 
@@ -37,6 +39,32 @@ class Readiness(BaseModel):
 async def healthz() -> dict:
     """Answers as soon as the process serves HTTP, before any model is loaded (for a process supervisor)."""
     return {"status": "ok"}
+
+
+class Budget(BaseModel):
+    used: int = Field(description="kept now")
+    limit: int
+    unit: str = Field(description="bytes or rows", examples=["bytes"])
+
+
+class Budgets(BaseModel):
+    budgets: dict[str, Budget] = Field(description="disk (the data directory), lineages, quiz_items, members, "
+                                                   "experiments")
+    retention_days: float = Field(description="FOOLING_RETENTION_DAYS: what retention keeps")
+
+
+@router.get("/api/v1/budgets", response_model=Budgets, summary="What the server keeps (the instructor)",
+            responses={200: json_example({"budgets": {"disk": {"used": 52428800, "limit": 2147483648, "unit": "bytes"},
+                                                   "lineages": {"used": 120, "limit": 20000, "unit": "rows"}},
+                                       "retention_days": 30}),
+                       **error_responses(403)})
+def budgets(request: Request) -> dict:
+    """Each server-wide budget's use against its limit: the data directory's bytes
+    (FOOLING_DISK_BUDGET_MB) and the rows of lineages, quiz images, room members and experiments.
+    When one is full, what would pass it gets 507 naming it."""
+    require_instructor(request)
+    return {"budgets": budget_report(request.app.state.budgets),
+            "retention_days": request.app.state.lab.settings.retention_days}
 
 
 @router.get("/readyz", response_model=Readiness, summary="Readiness",

@@ -35,7 +35,7 @@ router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
 @router.post("/jobs", status_code=201, summary="Start a job",
              responses={201: examples.json_example(examples.JOB_CREATED, "queued; follow links.events"),
-                        **error_responses(404, 409, 413, 422, 429, 503, _404="unknown model or upload",
+                        **error_responses(404, 409, 413, 422, 429, 503, 507, _404="unknown model or upload",
                                           _409="model unavailable; or the Idempotency-Key was used for another "
                                                "request, or its first request is still being served",
                                           _413="image too large",
@@ -91,13 +91,19 @@ async def create_job(request: Request, response: Response,
 
 @router.get("/jobs", summary="List jobs",
             responses={200: examples.json_example(examples.JOB_LIST), **error_responses(422)})
-async def list_jobs(limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0, le=10**9),
-                    status: str | None = Query(None, pattern=STATUS),
-                    run: LocalRunner = Depends(runner)) -> dict:
-    """Jobs, newest first, without their confidence history; filter by `status`."""
-    recs = run.store.list(limit, offset, status)
+def list_jobs(request: Request, limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0, le=10**9),
+              status: str | None = Query(None, pattern=STATUS), run: LocalRunner = Depends(runner)) -> dict:
+    """Jobs, newest first, without their confidence history; filter by `status`. Jobs the
+    instructor hid are listed for the instructor only, and which room a job belongs to is left out
+    here for everyone else (a room's members list its jobs at `/api/v1/rooms/{code}/jobs`)."""
+    instructor = identity(request).instructor
+    visible = not instructor
+    recs = run.store.list(limit, offset, status, visible=visible)
     jobs = [view(run, r["id"], history=False) for r in recs]
-    return {"jobs": [j for j in jobs if j], "total": run.store.count(status), "limit": limit, "offset": offset}
+    if not instructor:
+        jobs = [{**j, "room": None} for j in jobs if j]
+    return {"jobs": [j for j in jobs if j], "total": run.store.count(status, visible=visible), "limit": limit,
+            "offset": offset}
 
 
 @router.get("/jobs/{job_id}", summary="One job",
@@ -275,7 +281,7 @@ for _name in JOB_FILES:
 
 @router.post("/uploads", status_code=201, summary="Upload an image for jobs",
              responses={201: examples.json_example(examples.UPLOADED),
-                        **error_responses(400, 409, 413, 415, 422, _400="corrupt image",
+                        **error_responses(400, 409, 413, 415, 422, 507, _400="corrupt image",
                                           _409="the Idempotency-Key was used for another file, or its first "
                                                "request is still being served")})
 async def upload(request: Request, response: Response,
@@ -295,16 +301,17 @@ async def upload(request: Request, response: Response,
         if claim.replay is not None:
             response.headers["Idempotent-Replayed"] = "true"
             return claim.replay
-        used = run.store.bytes_used(who.client)
+        used = await run_in_threadpool(run.store.bytes_used, who.client)
         if used >= s.disk_quota_bytes:
             raise ApiError(413, f"your runs and uploads keep {used // 2**20} MB on this server (quota "
                                 f"{s.disk_quota_bytes // 2**20} MB): delete some first", "file")
+        await run_in_threadpool(request.app.state.budgets["disk"].check, len(data))
         try:
             upload_id, img, size = await run_in_threadpool(results.save_upload, data, s.data_dir,
                                                            s.max_image_pixels)
         except ImageError as exc:
             raise ApiError(exc.status, str(exc), "file") from None
-        run.store.add_upload(upload_id, who.client, size)
+        await run_in_threadpool(run.store.add_upload, upload_id, who.client, size)
         made = {"id": upload_id, "width": img.width, "height": img.height}
         claim.done(made)
         return made

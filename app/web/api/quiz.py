@@ -7,12 +7,13 @@ import time
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from app.classroom import quiz
 from app.classroom.store import CODE_PATTERN
 from app.serving.lab import Lab
 from app.web.api import examples
-from app.web.deps import classroom, classroom_compute, identity, lab, open_room
+from app.web.deps import classroom, classroom_compute, identity, is_member, lab, open_room, require_member
 from app.web.errors import ApiError, error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["quiz"])
@@ -43,6 +44,7 @@ async def next_item(request: Request, state: Lab, room: str | None) -> dict | No
     if seq >= MAX_ITEMS_PER_CLIENT:
         raise ApiError(429, f"that is {seq} images: thank you! This server shows each browser at most "
                             f"{MAX_ITEMS_PER_CLIENT}")
+    await run_in_threadpool(request.app.state.budgets["quiz_items"].check)
     async with classroom_compute(request, "quiz"):
         item = await quiz.make_item(request.app.state.quiz, state.scorer.probabilities, _labels(state), who.client,
                                     room, seq + 1, store.recent_sources(who.client))
@@ -57,8 +59,16 @@ def record_answer(request: Request, item_id: str, answer: str) -> dict:
     item = store.item(item_id)
     if item is None:
         raise ApiError(404, f"no quiz item {item_id!r}", "item")
-    if item["client"] != identity(request).client:
-        raise ApiError(403, "that image was shown to someone else", "item")
+    if not identity(request).owns(item["client"]):
+        raise ApiError(403, "that image was shown to someone else (or to a request without the fl_client cookie, "
+                            "which cannot prove it was you)", "item")
+    if item["room"]:  # a room's answers come from its members, while it is open
+        room = open_room(request, item["room"])
+        if not is_member(request, room):
+            raise ApiError(403, f"answers in room {room['code']} are for its members: join it at /r/{room['code']}",
+                           "item")
+        if room["closed"]:
+            raise ApiError(409, f"room {room['code']} is closed: it takes no more answers", "item")
     if answer not in item["options"]:
         raise ApiError(422, f"answer must be one of {item['options']}", "answer")
     ms = max(0, min(int((time.time() - item["shown"]) * 1000), 3_600_000))
@@ -70,16 +80,33 @@ def record_answer(request: Request, item_id: str, answer: str) -> dict:
             "ms": ms}
 
 
+def _results_room(request: Request, room: str | None) -> str | None:
+    if not room:
+        return None
+    found = open_room(request, room)
+    require_member(request, found, "the quiz results")
+    return found["code"]
+
+
 RoomQuery = Query(None, pattern=CODE_PATTERN, description="only this room's images and answers")
 
 
 @router.get("/quiz/next", summary="The next quiz image",
-            responses={200: examples.json_example(examples.QUIZ_ITEM), **error_responses(404, 422, 429)})
+            responses={200: examples.json_example(examples.QUIZ_ITEM),
+                       **error_responses(403, 404, 409, 422, 429, 507, _403="not a member of the room",
+                                         _409="the room is closed")})
 async def quiz_next(request: Request, room: str | None = RoomQuery, state: Lab = Depends(lab)) -> dict:
     """One image (a fooling image from the gallery, or a real image the network gets right) and the
     options to choose from: the network's label, its runner-up, a random label and "none of these",
-    in random order. Answer with `POST /api/v1/quiz/answers`."""
-    code = open_room(request, room)["code"] if room else None
+    in random order. Answer with `POST /api/v1/quiz/answers`. A room's images are for its members
+    while it is open."""
+    code = None
+    if room:
+        found = open_room(request, room)
+        require_member(request, found, "the quiz images")
+        if found["closed"]:
+            raise ApiError(409, f"room {found['code']} is closed: its quiz takes no more answers", "room")
+        code = found["code"]
     item = await next_item(request, state, code)
     if item is None:
         raise ApiError(404, "no images to show yet: run a few fooling jobs first")
@@ -99,29 +126,33 @@ async def quiz_image(request: Request, item_id: str = Path(pattern=ITEM_ID)) -> 
 
 
 @router.post("/quiz/answers", status_code=201, summary="Answer a quiz image",
-             responses=error_responses(403, 404, 409, 422, _403="the item was shown to another browser",
-                                       _409="already answered") | {201: examples.json_example(examples.QUIZ_REVEAL)})
-async def quiz_answer(request: Request, body: Answer = Body(openapi_examples=examples.ANSWER_REQUESTS)) -> dict:
+             responses=error_responses(403, 404, 409, 422,
+                                       _403="the item was shown to another browser, or its room's answers are for "
+                                            "members", _409="already answered, or its room is closed")
+             | {201: examples.json_example(examples.QUIZ_REVEAL)})
+def quiz_answer(request: Request, body: Answer = Body(openapi_examples=examples.ANSWER_REQUESTS)) -> dict:
     """Records the answer (the first one counts) with the time since the image was shown, and
     reveals what the network said and how sure it was."""
     return record_answer(request, body.item, body.answer)
 
 
 @router.get("/quiz/results", summary="Quiz results",
-            responses={200: examples.json_example(examples.QUIZ_RESULTS), **error_responses(404, 422)})
-async def quiz_results(request: Request, room: str | None = RoomQuery) -> dict:
+            responses={200: examples.json_example(examples.QUIZ_RESULTS), **error_responses(403, 404, 422)})
+def quiz_results(request: Request, room: str | None = RoomQuery) -> dict:
     """Agreement with the network (answers naming its label), overall, per condition and per
-    image, each beside chance level and the network's confidence."""
-    code = open_room(request, room)["code"] if room else None
+    image, each beside chance level and the network's confidence. A room's: for its members and
+    the instructor."""
+    code = _results_room(request, room)
     return quiz.summarise(classroom(request).answers(code))
 
 
 @router.get("/quiz/results.csv", response_class=Response, summary="Quiz answers as CSV",
-            responses={200: {"content": {"text/csv": {}}}, **error_responses(404, 422)})
-async def quiz_csv(request: Request, room: str | None = RoomQuery) -> Response:
+            responses={200: {"content": {"text/csv": {}}}, **error_responses(403, 404, 422)})
+def quiz_csv(request: Request, room: str | None = RoomQuery) -> Response:
     """One row per answer: what was shown (image, options in order, network label and confidence),
-    the answer, agreement and response time; participants as pseudonyms."""
-    code = open_room(request, room)["code"] if room else None
+    the answer, agreement and response time; participants as pseudonyms. A room's: for its members
+    and the instructor."""
+    code = _results_room(request, room)
     salt = hashlib.sha256(request.app.state.gatekeeper.signer.key).hexdigest()
     name = f"quiz-{code}.csv" if code else "quiz.csv"
     return Response(quiz.to_csv(classroom(request).answers(code), salt), media_type="text/csv",

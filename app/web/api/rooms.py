@@ -3,21 +3,29 @@ wall (spotlight, hide), and the wall's one multiplexed event stream."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
+from app.classroom.feed import RoomFeeds
 from app.classroom.store import CODE_PATTERN
-from app.classroom.wall import FRAME_INTERVAL, room_job_ids
 from app.jobs.runner import LocalRunner
 from app.web import streams
 from app.web.api import examples
-from app.web.deps import classroom, held_stream, identity, open_room, require_instructor, runner
+from app.web.deps import (
+    classroom,
+    held_stream,
+    identity,
+    is_member,
+    join,
+    open_room,
+    require_instructor,
+    require_member,
+    runner,
+)
 from app.web.errors import ApiError, error_responses
 from app.web.views import JOB_ID, view
 
@@ -53,9 +61,11 @@ def room_links(code: str) -> dict:
             "jobs": f"{base}/jobs", "events": f"{base}/events", "close": f"{base}/close"}
 
 
-def room_view(room: dict, members: int | None = None) -> dict:
+def room_view(room: dict, members: int | None = None, instructor: bool = True) -> dict:
+    """A room's state; the jobs the instructor hid are named to the instructor only."""
     out = {"code": room["code"], "title": room["title"], "created": room["created"], "closed": room["closed"],
-           "spotlight": room["spotlight"], "hidden": room["hidden"], "links": room_links(room["code"])}
+           "spotlight": room["spotlight"], "hidden": room["hidden"] if instructor else [],
+           "links": room_links(room["code"])}
     if members is not None:
         out["members"] = members
     return out
@@ -80,7 +90,7 @@ async def create_room(request: Request, response: Response,
 
 @router.get("/rooms", summary="List rooms (the instructor)",
             responses={200: examples.json_example(examples.ROOMS), **error_responses(403)})
-async def list_rooms(request: Request) -> dict:
+def list_rooms(request: Request) -> dict:
     """Every room, newest first (up to 100), with how many have joined each."""
     require_instructor(request)
     store = classroom(request)
@@ -89,33 +99,35 @@ async def list_rooms(request: Request) -> dict:
 
 @router.get("/rooms/{code}", summary="One room",
             responses={200: examples.json_example(examples.ROOM_SEEN), **error_responses(404, 422)})
-async def get_room(request: Request, code: str = Code) -> dict:
-    """A room's state (open or closed, the spotlighted and hidden jobs, members) and, under `you`,
-    whether this browser has joined it and as whom."""
+def get_room(request: Request, code: str = Code) -> dict:
+    """A room's state (open or closed, the spotlighted job, how many joined) and, under `you`,
+    whether this browser has joined it and as whom. Hidden jobs are listed for the instructor only."""
     room = open_room(request, code)
-    out = room_view(room, len(classroom(request).members(room["code"])))
     who = identity(request)
-    member = classroom(request).member(room["code"], who.client)
-    out["you"] = {"member": member is not None and who.room == room["code"],
-                  "nickname": member["nickname"] if member else None, "instructor": who.instructor}
+    out = room_view(room, len(classroom(request).members(room["code"])), who.instructor)
+    member = is_member(request, room)
+    nickname = classroom(request).member(room["code"], who.client)["nickname"] if member else None
+    out["you"] = {"member": member, "nickname": nickname, "instructor": who.instructor}
     return out
 
 
 @router.post("/rooms/{code}/join", summary="Join a room",
              responses={200: examples.json_example(examples.ROOM_JOINED),
-                        **error_responses(404, 409, 422, _409="the room is closed")})
-async def join_room(request: Request, body: Join = Body(openapi_examples=examples.JOIN_REQUESTS),
-                    code: str = Code) -> JSONResponse:
-    """Join with a nickname: this browser's cookie remembers the room, and the jobs it starts from
-    now on belong to the room (they appear on its wall)."""
+                        **error_responses(403, 404, 409, 422, 429, 507,
+                                          _403="no fl_client cookie: a cookie-less request cannot be a member",
+                                          _409="the room is closed or full, or another member has that nickname",
+                                          _429="this browser is in FOOLING_MAX_ROOMS_PER_CLIENT rooms already",
+                                          _507="the server's room members budget is full")})
+def join_room(request: Request, body: Join = Body(openapi_examples=examples.JOIN_REQUESTS),
+              code: str = Code) -> JSONResponse:
+    """Join with a nickname, unique in the room (in any case): this browser's cookie remembers the
+    room, and the jobs it starts from now on belong to the room (they appear on its wall). Joining
+    again renames this browser."""
     room = open_room(request, code)
-    if room["closed"]:
-        raise ApiError(409, f"room {room['code']} is closed", "code")
-    who = identity(request)
-    classroom(request).join(room["code"], who.client, body.nickname.strip())
-    resp = JSONResponse({"code": room["code"], "nickname": body.nickname.strip(), "links": room_links(room["code"])})
-    resp.headers.append("set-cookie", request.app.state.gatekeeper.room_cookie(
-        who.client, room["code"], request.url.scheme == "https"))
+    nickname = body.nickname.strip()
+    cookie = join(request, room, nickname)
+    resp = JSONResponse({"code": room["code"], "nickname": nickname, "links": room_links(room["code"])})
+    resp.headers.append("set-cookie", cookie)
     return resp
 
 
@@ -146,23 +158,27 @@ async def spotlight(request: Request, body: Spotlight = Body(openapi_examples=ex
 
 @router.post("/rooms/{code}/hide", summary="Hide (or show again) a job on the wall (the instructor)",
              responses={200: examples.json_example(examples.HIDDEN), **error_responses(403, 404, 422)})
-async def hide(request: Request, body: Hide = Body(openapi_examples=examples.HIDE_REQUESTS), code: str = Code,
-               run: LocalRunner = Depends(runner)) -> dict:
-    """Take a job off the room's wall for everyone but the instructor (`hidden: false` puts it
-    back); the job itself is untouched."""
+def hide(request: Request, body: Hide = Body(openapi_examples=examples.HIDE_REQUESTS), code: str = Code,
+         run: LocalRunner = Depends(runner)) -> dict:
+    """Take a job off the room's wall, and out of every public listing (the jobs list, the gallery,
+    the quiz), for everyone but the instructor (`hidden: false` puts it back). Its owner still
+    reaches it by its id."""
     require_instructor(request)
     room = open_room(request, code)
     if (run.record(body.job) or {}).get("room") != room["code"]:
         raise ApiError(404, f"no job {body.job!r} in room {room['code']}", "job")
+    run.store.set_flag(body.job, "hidden", body.hidden)
     return {"hidden": classroom(request).set_hidden(room["code"], body.job, body.hidden)}
 
 
 @router.get("/rooms/{code}/jobs", summary="A room's jobs",
-            responses={200: examples.json_example(examples.ROOM_JOBS), **error_responses(404, 422)})
-async def room_jobs(request: Request, code: str = Code, run: LocalRunner = Depends(runner)) -> dict:
-    """The room's jobs, newest first (up to 200), each with its owner's nickname; jobs the
-    instructor hid from the wall are left out for everyone else."""
+            responses={200: examples.json_example(examples.ROOM_JOBS),
+                       **error_responses(403, 404, 422, _403="not a member of the room, nor the instructor")})
+def room_jobs(request: Request, code: str = Code, run: LocalRunner = Depends(runner)) -> dict:
+    """The room's jobs, newest first (up to 200), each with its owner's nickname: for the room's
+    members and the instructor. Jobs the instructor hid are left out for everyone else."""
     room = open_room(request, code)
+    require_member(request, room, "the jobs")
     names = classroom(request).members(room["code"])
     hidden = set(room["hidden"]) if not identity(request).instructor else set()
     out = []
@@ -180,72 +196,52 @@ async def room_jobs(request: Request, code: str = Code, run: LocalRunner = Depen
             responses={200: {"content": {"text/event-stream": {"example": examples.ROOM_EVENTS}},
                              "description": "`room` (its state) whenever it changes, `tile` per job (at most 2 a "
                                             "second per job, the latest frame only), `remove` when a job leaves"},
-                       **error_responses(404, 422, 429)})
-async def room_events(request: Request, code: str = Code, run: LocalRunner = Depends(runner)) -> StreamingResponse:
+                       **error_responses(403, 404, 422, 429, _403="not a member of the room, nor the instructor")})
+async def room_events(request: Request, code: str = Code) -> StreamingResponse:
     """One connection for the whole wall, however many jobs the room has: each tile (best image as
     a small PNG data URL, label, confidence, owner's nickname) is sent when its job changes, at most
-    twice a second, skipping frames a slow client could not take."""
+    twice a second, skipping frames a slow client could not take. For the room's members and the
+    instructor; every wall of a room shares one reader of its state."""
     room = open_room(request, code)
+    require_member(request, room, "the wall")
     code = room["code"]
-    store, tiles = classroom(request), request.app.state.tiles
     instructor = identity(request).instructor
+    feeds: RoomFeeds = request.app.state.feeds
 
     async def stream() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
-        room_version, names, ids, listed = None, {}, [], 0.0
-        sent: dict[str, tuple[object, float]] = {}  # job id -> (frame key, when sent)
+        sent: dict[str, object] = {}  # job id -> the tile key last sent
+        seen, room_version = 0, None  # version 0: the feed has not read the room yet
         alive = time.monotonic()
-        while True:
-            if streams.stopping(request) or run.closing:
-                yield streams.sse("close", {"room": code, "status": "server-stopping"})
-                return
-            now = time.monotonic()
-            current = store.room(code)
-            if current is None:
-                yield streams.sse("close", {"room": code, "status": "deleted"})
-                return
-            if current["version"] != room_version:
-                room_version = current["version"]
-                names = store.members(code)
-                yield streams.sse("room", room_view(current, len(names)))
-                listed = 0.0  # the hidden set or members may have changed: list again now
-            if now - listed >= 1.0:
-                listed = now
-                hidden = set() if instructor else set(current["hidden"])
-                fresh = [i for i in await run_in_threadpool(room_job_ids, run, code) if i not in hidden]
-                for gone in [i for i in sent if i not in fresh]:
+        async with feeds.watch(code) as feed:
+            while True:
+                if streams.stopping(request) or request.app.state.runner.closing:
+                    yield streams.sse("close", {"room": code, "status": "server-stopping"})
+                    return
+                await feed.wait(seen, timeout=1.0)  # wakes on a change; checks for shutdown each second
+                if feed.version == seen:
+                    if time.monotonic() - alive > 15:
+                        alive = time.monotonic()
+                        yield ": keep-alive\n\n"
+                    continue
+                seen, current = feed.version, feed.room
+                if current is None:
+                    yield streams.sse("close", {"room": code, "status": "deleted"})
+                    return
+                if current["version"] != room_version:
+                    room_version = current["version"]
+                    yield streams.sse("room", room_view(current, len(feed.names), instructor))
+                hidden = () if instructor else set(current["hidden"])
+                shown = [i for i in feed.ids if i not in hidden]
+                for gone in [i for i in sent if i not in set(shown)]:
                     del sent[gone]
                     yield streams.sse("remove", {"id": gone})
-                ids = fresh
-            due = [i for i in ids if now - sent.get(i, (None, 0.0))[1] >= FRAME_INTERVAL]
-            made = await run_in_threadpool(_changed_tiles, tiles, due, sent)
-            for job_id, key, tile in made:
-                sent[job_id] = (key, now)
-                owner = tile.pop("client", None)  # client ids stay on the server
-                yield streams.sse("tile", {**tile, "nickname": names.get(owner or ""),
-                                           "hidden": job_id in current["hidden"]})
-            if made:
-                alive = now
-            elif now - alive > 15:
-                alive = now
-                yield ": keep-alive\n\n"
-            await asyncio.sleep(FRAME_INTERVAL / 2)
+                for job_id in shown:
+                    key, text = feed.texts.get(job_id, (None, None))
+                    if text is not None and sent.get(job_id) != key:
+                        sent[job_id] = key
+                        yield streams.sse_text("tile", text)
+                alive = time.monotonic()
 
     return StreamingResponse(held_stream(request, stream()), media_type="text/event-stream",
                              headers=streams.HEADERS)
-
-
-def _changed_tiles(tiles, ids: list[str], sent: dict) -> list[tuple[str, object, dict]]:
-    """(id, frame key, tile) for each job whose frame differs from the one last sent."""
-    out = []
-    for job_id in ids:
-        last = sent.get(job_id, (None,))[0]
-        if last is not None and last[1][0] == "final":  # a finished job's tile never changes: no lookup
-            continue
-        key = tiles.key(job_id)
-        if key is None or last == key:
-            continue
-        tile = tiles.tile(job_id)
-        if tile is not None:
-            out.append((job_id, key, dict(tile)))
-    return out

@@ -9,6 +9,7 @@ import re
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from app.classroom import breed as breeding
 from app.classroom import quiz as quizzing
@@ -20,7 +21,8 @@ from app.web import views
 from app.web.api import breed as breed_api
 from app.web.api import quiz as quiz_api
 from app.web.api.rooms import NICKNAME, room_links
-from app.web.deps import classroom, identity, lab, open_room, require_instructor, runner
+from app.web.deps import classroom, identity, is_member, lab, open_room, require_instructor, require_member, runner
+from app.web.deps import join as join_room
 from app.web.errors import ApiError
 from app.web.forms import whole_number
 from app.web.identity import ROOM_COOKIE
@@ -33,9 +35,8 @@ Code = Path(pattern=CODE_PATTERN)
 def _room_context(request: Request, code: str) -> dict:
     room = open_room(request, code)
     who = identity(request)
-    member = classroom(request).member(room["code"], who.client)
-    joined = member is not None and who.room == room["code"]
-    return {"room": room, "links": room_links(room["code"]), "member": member if joined else None,
+    member = classroom(request).member(room["code"], who.client) if is_member(request, room) else None
+    return {"room": room, "links": room_links(room["code"]), "member": member,
             "instructor": who.instructor, "members": len(classroom(request).members(room["code"]))}
 
 
@@ -47,7 +48,7 @@ async def room_page(request: Request, code: str = Code, run: LocalRunner = Depen
     ctx = _room_context(request, code)
     mine = []
     if ctx["member"]:
-        recs = [r for r in run.store.list(50, room=ctx["room"]["code"]) if r["client"] == identity(request).client]
+        recs = [r for r in run.store.list(50, room=ctx["room"]["code"]) if identity(request).owns(r["client"])]
         mine = [v for v in (views.view(run, r["id"], history=False) for r in recs[:12]) if v]
     usable = {e.id for e in state.registry.list() if e.available}
     # each student's own default seed, so that a room's runs of one preset differ
@@ -58,18 +59,13 @@ async def room_page(request: Request, code: str = Code, run: LocalRunner = Depen
 
 @router.post("/r/{code}/join")
 async def join(request: Request, code: str = Code) -> Response:
-    ctx = _room_context(request, code)
-    room = ctx["room"]
+    room = open_room(request, code)
     nickname = str((await request.form()).get("nickname") or "").strip()
-    if room["closed"]:
-        raise ApiError(409, f"room {room['code']} is closed", "code")
     if not re.match(NICKNAME, nickname):
         raise ApiError(422, "a nickname is 1 to 24 characters, without < > & or quotes", "nickname")
-    who = identity(request)
-    classroom(request).join(room["code"], who.client, nickname)
+    cookie = await run_in_threadpool(join_room, request, room, nickname)
     resp = RedirectResponse(f"/r/{room['code']}", status_code=303)
-    resp.headers.append("set-cookie", request.app.state.gatekeeper.room_cookie(
-        who.client, room["code"], request.url.scheme == "https"))
+    resp.headers.append("set-cookie", cookie)
     return resp
 
 
@@ -98,28 +94,37 @@ async def close_room_page(request: Request, code: str = Code) -> Response:
 
 @router.get("/r/{code}/wall", response_class=HTMLResponse)
 async def wall(request: Request, code: str = Code) -> HTMLResponse:
+    """The class wall: for the room's members and the instructor (others are asked to join)."""
     return templates.TemplateResponse(request, "wall.html", _room_context(request, code))
 
 
 # -- "Can you tell?" ------------------------------------------------------------------------------
 def _quiz_page(request: Request, item: dict | None, room: dict | None, reveal: dict | None = None,
-               status: int = 200) -> HTMLResponse:
-    store = classroom(request)
-    answered = len([a for a in store.answers(room["code"] if room else None)
-                    if a["client"] == identity(request).client])
+               status: int = 200, cookies_off: bool = False) -> HTMLResponse:
+    who = identity(request)
+    answered = 0 if who.anonymous else classroom(request).answered_count(who.client, room["code"] if room else None)
     return templates.TemplateResponse(request, "quiz.html", {
         "item": quiz_api.item_view(item) if item else None, "room": room, "reveal": reveal, "answered": answered,
+        "cookies_off": cookies_off,
         "results": f"/r/{room['code']}/quiz/results" if room else "/quiz/results"}, status_code=status)
 
 
 @router.get("/quiz", response_class=HTMLResponse)
-async def quiz_page(request: Request, state: Lab = Depends(lab)) -> HTMLResponse:
+async def quiz_page(request: Request, state: Lab = Depends(lab), c: int = Query(0, ge=0, le=1)) -> Response:
+    if identity(request).anonymous:
+        # A first visit: the image must be shown to this browser's own id, which it has from the
+        # cookie set now; once (c=1) so that a client that keeps no cookies is not sent round forever.
+        if not c:
+            return RedirectResponse("/quiz?c=1", status_code=303)
+        return _quiz_page(request, None, None, cookies_off=True)
     return _quiz_page(request, await quiz_api.next_item(request, state, None), None)
 
 
 @router.get("/r/{code}/quiz", response_class=HTMLResponse)
-async def room_quiz_page(request: Request, code: str = Code, state: Lab = Depends(lab)) -> HTMLResponse:
+async def room_quiz_page(request: Request, code: str = Code, state: Lab = Depends(lab)) -> Response:
     room = open_room(request, code)
+    if not is_member(request, room):
+        return RedirectResponse(f"/r/{room['code']}", status_code=303)  # join first
     return _quiz_page(request, await quiz_api.next_item(request, state, room["code"]), room)
 
 
@@ -157,7 +162,9 @@ async def quiz_results(request: Request) -> HTMLResponse:
 
 @router.get("/r/{code}/quiz/results", response_class=HTMLResponse)
 async def room_quiz_results(request: Request, code: str = Code) -> HTMLResponse:
-    return _results_page(request, open_room(request, code))
+    room = open_room(request, code)
+    require_member(request, room, "the quiz results")
+    return _results_page(request, room)
 
 
 KINDS = {"real": "dot-real", "fooling · cppn": "dot-cppn", "fooling · direct": "dot-direct"}  # style.css
@@ -239,6 +246,7 @@ async def breed_use(request: Request, lineage_id: str = Path(pattern=breed_api.L
     who = identity(request)
     if run.store.bytes_used(who.client) + len(png) > state.settings.disk_quota_bytes:
         raise ApiError(413, "your runs and uploads are at this server's disk quota: delete some first")
+    request.app.state.budgets["disk"].check(len(png))
     upload_id, _, size = results.save_upload(png, state.settings.data_dir, state.settings.max_image_pixels)
     run.store.add_upload(upload_id, who.client, size)
     if to == "score":

@@ -46,4 +46,4 @@ async def experiment_page(request: Request, exp_id: str = Path(pattern=EXP_ID),
     who = identity(request)
     numbers = {k: v for k, v in (st.get("results") or {}).items() if k not in ("plots",)}
     return templates.TemplateResponse(request, "experiment.html", {
-        "exp": public(st), "numbers": numbers, "can_cancel": who.instructor or st.get("owner") == who.client})
+        "exp": public(st), "numbers": numbers, "can_cancel": who.instructor or who.owns(st.get("owner"))})

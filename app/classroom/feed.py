@@ -1,0 +1,134 @@
+"""One reader per room for all of its walls.
+
+Every wall connection used to read the room, list its jobs and look up each tile itself, several
+times a second: 60 phones watching an idle room took a whole core. Now one ``RoomFeed`` per room
+reads the room's state and its tiles, turns each tile into its JSON text once, and wakes the walls
+only when something changed; a wall connection just compares what it sent with the feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from starlette.concurrency import run_in_threadpool
+
+from app.classroom.store import ClassroomStore
+from app.classroom.wall import FRAME_INTERVAL, Tiles, room_job_ids
+from app.jobs.runner import Runner
+
+LIST_EVERY = 1.0  # seconds between listings of the room's jobs (new and removed tiles)
+
+
+class RoomFeed:
+    """The latest state of one room's wall: ``room`` (None once the room is deleted), ``names``
+    (client -> nickname), ``ids`` (its jobs on the wall, hidden ones included: each wall leaves them
+    out for all but the instructor), and per job the key and JSON text of its tile."""
+
+    def __init__(self, code: str, store: ClassroomStore, runner: Runner, tiles: Tiles) -> None:
+        self.code, self.store, self.runner, self.tiles = code, store, runner, tiles
+        self.version = 0  # bumped whenever anything a wall sends changes
+        self.read_once = False
+        self.room: dict | None = None
+        self.names: dict[str, str] = {}
+        self.ids: list[str] = []
+        self.texts: dict[str, tuple[object, str]] = {}  # job id -> (key, tile JSON)
+        self._frames: dict[str, tuple[object, float]] = {}  # job id -> (tile frame key, when read)
+        self._listed = 0.0
+        self._changed = asyncio.Event()
+        self.watchers = 0
+        self.task: asyncio.Task | None = None
+
+    async def wait(self, seen: int, timeout: float) -> None:
+        """Return once ``version`` is past ``seen``, or after ``timeout``."""
+        if self.version > seen:
+            return
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def _publish(self) -> None:
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            state = await run_in_threadpool(self.read)
+            if state is not None:  # swapped in here, on the loop, so a wall never sees half of it
+                self.room, self.names, self.ids, self.texts = state
+                self._publish()
+            if self.room is None:
+                return  # deleted: the walls close
+            await asyncio.sleep(FRAME_INTERVAL / 2)
+
+    def read(self) -> tuple | None:
+        """One look at the room and its tiles (in a worker thread): the new (room, names, ids,
+        texts), or None when nothing changed."""
+        now = time.monotonic()
+        room = self.store.room(self.code)
+        if room is None:
+            return (None, {}, [], {})
+        changed = not self.read_once
+        self.read_once = True
+        names, ids, texts = self.names, self.ids, self.texts
+        renamed = self.room is None or room["version"] != self.room["version"]
+        if renamed:  # members, the spotlight or the hidden set changed: every tile's text again
+            names, changed, self._listed = self.store.members(self.code), True, 0.0
+        if now - self._listed >= LIST_EVERY:
+            self._listed = now
+            listed = room_job_ids(self.runner, self.code)
+            if listed != ids:
+                ids, changed = listed, True
+                texts = {i: t for i, t in texts.items() if i in set(listed)}
+                self._frames = {i: f for i, f in self._frames.items() if i in set(listed)}
+        for job_id in ids:
+            last = self._frames.get(job_id)
+            final = last is not None and last[0][1][0] == "final"
+            if last is not None and not renamed and (final or now - last[1] < FRAME_INTERVAL):
+                continue  # a finished tile never changes; a live one is read at most every FRAME_INTERVAL
+            key = last[0] if final else self.tiles.key(job_id)
+            if key is None or (last is not None and last[0] == key and not renamed):
+                continue
+            tile = self.tiles.tile(job_id)
+            if tile is None:
+                continue
+            self._frames[job_id] = (key, now)
+            public = {k: v for k, v in tile.items() if k != "client"}  # client ids stay on the server
+            public.update(nickname=names.get(tile.get("client") or ""), hidden=job_id in room["hidden"])
+            if texts is self.texts:
+                texts = dict(texts)
+            texts[job_id] = ((key, room["version"]), json.dumps(public, separators=(",", ":")))
+            changed = True
+        return (room, names, ids, texts) if changed else None
+
+
+class RoomFeeds:
+    """The feeds of the rooms being watched now, one per room (and event loop)."""
+
+    def __init__(self, store: ClassroomStore, runner: Runner, tiles: Tiles) -> None:
+        self.store, self.runner, self.tiles = store, runner, tiles
+        self._feeds: dict[tuple[int, str], RoomFeed] = {}
+
+    @asynccontextmanager
+    async def watch(self, code: str) -> AsyncIterator[RoomFeed]:
+        """The room's feed, started by its first watcher and stopped when its last one leaves."""
+        key = (id(asyncio.get_running_loop()), code)
+        feed = self._feeds.get(key)
+        if feed is None or feed.task is None or feed.task.done():
+            feed = self._feeds[key] = RoomFeed(code, self.store, self.runner, self.tiles)
+            feed.task = asyncio.create_task(feed.run())
+        feed.watchers += 1
+        try:
+            yield feed
+        finally:
+            feed.watchers -= 1
+            if feed.watchers == 0:
+                feed.task.cancel()
+                if self._feeds.get(key) is feed:
+                    del self._feeds[key]
+
+    def __len__(self) -> int:
+        return len(self._feeds)
