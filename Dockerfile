@@ -20,6 +20,15 @@ COPY static static
 COPY models models
 RUN pip install --no-deps -e .
 
+# Runs as an unprivileged user. Everything the server keeps (jobs, uploads, the databases, its
+# signing key when FOOLING_SECRET_KEY is unset, downloaded weights) is under data/, a volume:
+# mount one there or a new container starts empty.
+ENV TORCH_HOME=/srv/fooling-lab/data/torch
+RUN useradd --system --uid 10001 --home-dir /srv/fooling-lab --shell /usr/sbin/nologin fooling \
+    && mkdir -p /srv/fooling-lab/data && chown fooling /srv/fooling-lab/data
+VOLUME ["/srv/fooling-lab/data"]
+USER fooling
+
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s CMD \
   python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz')"
