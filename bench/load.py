@@ -9,7 +9,10 @@ slowest and fastest job's steps per second (fairness), and the server's peak mem
 
     --hostile       one hostile client beside the students: it throws its cookie away on every
                     request, starts oversized and ordinary jobs, pauses its own, tries to cancel
-                    and delete the students' jobs, and holds 300 event streams open.
+                    and delete the students' jobs, and holds 300 event streams open; and a
+                    cookie-less script that floods uploads, sends a 50 MB JSON body, scrapes the
+                    students' room and stuffs the quiz. The students then sit in one room, the
+                    server has a disk budget (--disk-budget-mb), and /healthz is timed throughout.
     --rss-jobs 500  then runs that many small jobs one after another and reports the server's RSS
                     after the first 50 and after all of them (finished jobs must keep no tensors).
 """
@@ -35,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.live_server import LiveServer  # noqa: E402
 
+ADMIN = "load-bench-token"
+
 
 def digit_png() -> bytes:
     from app.data import mnist
@@ -55,10 +60,13 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def student(url: str, i: int, generations: int, out: list[dict], ids: list[str]) -> None:
+async def student(url: str, i: int, generations: int, out: list[dict], ids: list[str], room: str | None = None
+                  ) -> None:
     # Each student is a browser of their own: their own cookie jar, hence their own signed identity.
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         await client.get("/healthz")  # first visit: the server sets this student's fl_client cookie
+        if room:
+            (await client.post(f"/api/v1/rooms/{room}/join", json={"nickname": f"student{i}"})).raise_for_status()
         await _student(client, i, generations, out, ids)
 
 
@@ -146,6 +154,65 @@ async def hostile(url: str, victims: list[str], stop: asyncio.Event, tally: dict
             await c.post(f"/api/v1/jobs/{job_id}/cancel", headers={"Authorization": f"Bearer {token}"})
 
 
+async def cookieless_script(url: str, room: str, stop: asyncio.Event, tally: dict) -> None:
+    """A script that keeps no cookies: every request is from the anonymous client of its address."""
+
+    def count(what: str, status: int) -> None:
+        tally[f"{what} {status}"] = tally.get(f"{what} {status}", 0) + 1
+
+    noise = np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)  # about 1 MB as a PNG
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    photo = buf.getvalue()
+    async with httpx.AsyncClient(base_url=url, timeout=60, cookies=None) as c:
+        try:
+            r = await c.post("/api/v1/quiz/answers", content=b"[" + b"0," * 25_000_000 + b"0]",
+                             headers={"content-type": "application/json"})
+            count("50 MB JSON", r.status_code)
+        except httpx.HTTPError:  # the server may close the connection after its 413
+            count("50 MB JSON", 413)
+        while not stop.is_set():
+            c.cookies.clear()
+            count("upload", (await c.post("/api/v1/uploads", files={"file": ("n.png", photo, "image/png")})
+                             ).status_code)
+            for path in (f"/api/v1/rooms/{room}/jobs", f"/api/v1/rooms/{room}", "/api/v1/jobs?limit=200"):
+                c.cookies.clear()
+                r = await c.get(path)
+                text = r.text.replace(" ", "")
+                leaked = r.status_code == 200 and ('"student' in text or f'"room":"{room}"' in text)  # nicknames
+                count(f"scrape {path.split('?')[0].replace(room, 'CODE')}{' (leaked)' if leaked else ''}",
+                      r.status_code)
+            c.cookies.clear()
+            count("room quiz", (await c.get(f"/api/v1/quiz/next?room={room}")).status_code)
+            c.cookies.clear()
+            r = await c.get("/api/v1/quiz/next")
+            count("quiz next", r.status_code)
+            if r.status_code == 200:
+                item = r.json()
+                c.cookies.clear()
+                count("quiz answer", (await c.post("/api/v1/quiz/answers",
+                                                   json={"item": item["id"], "answer": item["options"][0]})
+                                      ).status_code)
+            c.cookies.clear()
+            count("room join", (await c.post(f"/api/v1/rooms/{room}/join", json={"nickname": "student1"})
+                                ).status_code)
+            await asyncio.sleep(0.1)
+
+
+async def healthz(url: str, stop: asyncio.Event, lat: list[float]) -> None:
+    """/healthz every 50 ms on a connection of its own: how long the event loop keeps anyone waiting."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+        while not stop.is_set():
+            t = time.perf_counter()
+            await c.get("/healthz")
+            lat.append(time.perf_counter() - t)
+            await asyncio.sleep(0.05)
+
+
+def disk_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 async def rss_over_jobs(url: str, pid: int, total: int) -> dict:
     """Run ``total`` small jobs, a few at a time; the server's RSS after 50 and after all."""
     out = {}
@@ -168,7 +235,8 @@ async def rss_over_jobs(url: str, pid: int, total: int) -> dict:
     return out
 
 
-async def run(url: str, n: int, m: int, generations: int, pid: int | None, with_hostile: bool = False) -> dict:
+async def run(url: str, n: int, m: int, generations: int, pid: int | None, with_hostile: bool = False,
+              data_dir: Path | None = None) -> dict:
     limits = httpx.Limits(max_connections=n + m + 8)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
         png = digit_png()
@@ -185,16 +253,27 @@ async def run(url: str, n: int, m: int, generations: int, pid: int | None, with_
         mem = asyncio.create_task(watch_memory())
         ids: list[str] = []
         tally: dict[str, int] = {}
-        students = [asyncio.create_task(student(url, i, generations, results, ids)) for i in range(n)]
-        bad = None
+        room, health, peak_disk = None, [], [0]
+        if with_hostile:
+            room = (await client.post("/api/v1/rooms", json={"title": "load"},
+                                      headers={"Authorization": f"Bearer {ADMIN}"})).json()["code"]
+
+        async def watch_disk() -> None:
+            while not stop.is_set() and data_dir:
+                peak_disk[0] = max(peak_disk[0], await asyncio.to_thread(disk_bytes, data_dir))
+                await asyncio.sleep(1.0)
+
+        extra = [asyncio.create_task(healthz(url, stop, health)), asyncio.create_task(watch_disk())]
+        students = [asyncio.create_task(student(url, i, generations, results, ids, room)) for i in range(n)]
         if with_hostile:
             while not ids and not all(s.done() for s in students):
                 await asyncio.sleep(0.05)
-            bad = asyncio.create_task(hostile(url, ids, stop, tally))
+            extra += [asyncio.create_task(hostile(url, ids, stop, tally)),
+                      asyncio.create_task(cookieless_script(url, room, stop, tally))]
         await asyncio.gather(*students)
         wall = time.perf_counter() - t0
         stop.set()
-        await asyncio.gather(*scorers, mem, *([bad] if bad else []))
+        await asyncio.gather(*scorers, mem, *extra)
     done = [r for r in results if r.get("status") == "done"]
     rates = [r["steps"] / r["elapsed"] for r in done if r["elapsed"] > 0]
     lat.sort()
@@ -206,6 +285,9 @@ async def run(url: str, n: int, m: int, generations: int, pid: int | None, with_
             "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))] if lat else None,
             "slowest_steps_per_s": min(rates) if rates else None,
             "fastest_steps_per_s": max(rates) if rates else None, "peak_rss_mb": peak[0],
+            "healthz_requests": len(health), "healthz_p50_ms": 1000 * statistics.median(health) if health else None,
+            "healthz_p99_ms": 1000 * sorted(health)[int(0.99 * (len(health) - 1))] if health else None,
+            "peak_data_dir_mb": peak_disk[0] / 2**20 if data_dir else None,
             "hostile": tally if with_hostile else None}
 
 
@@ -213,15 +295,21 @@ def markdown(rows: list[dict], workers: int) -> str:
     out = [f"Server: lenet-mnist, {workers} job workers, 2-core CPU. Each student: map-elites, direct, "
            f"all 10 digits, population 50, {rows[0]['generations']} generations, watching its SSE stream.", "",
            "| students | scoring clients | jobs done | rejected | events | wall s | score req/s | p50 ms | p99 ms "
-           "| slowest job steps/s | fastest job steps/s | peak RSS MB |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| slowest job steps/s | fastest job steps/s | peak RSS MB | /healthz p99 ms |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        health = f"{r['healthz_p99_ms']:.1f}" if r.get("healthz_p99_ms") is not None else "–"
         out.append(f"| {r['students']} | {r['scorers']} | {r['completed']} | {r['rejected']} | {r['events']} | "
                    f"{r['wall_s']:.1f} | {r['score_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-                   f"{r['slowest_steps_per_s']:.1f} | {r['fastest_steps_per_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+                   f"{r['slowest_steps_per_s']:.1f} | {r['fastest_steps_per_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+                   f"{health} |")
     for r in rows:
         if r.get("hostile"):
-            out += ["", f"Beside the {r['students']} students, one hostile client (answers it got, by what it tried):",
+            if r.get("peak_data_dir_mb") is not None:
+                out += ["", f"Data directory at its largest: {r['peak_data_dir_mb']:.1f} MB, against a disk budget of "
+                            f"{r['disk_budget_mb']} MB."]
+            out += ["", f"Beside the {r['students']} students, the hostile clients (answers they got, by what they "
+                        "tried):",
                     "", "| attempt | status | count |", "|---|---|---|"]
             out += [f"| {k.rsplit(' ', 1)[0]} | {k.rsplit(' ', 1)[1]} | {v} |" for k, v in sorted(r["hostile"].items())]
         rss = {k: v for k, v in r.items() if k.startswith("rss_after_")}
@@ -239,7 +327,8 @@ def main() -> int:
     ap.add_argument("--generations", type=int, default=200)
     ap.add_argument("--workers", type=int, default=int(os.environ.get("FOOLING_WORKERS", "4")))
     ap.add_argument("--json", default="bench/results/load.json")
-    ap.add_argument("--hostile", action="store_true", help="one hostile client beside the students")
+    ap.add_argument("--hostile", action="store_true", help="hostile clients beside the students")
+    ap.add_argument("--disk-budget-mb", type=int, default=64, help="with --hostile: FOOLING_DISK_BUDGET_MB")
     ap.add_argument("--rss-jobs", type=int, default=0, help="then run this many small jobs and report RSS")
     ap.add_argument("--backend", choices=("local", "ray"), default="local",
                     help="ray: the server runs jobs on one Ray engine with --workers jobs at once (a local instance)")
@@ -257,10 +346,14 @@ def main() -> int:
                                 FOOLING_QUEUE_SIZE=str(max(64, n)), FOOLING_EVENTS_PER_SECOND="5",
                                 FOOLING_MAX_JOBS_PER_ADDRESS=str(max(256, 2 * n)), FOOLING_BACKEND=args.backend,
                                 FOOLING_RAY_CPU_ENGINES="1", FOOLING_RAY_ENGINE_JOBS=str(args.workers),
-                                FOOLING_RAY_SCORING=args.ray_scoring).start()
+                                FOOLING_RAY_SCORING=args.ray_scoring, FOOLING_ADMIN_TOKEN=ADMIN,
+                                **({"FOOLING_DISK_BUDGET_MB": str(args.disk_budget_mb)} if args.hostile else {})
+                                ).start()
             url, pid = server.url, server.proc.pid
         try:
-            rows.append(asyncio.run(run(url, n, args.scorers, args.generations, pid, args.hostile)))
+            rows.append(asyncio.run(run(url, n, args.scorers, args.generations, pid, args.hostile,
+                                        server.data_dir if server else None)))
+            rows[-1]["disk_budget_mb"] = args.disk_budget_mb if args.hostile else None
             rows[-1]["backend"] = args.backend
             if args.backend == "ray":
                 rows[-1]["ray_scoring"] = args.ray_scoring

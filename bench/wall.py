@@ -3,6 +3,11 @@ all N tiles over its one event stream. Prints a Markdown table for the README.
 
     .venv/bin/python bench/wall.py                 # starts its own server; 100 tiles, 30 s
     .venv/bin/python bench/wall.py --tiles 50 --seconds 20 --no-browser
+    .venv/bin/python bench/wall.py --idle-walls 100 --tiles 100   # a class watching an idle room
+
+--idle-walls N: the room's 100 jobs finish first; then N students (each its own browser, a member
+of the room) open the wall at once, and the server's CPU is measured with no wall open and with
+all N open (every wall of a room shares one reader of it), beside /healthz latency.
 
 Measures, on the stream (a plain HTTP client): tile frames a second in all and per tile (the
 server sends at most 2 per tile), the longest gap between two frames of one tile (how stale a tile
@@ -32,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from tests.live_server import LiveServer  # noqa: E402
 
 ADMIN = "wall-bench-token"
+TEACHER = {"Authorization": f"Bearer {ADMIN}"}  # the wall is for the room's members and the instructor
 JOB = {"model": "lenet-mnist", "method": "map-elites", "encoding": "direct", "population": 10,
        "generations": 20_000, "params": {"stop_at": None}}
 
@@ -74,7 +80,7 @@ async def follow(url: str, code: str, seconds: float) -> dict:
                 await asyncio.sleep(0.25)
 
     async def stream() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=None) as c, \
+        async with httpx.AsyncClient(base_url=url, timeout=None, headers=TEACHER) as c, \
                 c.stream("GET", f"/api/v1/rooms/{code}/events") as r:
             event = None
             async for line in r.aiter_lines():
@@ -103,7 +109,7 @@ def in_browser(url: str, code: str, seconds: float) -> dict:
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
-        pg = b.new_context(viewport={"width": 1920, "height": 1080}).new_page()
+        pg = b.new_context(viewport={"width": 1920, "height": 1080}, extra_http_headers=TEACHER).new_page()
         pg.goto(f"{url}/r/{code}/wall", wait_until="load")
         pg.wait_for_timeout(5000)  # every tile made
         pg.evaluate("""() => { window.__long = []; window.__raf = 0;
@@ -122,13 +128,85 @@ def in_browser(url: str, code: str, seconds: float) -> dict:
             "heap_mb": out["heap"] / 2**20 if out["heap"] else None}
 
 
+async def idle_walls(url: str, pid: int, n_jobs: int, n_walls: int, seconds: float) -> dict:
+    """CPU with no wall open, then with ``n_walls`` members' walls open on a room of ``n_jobs``
+    finished jobs; /healthz meanwhile."""
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=TEACHER) as admin:
+        code = (await admin.post("/api/v1/rooms", json={"title": "idle"})).json()["code"]
+    limits = httpx.Limits(max_connections=4)
+    members = [httpx.AsyncClient(base_url=url, timeout=None, limits=limits) for _ in range(max(n_jobs, n_walls))]
+    try:
+        async def member(i: int, c: httpx.AsyncClient) -> str | None:
+            await c.get("/healthz")
+            (await c.post(f"/api/v1/rooms/{code}/join", json={"nickname": f"s{i}"})).raise_for_status()
+            if i >= n_jobs:
+                return None
+            r = await c.post("/api/v1/jobs", json={**JOB, "generations": 5, "targets": [i % 10], "seed": i})
+            r.raise_for_status()
+            return r.json()["id"]
+
+        jobs = [j for j in await asyncio.gather(*(member(i, c) for i, c in enumerate(members))) if j]
+        for job_id in jobs:
+            while (await members[0].get(f"/api/v1/jobs/{job_id}")).json()["status"] in ("queued", "running"):
+                await asyncio.sleep(0.2)
+
+        async def cpu_over(s: float) -> float:
+            c0, t0 = cpu_seconds(pid), time.monotonic()
+            await asyncio.sleep(s)
+            return (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+
+        idle = await cpu_over(seconds)
+        tiles = [0] * n_walls
+        stop = asyncio.Event()
+
+        async def wall(i: int) -> None:
+            async with members[i].stream("GET", f"/api/v1/rooms/{code}/events") as r:
+                r.raise_for_status()
+                async for line in r.aiter_lines():
+                    if line.startswith("event: tile"):
+                        tiles[i] += 1
+                    if stop.is_set():
+                        return
+
+        health: list[float] = []
+
+        async def probe() -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+                while not stop.is_set():
+                    t = time.perf_counter()
+                    await c.get("/healthz")
+                    health.append(time.perf_counter() - t)
+                    await asyncio.sleep(0.1)
+
+        walls = [asyncio.create_task(wall(i)) for i in range(n_walls)]
+        prober = asyncio.create_task(probe())
+        await asyncio.sleep(5)  # every wall has had its first frame of every tile
+        open_cpu = await cpu_over(seconds)
+        stop.set()
+        for w in walls:
+            w.cancel()
+        await asyncio.gather(*walls, prober, return_exceptions=True)
+    finally:
+        await asyncio.gather(*(c.aclose() for c in members))
+    health.sort()
+    return {"jobs": len(jobs), "walls": n_walls, "seconds": seconds, "cpu_cores_no_wall": idle,
+            "cpu_cores_walls_open": open_cpu, "tiles_per_wall_min": min(tiles), "tiles_per_wall_max": max(tiles),
+            "healthz_p50_ms": 1e3 * statistics.median(health),
+            "healthz_p99_ms": 1e3 * health[int(0.99 * (len(health) - 1))],
+            "healthz_max_ms": 1e3 * health[-1]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiles", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--no-browser", action="store_true")
-    ap.add_argument("--json", default="bench/results/wall.json")
+    ap.add_argument("--json", default=None, help="default: bench/results/wall.json (wall-idle.json with --idle-walls)")
+    ap.add_argument("--idle-walls", type=int, default=0, help="walls on a room of --tiles finished jobs")
     args = ap.parse_args()
+    if args.idle_walls:
+        return idle_main(args)
+    args.json = args.json or "bench/results/wall.json"
     (ROOT / "test-artifacts").mkdir(exist_ok=True)
     server = LiveServer(Path(tempfile.mkdtemp(prefix="fl-wall-")), FOOLING_ADMIN_TOKEN=ADMIN,
                         FOOLING_WORKERS=str(args.tiles), FOOLING_MAX_JOBS_PER_CLIENT="4",
@@ -160,6 +238,25 @@ def main() -> int:
         print(f"\nChromium at 1920x1080: {browser['tiles']} tiles, {browser['frames_per_s']:.0f} frames applied a "
               f"second, {browser['animation_fps']:.0f} animation frames a second, {browser['long_tasks']} long tasks "
               f"(longest {browser['longest_task_ms']:.0f} ms), heap {browser['heap_mb'] or 0:.0f} MB.")
+    return 0
+
+
+def idle_main(args) -> int:
+    server = LiveServer(Path(tempfile.mkdtemp(prefix="fl-wall-idle-")), FOOLING_ADMIN_TOKEN=ADMIN,
+                        FOOLING_WORKERS="4", FOOLING_QUEUE_SIZE=str(args.tiles + 8)).start()
+    try:
+        res = asyncio.run(idle_walls(server.url, server.proc.pid, args.tiles, args.idle_walls, args.seconds))
+    finally:
+        server.stop()
+    res["date"] = time.strftime("%Y-%m-%d")
+    path = Path(args.json or "bench/results/wall-idle.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"| idle jobs (tiles) | walls open | server CPU, no wall | server CPU, walls open | tiles per wall "
+          f"| /healthz p50 / p99 / max |\n|---|---|---|---|---|---|\n| {res['jobs']} | {res['walls']} | "
+          f"{100 * res['cpu_cores_no_wall']:.1f}% | {100 * res['cpu_cores_walls_open']:.1f}% | "
+          f"{res['tiles_per_wall_min']}-{res['tiles_per_wall_max']} | {res['healthz_p50_ms']:.1f} / "
+          f"{res['healthz_p99_ms']:.1f} / {res['healthz_max_ms']:.1f} ms |")
     return 0
 
 
