@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import io
 import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -199,18 +200,42 @@ async def cookieless_script(url: str, room: str, stop: asyncio.Event, tally: dic
             await asyncio.sleep(0.1)
 
 
-async def healthz(url: str, stop: asyncio.Event, lat: list[float]) -> None:
-    """/healthz every 50 ms on a connection of its own: how long the event loop keeps anyone waiting."""
-    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+def healthz_probe(url: str, stop, out) -> None:
+    """/healthz every 50 ms, in a process of its own (a busy client loop would add its own delays):
+    how long the server's event loop keeps anyone waiting."""
+    lat = []
+    with httpx.Client(base_url=url, timeout=30) as c:
         while not stop.is_set():
             t = time.perf_counter()
-            await c.get("/healthz")
+            c.get("/healthz")
             lat.append(time.perf_counter() - t)
-            await asyncio.sleep(0.05)
+            time.sleep(0.05)
+    out.put(lat)
+
+
+def hostile_clients(url: str, victims: list[str], room: str, stop, out) -> None:
+    """The hostile client and the cookie-less script, in a process of their own (as they would be
+    on a machine of their own): the students' client loop never waits on them."""
+
+    async def both() -> dict:
+        tally: dict[str, int] = {}
+        done = asyncio.Event()
+
+        async def until_stopped() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.2)
+            done.set()
+
+        await asyncio.gather(until_stopped(), hostile(url, victims, done, tally),
+                             cookieless_script(url, room, done, tally))
+        return tally
+
+    out.put(asyncio.run(both()))
 
 
 def disk_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    """What the server keeps in its data directory (the bench's own server log there left out)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.name.startswith("server-"))
 
 
 async def rss_over_jobs(url: str, pid: int, total: int) -> dict:
@@ -253,7 +278,7 @@ async def run(url: str, n: int, m: int, generations: int, pid: int | None, with_
         mem = asyncio.create_task(watch_memory())
         ids: list[str] = []
         tally: dict[str, int] = {}
-        room, health, peak_disk = None, [], [0]
+        room, peak_disk = None, [0]
         if with_hostile:
             room = (await client.post("/api/v1/rooms", json={"title": "load"},
                                       headers={"Authorization": f"Bearer {ADMIN}"})).json()["code"]
@@ -263,16 +288,26 @@ async def run(url: str, n: int, m: int, generations: int, pid: int | None, with_
                 peak_disk[0] = max(peak_disk[0], await asyncio.to_thread(disk_bytes, data_dir))
                 await asyncio.sleep(1.0)
 
-        extra = [asyncio.create_task(healthz(url, stop, health)), asyncio.create_task(watch_disk())]
+        mp = multiprocessing.get_context("spawn")
+        halt, healths, tallies = mp.Event(), mp.Queue(), mp.Queue()
+        procs = [mp.Process(target=healthz_probe, args=(url, halt, healths))]
+        procs[0].start()
+        extra = [asyncio.create_task(watch_disk())]
         students = [asyncio.create_task(student(url, i, generations, results, ids, room)) for i in range(n)]
         if with_hostile:
-            while not ids and not all(s.done() for s in students):
+            while len(ids) < n and not all(s.done() for s in students):
                 await asyncio.sleep(0.05)
-            extra += [asyncio.create_task(hostile(url, ids, stop, tally)),
-                      asyncio.create_task(cookieless_script(url, room, stop, tally))]
+            procs.append(mp.Process(target=hostile_clients, args=(url, list(ids), room, halt, tallies)))
+            procs[-1].start()
         await asyncio.gather(*students)
         wall = time.perf_counter() - t0
         stop.set()
+        halt.set()
+        health = await asyncio.to_thread(healths.get)
+        if with_hostile:
+            tally = await asyncio.to_thread(tallies.get)
+        for p in procs:
+            p.join()
         await asyncio.gather(*scorers, mem, *extra)
     done = [r for r in results if r.get("status") == "done"]
     rates = [r["steps"] / r["elapsed"] for r in done if r["elapsed"] > 0]

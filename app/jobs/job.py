@@ -57,6 +57,7 @@ class Job:
     targets: list[int] | None = None  # resolved at submit
     runtime: dict = field(default_factory=dict)  # what ran its forward passes, and why (summary.json)
     room: str | None = None  # the classroom room it was started in
+    reserved: int = 0  # bytes its files may take: counted against the disk budget until it is saved
 
     @property
     def finished(self) -> bool:

@@ -180,6 +180,12 @@ class LocalRunner(Runner):
                   self.options(spec, entry), image)
         except (MethodError, TypeError, ValueError) as exc:
             raise JobError(422, str(exc), "params") from None
+        reserve = job_bytes(spec, self.lab.registry.get(spec.model), targets)
+        if self.disk is not None:  # outside the lock: its meters read the active jobs (reserved_bytes)
+            try:
+                self.disk.check(reserve)
+            except BudgetFull as exc:
+                raise JobError(507, exc.detail) from None
         with self._lock:
             active = [j for j in self._jobs.values() if not j.finished]
             mine = sum(1 for j in active if j.client == client)
@@ -193,11 +199,6 @@ class LocalRunner(Runner):
             if used >= self.settings.disk_quota_bytes:
                 raise JobError(413, f"your runs and uploads keep {used // 2**20} MB on this server (quota "
                                     f"{self.settings.disk_quota_bytes // 2**20} MB): delete some first")
-            if self.disk is not None:
-                try:
-                    self.disk.check(job_bytes(spec, self.lab.registry.get(spec.model), targets))
-                except BudgetFull as exc:
-                    raise JobError(507, exc.detail) from None
             here = sum(1 for j in active if address and j.address == address)
             if here >= self.settings.max_jobs_per_address:
                 raise JobError(429, f"{here} jobs are queued or running from your network address (limit "
@@ -206,6 +207,7 @@ class LocalRunner(Runner):
             job = Job(job_id or secrets.token_urlsafe(12), spec, client, time.time(), labels, address=address,
                       room=room)
             job.changed = [0] * len(targets or [0])
+            job.reserved = reserve
             job.image, job.targets = image, targets
             job.runtime = job_runtime(spec.method, self.lab.registry.get(spec.model))
             if self._queue.full():
@@ -309,6 +311,10 @@ class LocalRunner(Runner):
     def active(self) -> list[Job]:
         with self._lock:
             return [j for j in self._jobs.values() if not j.finished]
+
+    def reserved_bytes(self) -> int:
+        """What the jobs not saved yet may write: the disk budget counts it until they are."""
+        return sum(j.reserved for j in self.active())
 
     # -- streams --------------------------------------------------------------------------------
     async def wait(self, job_id: str, version: int, timeout: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -60,11 +61,14 @@ The same document as a reference page: [/redoc](/redoc). Python clients: docs/ap
 """
 
 
-def budgets_for(settings: Settings, store: JobStore, rooms: ClassroomStore, experiments: ExperimentRunner) -> dict:
-    """The server-wide budgets (app.budgets), by name: GET /api/v1/budgets reports them."""
+def budgets_for(settings: Settings, store: JobStore, rooms: ClassroomStore, experiments: ExperimentRunner,
+                reserved: Callable[[], int]) -> dict:
+    """The server-wide budgets (app.budgets), by name: GET /api/v1/budgets reports them. The disk
+    counts saved jobs and uploads, what running jobs may still write (``reserved``), experiment
+    folders and the databases."""
     data = Path(settings.data_dir)
     disk = DiskBudget.at_start(settings.disk_budget_bytes, data, [
-        store.bytes_total, lambda: folder_bytes(experiments.root),
+        store.bytes_total, reserved, lambda: folder_bytes(experiments.root),
         lambda: sum(p.stat().st_size for p in data.glob("*.sqlite3*") if p.is_file())])
     keep = f"retention removes them after FOOLING_RETENTION_DAYS ({settings.retention_days:g} days)"
     return {"disk": disk,
@@ -92,7 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runner = make_runner(lab, store)
         app.state.experiments = ExperimentRunner(settings)
         app.state.classroom = ClassroomStore(settings.data_dir)
-        app.state.budgets = budgets_for(settings, store, app.state.classroom, app.state.experiments)
+        app.state.budgets = budgets_for(settings, store, app.state.classroom, app.state.experiments,
+                                        app.state.runner.reserved_bytes)
         app.state.runner.disk = app.state.budgets["disk"]
         sweepers = {"jobs": app.state.runner.expire, "classroom": app.state.classroom.sweep,
                     "experiments": app.state.experiments.sweep}
