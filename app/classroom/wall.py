@@ -74,17 +74,19 @@ class Tiles:
         return made
 
     def _make(self, job_id: str, key) -> dict | None:
-        rec = self.runner.record(job_id)
-        if rec is None:
-            return None
+        live = self.runner.live(job_id)
+        if live is not None and not live.finished:  # all from memory: a running room's tiles cost no query
+            rec = {"status": live.status, "client": live.client, "created": live.created, "spec": {
+                "model": live.spec.model, "method": live.spec.method, "encoding": live.spec.encoding}}
+        else:
+            rec = self.runner.record(job_id)
+            if rec is None:
+                return None
         spec = rec["spec"]
         tile = {"id": job_id, "status": rec["status"], "model": spec.get("model"), "method": spec.get("method"),
                 "encoding": spec.get("encoding"), "client": rec["client"], "created": rec["created"],
                 "label": None, "confidence": None, "image": None, "step": 0, "targets": 0}
-        live = self.runner.live(job_id)
         snap = live.snap if live is not None and not live.finished else None
-        if live is not None and not live.finished:
-            tile["status"] = live.status
         if snap is not None:
             conf = snap.confidence
             best = int(conf.argmax())
