@@ -356,3 +356,17 @@ def test_the_key_warnings(tmp_path):
     assert any("void" in w for w in key_warnings("", tmp_path, made_now=True))
     assert any("will not survive" in w for w in key_warnings("", Path("/tmp/x"), made_now=False))
     assert key_warnings("set", ROOT / "data", made_now=False) == []
+
+
+def test_a_local_ray_instance_needs_a_token_made_at_start():
+    from app.jobs.ray_engine import local_instance_env
+
+    env: dict = {}
+    local_instance_env(env)
+    other: dict = {}
+    local_instance_env(other)
+    assert env["RAY_AUTH_MODE"] == "token" and len(env["RAY_AUTH_TOKEN"]) == 64
+    assert other["RAY_AUTH_TOKEN"] != env["RAY_AUTH_TOKEN"]  # a new one at each start
+    kept = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "the-operators"}
+    local_instance_env(kept)
+    assert kept["RAY_AUTH_TOKEN"] == "the-operators"

@@ -12,6 +12,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import os
+import secrets
+import sys
 import tempfile
 import threading
 import time
@@ -207,9 +210,26 @@ def _reachable(address: str, timeout: float = 5.0) -> None:
 LOOPBACK = "127.0.0.1"
 
 
+def local_instance_env(env) -> None:
+    """Whoever reaches a Ray instance's ports can run code in it. The local instance the app starts
+    is this machine's alone: it takes the loopback address as its node address, and since Ray's
+    gRPC servers (2.60) listen on every interface whatever that address is, it also requires a
+    token made at this start (Ray's token authentication), which only its own processes inherit.
+    A token the operator set (RAY_AUTH_MODE) is kept."""
+    if env.get("RAY_AUTH_MODE"):
+        return
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
 def connect(settings: Settings) -> None:
     """Join the cluster at FOOLING_RAY_ADDRESS, or start a local Ray instance when it is unset.
     Raises RuntimeError with a plain message when the cluster cannot be reached."""
+    if not settings.ray_address:
+        if "ray" in sys.modules:  # Ray reads its auth settings once, when it is imported
+            log.warning("Ray was imported before the local instance was started: it runs without a token")
+        else:
+            local_instance_env(os.environ)
     import ray
 
     if settings.ray_address and settings.ray_address not in ("auto", "local"):
@@ -219,8 +239,7 @@ def connect(settings: Settings) -> None:
     try:
         if settings.ray_address:
             ray.init(address=settings.ray_address, namespace=NAMESPACE, log_to_driver=False)
-        else:  # a local instance: its workers import this project from here. Whoever reaches its
-            # ports can run code in it, so it listens on this machine's loopback only.
+        else:  # a local instance: its workers import this project from here
             ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, _node_ip_address=LOOPBACK,
                      runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     except Exception as exc:  # ConnectionError, a version mismatch, ...
@@ -231,7 +250,6 @@ def cpu_share(settings: Settings, engines: int, gpus: int) -> int:
     """Torch threads for each process when a local Ray instance runs engines on this machine's CPUs:
     the engines and the web server (which scores there, see ray_runner.scoring_place) share the cores
     rather than each taking them all (oversubscribed threads thrash). 0: leave the settings as they are."""
-    import os
 
     if settings.ray_address or gpus or settings.torch_threads > 0:
         return 0
