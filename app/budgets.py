@@ -93,8 +93,15 @@ class RowBudget:
 
 
 def folder_bytes(root: Path) -> int:
-    """Bytes of the files under ``root`` (a small tree: experiment folders, the databases)."""
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
+    """Bytes of the files under ``root`` (a small tree: experiment folders). A file renamed or
+    removed while it is walked (a status written, retention) counts as nothing, never an error."""
+    total = 0
+    for p in root.rglob("*") if root.is_dir() else ():
+        try:
+            total += p.stat().st_size if p.is_file() else 0
+        except OSError:
+            continue
+    return total
 
 
 class Retention:

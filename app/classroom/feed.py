@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -20,13 +21,14 @@ from app.classroom.store import ClassroomStore
 from app.classroom.wall import FRAME_INTERVAL, Tiles, room_job_ids
 from app.jobs.runner import Runner
 
+log = logging.getLogger(__name__)
 LIST_EVERY = 1.0  # seconds between listings of the room's jobs (new and removed tiles)
 
 
 class RoomFeed:
     """The latest state of one room's wall: ``room`` (None once the room is deleted), ``names``
-    (client -> nickname), ``ids`` (its jobs on the wall, hidden ones included: each wall leaves them
-    out for all but the instructor), and per job the key and JSON text of its tile."""
+    (client -> nickname), ``ids`` (its jobs on the wall, hidden ones included: each wall leaves the
+    ``hidden`` ones out for all but the instructor), and per job the key and JSON text of its tile."""
 
     def __init__(self, code: str, store: ClassroomStore, runner: Runner, tiles: Tiles) -> None:
         self.code, self.store, self.runner, self.tiles = code, store, runner, tiles
@@ -35,6 +37,7 @@ class RoomFeed:
         self.room: dict | None = None
         self.names: dict[str, str] = {}
         self.ids: list[str] = []
+        self.hidden: set[str] = set()  # hidden on the wall or in the gallery
         self.texts: dict[str, tuple[object, str]] = {}  # job id -> (key, tile JSON)
         self._frames: dict[str, tuple[object, float]] = {}  # job id -> (tile frame key, when read)
         self._listed = 0.0
@@ -56,9 +59,13 @@ class RoomFeed:
 
     async def run(self) -> None:
         while True:
-            state = await run_in_threadpool(self.read)
+            try:
+                state = await run_in_threadpool(self.read)
+            except Exception as exc:  # a job deleted mid-read, a database hiccup: the walls must not freeze
+                log.warning("room %s: reading the wall failed: %s", self.code, exc)
+                state = None
             if state is not None:  # swapped in here, on the loop, so a wall never sees half of it
-                self.room, self.names, self.ids, self.texts = state
+                self.room, self.names, self.ids, self.hidden, self.texts = state
                 self._publish()
             if self.room is None:
                 return  # deleted: the walls close
@@ -66,20 +73,22 @@ class RoomFeed:
 
     def read(self) -> tuple | None:
         """One look at the room and its tiles (in a worker thread): the new (room, names, ids,
-        texts), or None when nothing changed."""
+        hidden, texts), or None when nothing changed."""
         now = time.monotonic()
         room = self.store.room(self.code)
         if room is None:
-            return (None, {}, [], {})
+            return (None, {}, [], set(), {})
         changed = not self.read_once
         self.read_once = True
-        names, ids, texts = self.names, self.ids, self.texts
+        names, ids, hidden, texts = self.names, self.ids, self.hidden, self.texts
         renamed = self.room is None or room["version"] != self.room["version"]
         if renamed:  # members, the spotlight or the hidden set changed: every tile's text again
             names, changed, self._listed = self.store.members(self.code), True, 0.0
         if now - self._listed >= LIST_EVERY:
             self._listed = now
-            listed = room_job_ids(self.runner, self.code)
+            listed, flagged = room_job_ids(self.runner, self.code)
+            if flagged | set(room["hidden"]) != hidden:
+                hidden, renamed, changed = flagged | set(room["hidden"]), True, True
             if listed != ids:
                 ids, changed = listed, True
                 texts = {i: t for i, t in texts.items() if i in set(listed)}
@@ -97,12 +106,13 @@ class RoomFeed:
                 continue
             self._frames[job_id] = (key, now)
             public = {k: v for k, v in tile.items() if k != "client"}  # client ids stay on the server
-            public.update(nickname=names.get(tile.get("client") or ""), hidden=job_id in room["hidden"])
+            public.update(nickname=names.get(tile.get("client") or ""), hidden=job_id in hidden)
             if texts is self.texts:
                 texts = dict(texts)
-            texts[job_id] = ((key, room["version"]), json.dumps(public, separators=(",", ":")))
+            # keyed by what a wall shows: a rename or a hide re-sends only the tiles it changes
+            texts[job_id] = ((key, public["nickname"], public["hidden"]), json.dumps(public, separators=(",", ":")))
             changed = True
-        return (room, names, ids, texts) if changed else None
+        return (room, names, ids, hidden, texts) if changed else None
 
 
 class RoomFeeds:

@@ -149,11 +149,13 @@ class ClassroomStore:
         (another member has it, in any case), "rooms" (this client is in caps.rooms_per_client
         rooms), "room" (the room has caps.members_per_room), "budget" (caps.members in all)."""
         with self._lock:
-            taken = self._db.execute("SELECT 1 FROM members WHERE room=? AND nickname=? COLLATE NOCASE AND client!=?",
-                                     (code, nickname, client)).fetchone()
-            if taken:
+            others = self._db.execute("SELECT nickname FROM members WHERE room=? AND client!=?", (code, client))
+            if any(r[0].casefold() == nickname.casefold() for r in others):  # "Ada" and "ADA" look alike
                 return "nickname"
-            if not self._db.execute("SELECT 1 FROM members WHERE room=? AND client=?", (code, client)).fetchone():
+            mine = self._db.execute("SELECT nickname FROM members WHERE room=? AND client=?", (code, client)).fetchone()
+            if mine is not None and mine[0] == nickname:
+                return None  # joined already as that: nothing changes, no wall is woken
+            if mine is None:
                 for what, query, args, cap in (
                         ("rooms", "SELECT COUNT(*) FROM members WHERE client=?", (client,), caps.rooms_per_client),
                         ("room", "SELECT COUNT(*) FROM members WHERE room=?", (code,), caps.members_per_room),
@@ -165,6 +167,11 @@ class ClassroomStore:
                              (code, client, nickname, time.time()))
             self._db.execute("UPDATE rooms SET version=version+1 WHERE code=?", (code,))
         return None
+
+    def leave(self, code: str, client: str) -> None:
+        with self._lock:
+            if self._db.execute("DELETE FROM members WHERE room=? AND client=?", (code, client)).rowcount:
+                self._db.execute("UPDATE rooms SET version=version+1 WHERE code=?", (code,))
 
     def member(self, code: str, client: str) -> dict | None:
         return self._one("SELECT * FROM members WHERE room=? AND client=?", (code, client))
@@ -209,9 +216,10 @@ class ClassroomStore:
         where, args = ("AND room=?", (client, room)) if room else ("", (client,))
         return self._one(f"SELECT COUNT(*) AS n FROM quiz_answers WHERE client=? {where}", args)["n"]
 
-    def answers(self, room: str | None = None) -> list[dict]:
-        """Every answered item (with what was shown), oldest first; a room's only when given."""
-        where, args = ("WHERE a.room=?", (room,)) if room else ("", ())
+    def answers(self, room: str | None = None, everywhere: bool = False) -> list[dict]:
+        """Answered items (with what was shown), oldest first: a room's when given, else those of
+        the public quiz, or (``everywhere``, the instructor's view) every room's too."""
+        where, args = ("WHERE a.room=?", (room,)) if room else ("", ()) if everywhere else ("WHERE a.room IS NULL", ())
         rows = self._all("SELECT i.id AS item, i.kind, i.encoding, i.dataset, i.model, i.source, i.label, "
                          "i.confidence, i.options, i.seq, i.shown, a.answer, a.agreed, a.ms, a.answered, a.room, "
                          f"a.client FROM quiz_answers a JOIN quiz_items i ON i.id = a.item {where} "

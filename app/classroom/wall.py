@@ -105,9 +105,11 @@ class Tiles:
         return tile
 
 
-def room_job_ids(runner: Runner, code: str, limit: int = MAX_TILES) -> list[str]:
-    """The room's jobs for the wall: every active one, then the newest finished, up to ``limit``."""
+def room_job_ids(runner: Runner, code: str, limit: int = MAX_TILES) -> tuple[list[str], set[str]]:
+    """The room's jobs for the wall: every active one, then the newest finished, up to ``limit``;
+    and those of them the instructor hid (from the gallery or the wall)."""
     recs = runner.store.list(limit * 2, room=code)
-    active = [r["id"] for r in recs if r["status"] in ACTIVE]
-    done = [r["id"] for r in recs if r["status"] not in ACTIVE]
-    return (active + done)[:limit]
+    active = [r for r in recs if r["status"] in ACTIVE]
+    done = [r for r in recs if r["status"] not in ACTIVE]
+    shown = (active + done)[:limit]
+    return [r["id"] for r in shown], {r["id"] for r in shown if r["hidden"]}

@@ -69,7 +69,7 @@ def budgets_for(settings: Settings, store: JobStore, rooms: ClassroomStore, expe
     data = Path(settings.data_dir)
     disk = DiskBudget.at_start(settings.disk_budget_bytes, data, [
         store.bytes_total, reserved, lambda: folder_bytes(experiments.root),
-        lambda: sum(p.stat().st_size for p in data.glob("*.sqlite3*") if p.is_file())])
+        lambda: sum(folder_bytes(p) if p.is_dir() else p.stat().st_size for p in data.glob("*.sqlite3*"))])
     keep = f"retention removes them after FOOLING_RETENTION_DAYS ({settings.retention_days:g} days)"
     return {"disk": disk,
             "lineages": RowBudget("lineages", "MAX_LINEAGES", settings.max_lineages, lambda: rooms.count("lineages"),

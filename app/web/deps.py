@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -116,6 +117,16 @@ def is_member(request: Request, room: dict) -> bool:
     return who.room == room["code"] and classroom(request).member(room["code"], who.client) is not None
 
 
+def shown_room(request: Request, job: dict) -> dict:
+    """The job's view with its room named only to that room's members and the instructor: a room
+    code is all a stranger needs to find the room (its ``room`` is None for anyone else)."""
+    code = job.get("room")
+    who = identity(request)
+    if code and not (who.instructor or who.room == code):  # who.room: signed, bound to this browser
+        job = {**job, "room": None}
+    return job
+
+
 def require_member(request: Request, room: dict, what: str) -> None:
     """403 unless the asker is one of the room's members or the instructor."""
     if not (identity(request).instructor or is_member(request, room)):
@@ -123,12 +134,19 @@ def require_member(request: Request, room: dict, what: str) -> None:
                             f"/r/{room['code']}", "code")
 
 
-def join(request: Request, room: dict, nickname: str) -> str:
-    """Make this browser a member of the room as ``nickname``; the room cookie to set."""
+INVISIBLE = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}  # control, format (zero-width, direction), unassigned
+
+
+def join(request: Request, room: dict, nickname: str) -> tuple[str, str]:
+    """Make this browser a member of the room as ``nickname``: (the room cookie to set, the
+    nickname as kept, NFKC-normalised)."""
     who = identity(request)
     code = room["code"]
     if room["closed"]:
         raise ApiError(409, f"room {code} is closed", "code")
+    nickname = unicodedata.normalize("NFKC", nickname)
+    if any(unicodedata.category(c) in INVISIBLE for c in nickname):  # "Ada" + a zero-width space looks like "Ada"
+        raise ApiError(422, "a nickname may not hold invisible or control characters", "nickname")
     if who.anonymous:
         raise ApiError(403, "joining a room needs this browser's fl_client cookie (it is what makes you a member): "
                             "keep cookies and try again")
@@ -148,7 +166,7 @@ def join(request: Request, room: dict, nickname: str) -> str:
         raise BudgetFull("room members", f"the server's room members budget is full ({s.max_members}, "
                                          "FOOLING_MAX_MEMBERS): members of closed rooms are removed after "
                                          "FOOLING_RETENTION_DAYS; the instructor closes rooms no longer used")
-    return request.app.state.gatekeeper.room_cookie(who.client, code, request.url.scheme == "https")
+    return request.app.state.gatekeeper.room_cookie(who.client, code, request.url.scheme == "https"), nickname
 
 
 def job_room(request: Request) -> str | None:

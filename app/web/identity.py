@@ -207,19 +207,25 @@ class Throttle:
         self._failures: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
-    def wait_s(self, address: str) -> int:
-        """Seconds until this network may try again (0: now)."""
-        now = time.time()
+    def attempt(self, address: str) -> int:
+        """Count a try from this network, as failed until ``succeeded`` says otherwise (so that
+        tries sent all at once count too); seconds until it may try again, 0 to go ahead now."""
+        now, key = time.time(), address_bucket(address)
         with self._lock:
-            recent = [t for t in self._failures.get(address_bucket(address), []) if now - t < self.window_s]
-            if len(self._failures) > 10_000:  # bounded: forget the oldest networks
-                self._failures.clear()
-            self._failures[address_bucket(address)] = recent
-        return int(recent[0] + self.window_s - now) + 1 if len(recent) >= self.tries else 0
+            recent = [t for t in self._failures.get(key, []) if now - t < self.window_s]
+            if len(recent) >= self.tries:
+                self._failures[key] = recent
+                return int(recent[0] + self.window_s - now) + 1
+            if len(self._failures) > 10_000:  # bounded: drop the networks with nothing recent
+                self._failures = {k: v for k, v in self._failures.items() if v and now - v[-1] < self.window_s}
+            self._failures[key] = [*recent, now]
+        return 0
 
-    def failed(self, address: str) -> None:
+    def succeeded(self, address: str) -> None:
         with self._lock:
-            self._failures.setdefault(address_bucket(address), []).append(time.time())
+            tries = self._failures.get(address_bucket(address))
+            if tries:
+                tries.pop()
 
 
 class Gatekeeper:

@@ -22,7 +22,17 @@ from app.serving.lab import Lab
 from app.web import idempotency, streams
 from app.web.api import examples
 from app.web.caching import NO_CACHE, immutable_file, revalidated_json
-from app.web.deps import INSTRUCTOR_ACTIONS, held_stream, identity, job_room, lab, mark_job, require_control, runner
+from app.web.deps import (
+    INSTRUCTOR_ACTIONS,
+    held_stream,
+    identity,
+    job_room,
+    lab,
+    mark_job,
+    require_control,
+    runner,
+    shown_room,
+)
 from app.web.errors import ApiError, error_responses, job_error
 from app.web.identity import token_hash
 from app.web.paths import JOB_ACTIONS
@@ -95,15 +105,11 @@ def list_jobs(request: Request, limit: int = Query(20, ge=1, le=200), offset: in
               status: str | None = Query(None, pattern=STATUS), run: LocalRunner = Depends(runner)) -> dict:
     """Jobs, newest first, without their confidence history; filter by `status`. Jobs the
     instructor hid are listed for the instructor only, and which room a job belongs to is left out
-    here for everyone else (a room's members list its jobs at `/api/v1/rooms/{code}/jobs`)."""
-    instructor = identity(request).instructor
-    visible = not instructor
+    for anyone but its members (a room's members list its jobs at `/api/v1/rooms/{code}/jobs`)."""
+    visible = not identity(request).instructor
     recs = run.store.list(limit, offset, status, visible=visible)
-    jobs = [view(run, r["id"], history=False) for r in recs]
-    if not instructor:
-        jobs = [{**j, "room": None} for j in jobs if j]
-    return {"jobs": [j for j in jobs if j], "total": run.store.count(status, visible=visible), "limit": limit,
-            "offset": offset}
+    jobs = [shown_room(request, j) for j in (view(run, r["id"], history=False) for r in recs) if j]
+    return {"jobs": jobs, "total": run.store.count(status, visible=visible), "limit": limit, "offset": offset}
 
 
 @router.get("/jobs/{job_id}", summary="One job",
@@ -115,8 +121,9 @@ async def get_job(request: Request, job_id: str = Path(pattern=JOB_ID),
                   run: LocalRunner = Depends(runner)) -> Response:
     """Status, progress, settings and, per target: label, best confidence, top 5 classes, image URL and
     when it reached 99.99%; the confidence history for a chart. Live while it runs, final after;
-    a finished job's answer has a strong ETag (304 to If-None-Match)."""
-    job = found(run, job_id)
+    a finished job's answer has a strong ETag (304 to If-None-Match). Its `room` is named to that
+    room's members and the instructor only."""
+    job = shown_room(request, found(run, job_id))
     if job["status"] in ACTIVE:
         return JSONResponse(job, headers={"Cache-Control": NO_CACHE})
     return revalidated_json(request, job)
@@ -193,7 +200,7 @@ async def job_events(request: Request, job_id: str = Path(pattern=JOB_ID),
     FOOLING_EVENTS_PER_SECOND; a slow client gets only the latest), then `final` and `close`.
     Reconnecting (with Last-Event-ID or not) starts again from the full state, so a finished
     job's result is never lost."""
-    first = found(run, job_id)
+    first = shown_room(request, found(run, job_id))
     interval = 1.0 / max(0.1, state.settings.events_per_second)
 
     async def stream() -> AsyncIterator[str]:
@@ -204,7 +211,7 @@ async def job_events(request: Request, job_id: str = Path(pattern=JOB_ID),
         while True:
             live = run.live(job_id)
             if live is None or live.finished:
-                final = view(run, job_id)
+                final = shown_room(request, view(run, job_id))
                 yield streams.sse("final", final, final.get("version") or version + 1)
                 yield streams.sse("close", {"id": job_id, "status": final["status"]})
                 return

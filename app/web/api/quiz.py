@@ -38,8 +38,14 @@ def item_view(item: dict) -> dict:
 
 
 async def next_item(request: Request, state: Lab, room: str | None) -> dict | None:
+    """The next image for this browser: a room's for its members while the room is open."""
     who = identity(request)
     store = classroom(request)
+    if room:
+        found = open_room(request, room)
+        require_member(request, found, "the quiz images")
+        if found["closed"]:
+            raise ApiError(409, f"room {found['code']} is closed: its quiz takes no more answers", "room")
     seq = store.shown_count(who.client)
     if seq >= MAX_ITEMS_PER_CLIENT:
         raise ApiError(429, f"that is {seq} images: thank you! This server shows each browser at most "
@@ -100,13 +106,7 @@ async def quiz_next(request: Request, room: str | None = RoomQuery, state: Lab =
     options to choose from: the network's label, its runner-up, a random label and "none of these",
     in random order. Answer with `POST /api/v1/quiz/answers`. A room's images are for its members
     while it is open."""
-    code = None
-    if room:
-        found = open_room(request, room)
-        require_member(request, found, "the quiz images")
-        if found["closed"]:
-            raise ApiError(409, f"room {found['code']} is closed: its quiz takes no more answers", "room")
-        code = found["code"]
+    code = open_room(request, room)["code"] if room else None
     item = await next_item(request, state, code)
     if item is None:
         raise ApiError(404, "no images to show yet: run a few fooling jobs first")
@@ -143,7 +143,7 @@ def quiz_results(request: Request, room: str | None = RoomQuery) -> dict:
     image, each beside chance level and the network's confidence. A room's: for its members and
     the instructor."""
     code = _results_room(request, room)
-    return quiz.summarise(classroom(request).answers(code))
+    return quiz.summarise(classroom(request).answers(code, everywhere=identity(request).instructor))
 
 
 @router.get("/quiz/results.csv", response_class=Response, summary="Quiz answers as CSV",
@@ -155,5 +155,6 @@ def quiz_csv(request: Request, room: str | None = RoomQuery) -> Response:
     code = _results_room(request, room)
     salt = hashlib.sha256(request.app.state.gatekeeper.signer.key).hexdigest()
     name = f"quiz-{code}.csv" if code else "quiz.csv"
-    return Response(quiz.to_csv(classroom(request).answers(code), salt), media_type="text/csv",
+    rows = classroom(request).answers(code, everywhere=identity(request).instructor)
+    return Response(quiz.to_csv(rows, salt), media_type="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})

@@ -106,6 +106,8 @@ def get_room(request: Request, code: str = Code) -> dict:
     who = identity(request)
     out = room_view(room, len(classroom(request).members(room["code"])), who.instructor)
     member = is_member(request, room)
+    if not (member or who.instructor):
+        out["spotlight"] = None  # a job id: for the room's members
     nickname = classroom(request).member(room["code"], who.client)["nickname"] if member else None
     out["you"] = {"member": member, "nickname": nickname, "instructor": who.instructor}
     return out
@@ -124,8 +126,7 @@ def join_room(request: Request, body: Join = Body(openapi_examples=examples.JOIN
     room, and the jobs it starts from now on belong to the room (they appear on its wall). Joining
     again renames this browser."""
     room = open_room(request, code)
-    nickname = body.nickname.strip()
-    cookie = join(request, room, nickname)
+    cookie, nickname = join(request, room, body.nickname.strip())
     resp = JSONResponse({"code": room["code"], "nickname": nickname, "links": room_links(room["code"])})
     resp.headers.append("set-cookie", cookie)
     return resp
@@ -183,7 +184,7 @@ def room_jobs(request: Request, code: str = Code, run: LocalRunner = Depends(run
     hidden = set(room["hidden"]) if not identity(request).instructor else set()
     out = []
     for rec in run.store.list(200, room=room["code"]):
-        if rec["id"] in hidden:
+        if rec["id"] in hidden or (rec["hidden"] and not identity(request).instructor):
             continue
         v = view(run, rec["id"], history=False)
         if v:
@@ -231,7 +232,7 @@ async def room_events(request: Request, code: str = Code) -> StreamingResponse:
                 if current["version"] != room_version:
                     room_version = current["version"]
                     yield streams.sse("room", room_view(current, len(feed.names), instructor))
-                hidden = () if instructor else set(current["hidden"])
+                hidden = () if instructor else feed.hidden
                 shown = [i for i in feed.ids if i not in hidden]
                 for gone in [i for i in sent if i not in set(shown)]:
                     del sent[gone]

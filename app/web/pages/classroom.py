@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from app.classroom import breed as breeding
 from app.classroom import quiz as quizzing
 from app.classroom.store import CODE_PATTERN
+from app.jobs import results
 from app.jobs.presets import PRESETS
 from app.jobs.runner import LocalRunner
 from app.serving.lab import Lab
@@ -63,7 +64,7 @@ async def join(request: Request, code: str = Code) -> Response:
     nickname = str((await request.form()).get("nickname") or "").strip()
     if not re.match(NICKNAME, nickname):
         raise ApiError(422, "a nickname is 1 to 24 characters, without < > & or quotes", "nickname")
-    cookie = await run_in_threadpool(join_room, request, room, nickname)
+    cookie, _ = await run_in_threadpool(join_room, request, room, nickname)
     resp = RedirectResponse(f"/r/{room['code']}", status_code=303)
     resp.headers.append("set-cookie", cookie)
     return resp
@@ -71,6 +72,10 @@ async def join(request: Request, code: str = Code) -> Response:
 
 @router.post("/r/{code}/leave")
 async def leave(request: Request, code: str = Code) -> Response:
+    """Leave the room: its cookie goes, and so does the membership (the nickname and the place)."""
+    room = open_room(request, code)
+    if is_member(request, room):
+        await run_in_threadpool(classroom(request).leave, room["code"], identity(request).client)
     resp = RedirectResponse("/", status_code=303)
     resp.delete_cookie(ROOM_COOKIE, path="/", httponly=True, samesite="lax")
     return resp
@@ -125,7 +130,8 @@ async def room_quiz_page(request: Request, code: str = Code, state: Lab = Depend
     room = open_room(request, code)
     if not is_member(request, room):
         return RedirectResponse(f"/r/{room['code']}", status_code=303)  # join first
-    return _quiz_page(request, await quiz_api.next_item(request, state, room["code"]), room)
+    item = None if room["closed"] else await quiz_api.next_item(request, state, room["code"])
+    return _quiz_page(request, item, room)
 
 
 async def _answer(request: Request, state: Lab, room: dict | None) -> HTMLResponse:
@@ -148,7 +154,8 @@ async def room_quiz_answer(request: Request, code: str = Code, state: Lab = Depe
 
 
 def _results_page(request: Request, room: dict | None) -> HTMLResponse:
-    summary = quizzing.summarise(classroom(request).answers(room["code"] if room else None))
+    summary = quizzing.summarise(classroom(request).answers(room["code"] if room else None,
+                                                            everywhere=identity(request).instructor))
     csv = "/api/v1/quiz/results.csv" + (f"?room={room['code']}" if room else "")
     return templates.TemplateResponse(request, "quiz_results.html", {
         "s": summary, "room": room, "csv": csv, "plot": results_plot(summary),
@@ -233,22 +240,27 @@ async def breed_next(request: Request, lineage_id: str = Path(pattern=breed_api.
     return RedirectResponse(f"/breed/{lineage_id}", status_code=303)
 
 
+def _keep_upload(request: Request, run: LocalRunner, state: Lab, client: str, png: bytes) -> str:
+    """Keep a PNG as the client's upload, within its quota and the server's disk budget (a thread)."""
+    if run.store.bytes_used(client) + len(png) > state.settings.disk_quota_bytes:
+        raise ApiError(413, "your runs and uploads are at this server's disk quota: delete some first")
+    request.app.state.budgets["disk"].check(len(png))
+    upload_id, _, size = results.save_upload(png, state.settings.data_dir, state.settings.max_image_pixels)
+    run.store.add_upload(upload_id, client, size)
+    return upload_id
+
+
 @router.post("/breed/{lineage_id}/use/{generation}/{position}")
 async def breed_use(request: Request, lineage_id: str = Path(pattern=breed_api.LINEAGE_ID),
                     generation: int = Path(ge=0, le=breeding.MAX_GENERATIONS), position: int = Path(ge=0, le=15),
                     to: str = Query("score", pattern="^(score|job)$"), state: Lab = Depends(lab),
                     run: LocalRunner = Depends(runner)) -> Response:
     """Keep a bred image as this browser's upload, then open it on /score or as a job's start."""
-    from app.jobs import results
 
     lin = breed_api.lineage_or_404(request, lineage_id)
     png = await breed_api.image_png(request, state, lin, generation, position)
     who = identity(request)
-    if run.store.bytes_used(who.client) + len(png) > state.settings.disk_quota_bytes:
-        raise ApiError(413, "your runs and uploads are at this server's disk quota: delete some first")
-    request.app.state.budgets["disk"].check(len(png))
-    upload_id, _, size = results.save_upload(png, state.settings.data_dir, state.settings.max_image_pixels)
-    run.store.add_upload(upload_id, who.client, size)
+    upload_id = await run_in_threadpool(_keep_upload, request, run, state, who.client, png)
     if to == "score":
         return RedirectResponse(f"/score?upload={upload_id}&model={lin['model']}", status_code=303)
     return RedirectResponse(f"/?model={lin['model']}&method=gradient&encoding=direct&upload={upload_id}"

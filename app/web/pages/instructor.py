@@ -36,15 +36,15 @@ async def sign_in(request: Request) -> Response:
     if not gate.instructor_enabled:
         return _page(request, "Instructor features are off: start the server with FOOLING_ADMIN_TOKEN set.", 403)
     address = identity(request).address
-    wait = gate.throttle.wait_s(address)
+    wait = gate.throttle.attempt(address)
     if wait:
         return _page(request, f"Too many wrong tokens from your network: try again in {wait} s.", 429,
                      {"Retry-After": str(wait)})
     form = await request.form()
     token = form.get("token")
     if not isinstance(token, str) or not gate.is_admin_token(token.strip()):
-        gate.throttle.failed(address)
         return _page(request, "That is not the instructor token.", 403)
+    gate.throttle.succeeded(address)
     resp = RedirectResponse("/instructor", status_code=303)
     resp.headers.append("set-cookie", await run_in_threadpool(gate.sign_in, request.url.scheme == "https"))
     return resp
