@@ -83,6 +83,11 @@ class Settings:
     retention_days: float = 30.0  # finished, unpinned jobs and uploads older than this are deleted
     sweep_interval_s: float = 3_600.0  # how often retention runs (and once at start)
     disk_quota_bytes: int = 200 * 2**20  # what one client's runs and uploads may keep on disk
+    # ... and all clients of one network together (a class behind a NAT, or one script that takes a
+    # new cookie for every request): a fresh cookie gets a fresh client quota, not a fresh network
+    disk_quota_per_address_bytes: int = 2000 * 2**20
+    max_lineages_per_address: int = 5_000
+    max_quiz_items_per_address: int = 20_000
     # What the whole server may keep in its data directory (0: what it keeps at start plus half the
     # volume's free space then, so that a restart never lets it fill the disk); past it: 507
     disk_budget_bytes: int = 0
@@ -165,6 +170,10 @@ class Settings:
             sweep_interval_s=float(_env("SWEEP_INTERVAL_S", str(d.sweep_interval_s))),
             disk_quota_bytes=int(float(_env("DISK_QUOTA_MB", str(d.disk_quota_bytes / 2**20))) * 2**20),
             disk_budget_bytes=int(float(_env("DISK_BUDGET_MB", "0")) * 2**20),
+            disk_quota_per_address_bytes=int(float(_env("DISK_QUOTA_PER_ADDRESS_MB", str(
+                d.disk_quota_per_address_bytes / 2**20))) * 2**20),
+            max_lineages_per_address=int(_env("MAX_LINEAGES_PER_ADDRESS", str(d.max_lineages_per_address))),
+            max_quiz_items_per_address=int(_env("MAX_QUIZ_ITEMS_PER_ADDRESS", str(d.max_quiz_items_per_address))),
             max_lineages=int(_env("MAX_LINEAGES", str(d.max_lineages))),
             max_quiz_items=int(_env("MAX_QUIZ_ITEMS", str(d.max_quiz_items))),
             max_members=int(_env("MAX_MEMBERS", str(d.max_members))),

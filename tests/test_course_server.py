@@ -370,3 +370,85 @@ def test_a_local_ray_instance_needs_a_token_made_at_start():
     kept = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "the-operators"}
     local_instance_env(kept)
     assert kept["RAY_AUTH_TOKEN"] == "the-operators"
+
+
+# -- what a fresh cookie does not reset -----------------------------------------------------------
+
+def test_a_fresh_cookie_gets_a_fresh_client_quota_but_not_a_fresh_network(tmp_path, grace_hopper):
+    photo = grace_hopper.read_bytes()  # kept as a PNG of about 400 kB
+    settings = make_settings(preload="lenet-mnist", data_dir=tmp_path, disk_quota_bytes=50_000,
+                             disk_quota_per_address_bytes=120_000, max_lineages_per_address=2)
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        assert browser(c.app).post("/api/v1/uploads", files={"file": ("g.jpg", photo, "image/jpeg")}
+                                   ).status_code == 201
+        r = browser(c.app).post("/api/v1/uploads", files={"file": ("g.jpg", photo, "image/jpeg")})
+        assert r.status_code == 413 and "network" in r.json()["detail"]
+        assert browser(c.app).post("/api/v1/jobs", json=QUICK).status_code == 413
+        for _ in range(2):
+            assert browser(c.app).post("/api/v1/breed", json={"seed": 1}).status_code == 201
+        r = browser(c.app).post("/api/v1/breed", json={"seed": 1})
+        assert r.status_code == 429 and "FOOLING_MAX_LINEAGES_PER_ADDRESS" in r.json()["detail"]
+
+
+def test_room_codes_answers_and_quiz_pages_stay_with_the_room(app):
+    code = new_room(app)
+    alice, stranger = browser(app), browser(app)
+    alice.post(f"/api/v1/rooms/{code}/join", json={"nickname": "Al2"})
+    job = alice.post("/api/v1/jobs", json=QUICK).json()["id"]
+    assert alice.get(f"/api/v1/jobs/{job}").json()["room"] == code
+    assert stranger.get(f"/api/v1/jobs/{job}").json()["room"] is None  # a code is all it takes to find a room
+    item = alice.get(f"/api/v1/quiz/next?room={code}").json()
+    assert alice.post("/api/v1/quiz/answers", json={"item": item["id"], "answer": item["options"][0]}
+                      ).status_code == 201
+    public = stranger.get("/api/v1/quiz/results").json()["overall"]["answers"]
+    assert teacher(app).get("/api/v1/quiz/results").json()["overall"]["answers"] == public + 1
+    assert stranger.get("/api/v1/quiz/results.csv").text.count(code) == 0
+    # a non-member answering an image of its own on the room's page gets no image of the room
+    own = stranger.get("/api/v1/quiz/next").json()
+    r = stranger.post(f"/r/{code}/quiz/answer", data={"item": own["id"], "answer": own["options"][0]})
+    assert r.status_code == 403
+    # the owner's own "hide" (the instructor's, from the job's page) leaves the wall and the room's list too
+    teacher(app).post(f"/api/v1/jobs/{job}/hide")
+    assert job not in [j["id"] for j in alice.get(f"/api/v1/rooms/{code}/jobs").json()["jobs"]]
+
+
+def test_nicknames_that_only_look_alike_are_taken_and_leaving_frees_them(app):
+    code = new_room(app)
+    ada, mimic = browser(app), browser(app)
+    assert ada.post(f"/api/v1/rooms/{code}/join", json={"nickname": "Ada"}).status_code == 200
+    assert mimic.post(f"/api/v1/rooms/{code}/join", json={"nickname": "Ada\u200b"}).status_code == 422
+    wide = "\uff21\uff24\uff21"  # "ADA" in full-width letters
+    assert mimic.post(f"/api/v1/rooms/{code}/join", json={"nickname": wide}).status_code == 409
+    ada.post(f"/r/{code}/leave")
+    assert mimic.post(f"/api/v1/rooms/{code}/join", json={"nickname": "Ada"}).status_code == 200
+
+
+def test_a_walls_reader_survives_an_error(app):
+    from app.classroom.feed import RoomFeeds
+
+    code = new_room(app)
+    store = app.state.classroom
+
+    class Flaky:
+        calls = 0
+
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def room(self, c):
+            Flaky.calls += 1
+            if Flaky.calls == 2:
+                raise OSError("database hiccup")
+            return store.room(c)
+
+    async def watch() -> int:
+        feeds = RoomFeeds(Flaky(), app.state.runner, app.state.tiles)
+        async with feeds.watch(code) as feed:
+            await feed.wait(0, 2.0)
+            store.set_spotlight(code, None)  # a change after the failed read: the reader goes on
+            seen = feed.version
+            await feed.wait(seen, 3.0)
+            return feed.version - seen
+
+    assert asyncio.run(watch()) >= 1 and Flaky.calls >= 3

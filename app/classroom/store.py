@@ -68,6 +68,8 @@ CREATE TABLE IF NOT EXISTS lineages (
     created REAL NOT NULL,
     updated REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS lineages_client ON lineages (client);
+CREATE INDEX IF NOT EXISTS lineages_updated ON lineages (updated);
 """
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ class ClassroomStore:
         self.path = Path(data_dir) / "classroom.sqlite3"
         self._db = connect(self.path, SCHEMA)
         self._lock = threading.Lock()
+        for table in ("lineages", "quiz_items"):  # the network each row came from (per-network caps)
+            if "address" not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN address TEXT NOT NULL DEFAULT ''")
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS {table}_address ON {table} (address)")
 
     def _one(self, query: str, args: tuple = ()) -> dict | None:
         with self._lock:
@@ -184,7 +190,8 @@ class ClassroomStore:
     # -- quiz -------------------------------------------------------------------------------------
     def add_item(self, item: dict) -> None:
         cols = ("id", "client", "room", "kind", "encoding", "dataset", "model", "source", "label", "confidence",
-                "options", "seq", "shown")
+                "options", "seq", "shown", "address")
+        item = {"address": "", **item}
         values = tuple(json.dumps(item[c]) if c == "options" else item[c] for c in cols)
         self._run(f"INSERT INTO quiz_items ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})", values)
 
@@ -195,8 +202,10 @@ class ClassroomStore:
             row["options"] = json.loads(row["options"])
         return row
 
-    def shown_count(self, client: str) -> int:
-        return self._one("SELECT COUNT(*) AS n FROM quiz_items WHERE client=?", (client,))["n"]
+    def shown_count(self, client: str, column: str = "client") -> int:
+        """Quiz items shown to a client (or, column="address", to a network)."""
+        assert column in ("client", "address")
+        return self._one(f"SELECT COUNT(*) AS n FROM quiz_items WHERE {column}=?", (client,))["n"]
 
     def recent_sources(self, client: str, limit: int = 20) -> set[str]:
         return {r["source"] for r in self._all("SELECT source FROM quiz_items WHERE client=? ORDER BY shown DESC "
@@ -230,11 +239,11 @@ class ClassroomStore:
 
     # -- lineages (hand breeding) -----------------------------------------------------------------
     def create_lineage(self, lineage_id: str, client: str, model: str, seed: int, size: int,
-                       steps: list | None = None, parent: str | None = None) -> None:
+                       steps: list | None = None, parent: str | None = None, address: str = "") -> None:
         now = time.time()
-        self._run("INSERT INTO lineages (id, client, model, seed, size, steps, parent, created, updated) "
-                  "VALUES (?,?,?,?,?,?,?,?,?)", (lineage_id, client, model, seed, size, json.dumps(steps or []),
-                                                 parent, now, now))
+        self._run("INSERT INTO lineages (id, client, model, seed, size, steps, parent, created, updated, address) "
+                  "VALUES (?,?,?,?,?,?,?,?,?,?)", (lineage_id, client, model, seed, size, json.dumps(steps or []),
+                                                   parent, now, now, address))
 
     def lineage(self, lineage_id: str) -> dict | None:
         row = self._one("SELECT * FROM lineages WHERE id=?", (lineage_id,))
@@ -242,8 +251,10 @@ class ClassroomStore:
             row["steps"] = json.loads(row["steps"])
         return row
 
-    def lineage_count(self, client: str) -> int:
-        return self._one("SELECT COUNT(*) AS n FROM lineages WHERE client=?", (client,))["n"]
+    def lineage_count(self, client: str, column: str = "client") -> int:
+        """Lineages a client (or, column="address", a network) keeps."""
+        assert column in ("client", "address")
+        return self._one(f"SELECT COUNT(*) AS n FROM lineages WHERE {column}=?", (client,))["n"]
 
     def set_steps(self, lineage_id: str, steps: list) -> bool:
         """Append-only: the new steps replace the stored ones only if those are the first

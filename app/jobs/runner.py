@@ -180,6 +180,7 @@ class LocalRunner(Runner):
                   self.options(spec, entry), image)
         except (MethodError, TypeError, ValueError) as exc:
             raise JobError(422, str(exc), "params") from None
+        self.check_quota(client, address)
         reserve = job_bytes(spec, self.lab.registry.get(spec.model), targets)
         if self.disk is not None:  # outside the lock: its meters read the active jobs (reserved_bytes)
             try:
@@ -194,11 +195,7 @@ class LocalRunner(Runner):
                                f"{self.settings.max_jobs_per_client}); cancel one or wait", retry_after=5,
                                policy=("jobs-per-client", self.settings.max_jobs_per_client))
             # Behind one NAT a whole class shares an address: this cap is higher, and stops a
-            # client that throws its cookie away from sidestepping the one above.
-            used = self.store.bytes_used(client)
-            if used >= self.settings.disk_quota_bytes:
-                raise JobError(413, f"your runs and uploads keep {used // 2**20} MB on this server (quota "
-                                    f"{self.settings.disk_quota_bytes // 2**20} MB): delete some first")
+            # client that takes a new cookie for every job from sidestepping the one above.
             here = sum(1 for j in active if address and j.address == address)
             if here >= self.settings.max_jobs_per_address:
                 raise JobError(429, f"{here} jobs are queued or running from your network address (limit "
@@ -221,6 +218,19 @@ class LocalRunner(Runner):
             self._jobs[job.id] = job
             self._queue.put_nowait(job)  # only submit() puts, under this lock: the check above holds
         return job.id
+
+    def check_quota(self, client: str, address: str) -> None:
+        """413 when the client, or all clients of its network together, keep their disk quota
+        (FOOLING_DISK_QUOTA_MB, FOOLING_DISK_QUOTA_PER_ADDRESS_MB) already."""
+        s = self.settings
+        for who, column, quota, what in ((client, "client", s.disk_quota_bytes, "your runs and uploads"),
+                                         (address, "address", s.disk_quota_per_address_bytes,
+                                          "the runs and uploads of your network (every browser and script at "
+                                          "your address)")):
+            used = self.store.bytes_used(who, column) if who else 0
+            if used >= quota:
+                raise JobError(413, f"{what} keep {used // 2**20} MB on this server (quota {quota // 2**20} MB): "
+                                    "delete some first")
 
     # -- control --------------------------------------------------------------------------------
     def control(self, job_id: str, action: str) -> dict:

@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS idempotency (
 """
 
 ACTIVE = ("queued", "running", "paused")
+QUOTA_INDEXES = ("CREATE INDEX IF NOT EXISTS jobs_client ON jobs (client)",
+                 "CREATE INDEX IF NOT EXISTS jobs_address ON jobs (address)",
+                 "CREATE INDEX IF NOT EXISTS uploads_client ON uploads (client)",
+                 "CREATE INDEX IF NOT EXISTS uploads_address ON uploads (address)")
 FINISHED = ("done", "cancelled", "failed", "interrupted")
 
 
@@ -95,6 +99,10 @@ class JobStore:
                 if name not in have:
                     self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
             self._db.execute("CREATE INDEX IF NOT EXISTS jobs_room ON jobs (room, created DESC)")
+            if "address" not in {r[1] for r in self._db.execute("PRAGMA table_info(uploads)")}:
+                self._db.execute("ALTER TABLE uploads ADD COLUMN address TEXT NOT NULL DEFAULT ''")
+            for index in QUOTA_INDEXES:  # quotas are summed per client and per network on every upload
+                self._db.execute(index)
 
     def folder(self, job_id: str) -> Path:
         d = self.root / job_id
@@ -159,16 +167,18 @@ class JobStore:
             return self._db.execute("DELETE FROM idempotency WHERE created<?", (before,)).rowcount
 
     # -- disk: what each client keeps, and what retention may sweep ------------------------------
-    def add_upload(self, upload_id: str, client: str, size: int) -> None:
+    def add_upload(self, upload_id: str, client: str, size: int, address: str = "") -> None:
         with self._lock:
-            self._db.execute("INSERT INTO uploads (id, client, bytes, created) VALUES (?,?,?,?)",
-                             (upload_id, client, size, time.time()))
+            self._db.execute("INSERT INTO uploads (id, client, bytes, created, address) VALUES (?,?,?,?,?)",
+                             (upload_id, client, size, time.time(), address))
 
-    def bytes_used(self, client: str) -> int:
-        """Bytes a client keeps on disk: its jobs' files and its uploads."""
+    def bytes_used(self, client: str, column: str = "client") -> int:
+        """Bytes a client (or, column="address", a network) keeps on disk: jobs' files and uploads."""
+        assert column in ("client", "address")
         with self._lock:
-            jobs = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM jobs WHERE client=?", (client,)).fetchone()
-            ups = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM uploads WHERE client=?", (client,)).fetchone()
+            jobs = self._db.execute(f"SELECT COALESCE(SUM(bytes), 0) FROM jobs WHERE {column}=?", (client,)).fetchone()
+            ups = self._db.execute(f"SELECT COALESCE(SUM(bytes), 0) FROM uploads WHERE {column}=?",
+                                   (client,)).fetchone()
         return jobs[0] + ups[0]
 
     def bytes_total(self) -> int:

@@ -141,7 +141,7 @@ class Identity:
     """What the server knows about the asker of one request."""
 
     client: str  # the signed browser id, or ``anon:<network>`` for a request without a valid cookie
-    address: str  # the network address (a classroom NAT puts many clients behind one)
+    address: str  # the network (an IPv4 address, an IPv6 /64): a classroom NAT puts many clients behind one
     instructor: bool
     bearer: str | None  # a token from Authorization: Bearer, if any
     new_cookie: str | None  # a fresh id the response sets as fl_client (no valid cookie came)
@@ -275,7 +275,7 @@ class Gatekeeper:
         room = None
         if signed_room and signed_room.startswith(f"{client}:"):  # copied to another browser it means nothing
             room = signed_room.partition(":")[2] or None
-        return Identity(client, address, instructor, bearer, new, room)
+        return Identity(client, address_bucket(address), instructor, bearer, new, room)
 
     def control_token(self, job_id: str) -> str:
         """A job's control token, derived from its id with the key: the server keeps only its hash,

@@ -50,12 +50,16 @@ async def next_item(request: Request, state: Lab, room: str | None) -> dict | No
     if seq >= MAX_ITEMS_PER_CLIENT:
         raise ApiError(429, f"that is {seq} images: thank you! This server shows each browser at most "
                             f"{MAX_ITEMS_PER_CLIENT}")
+    most = state.settings.max_quiz_items_per_address
+    if await run_in_threadpool(store.shown_count, who.address, "address") >= most:
+        raise ApiError(429, f"your network (every browser and script at your address) has been shown {most} images, "
+                            "the most this server shows one (FOOLING_MAX_QUIZ_ITEMS_PER_ADDRESS)")
     await run_in_threadpool(request.app.state.budgets["quiz_items"].check)
     async with classroom_compute(request, "quiz"):
         item = await quiz.make_item(request.app.state.quiz, state.scorer.probabilities, _labels(state), who.client,
                                     room, seq + 1, store.recent_sources(who.client))
     if item is not None:
-        store.add_item(item)
+        store.add_item({**item, "address": who.address})
     return item
 
 

@@ -16,7 +16,7 @@ from app.classroom import quiz as quizzing
 from app.classroom.store import CODE_PATTERN
 from app.jobs import results
 from app.jobs.presets import PRESETS
-from app.jobs.runner import LocalRunner
+from app.jobs.runner import JobError, LocalRunner
 from app.serving.lab import Lab
 from app.web import views
 from app.web.api import breed as breed_api
@@ -24,9 +24,9 @@ from app.web.api import quiz as quiz_api
 from app.web.api.rooms import NICKNAME, room_links
 from app.web.deps import classroom, identity, is_member, lab, open_room, require_instructor, require_member, runner
 from app.web.deps import join as join_room
-from app.web.errors import ApiError
+from app.web.errors import ApiError, job_error
 from app.web.forms import whole_number
-from app.web.identity import ROOM_COOKIE
+from app.web.identity import ROOM_COOKIE, Identity
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -240,13 +240,12 @@ async def breed_next(request: Request, lineage_id: str = Path(pattern=breed_api.
     return RedirectResponse(f"/breed/{lineage_id}", status_code=303)
 
 
-def _keep_upload(request: Request, run: LocalRunner, state: Lab, client: str, png: bytes) -> str:
-    """Keep a PNG as the client's upload, within its quota and the server's disk budget (a thread)."""
-    if run.store.bytes_used(client) + len(png) > state.settings.disk_quota_bytes:
-        raise ApiError(413, "your runs and uploads are at this server's disk quota: delete some first")
+def _keep_upload(request: Request, run: LocalRunner, state: Lab, who: Identity, png: bytes) -> str:
+    """Keep a PNG as the client's upload, within its quotas and the server's disk budget (a thread)."""
+    run.check_quota(who.client, who.address)
     request.app.state.budgets["disk"].check(len(png))
     upload_id, _, size = results.save_upload(png, state.settings.data_dir, state.settings.max_image_pixels)
-    run.store.add_upload(upload_id, client, size)
+    run.store.add_upload(upload_id, who.client, size, who.address)
     return upload_id
 
 
@@ -260,7 +259,10 @@ async def breed_use(request: Request, lineage_id: str = Path(pattern=breed_api.L
     lin = breed_api.lineage_or_404(request, lineage_id)
     png = await breed_api.image_png(request, state, lin, generation, position)
     who = identity(request)
-    upload_id = await run_in_threadpool(_keep_upload, request, run, state, who.client, png)
+    try:
+        upload_id = await run_in_threadpool(_keep_upload, request, run, state, who, png)
+    except JobError as exc:
+        raise job_error(exc) from None
     if to == "score":
         return RedirectResponse(f"/score?upload={upload_id}&model={lin['model']}", status_code=303)
     return RedirectResponse(f"/?model={lin['model']}&method=gradient&encoding=direct&upload={upload_id}"
