@@ -452,3 +452,16 @@ def test_a_walls_reader_survives_an_error(app):
             return feed.version - seen
 
     assert asyncio.run(watch()) >= 1 and Flaky.calls >= 3
+
+
+def test_guessing_room_codes_is_slowed_down(tmp_path):
+    with TestClient(create_app(make_settings(preload="lenet-mnist", data_dir=tmp_path, admin_token=ADMIN))) as c:
+        wait_ready(c)
+        code = new_room(c.app)
+        guesser = browser(c.app)
+        misses = c.app.state.gatekeeper.room_misses.tries
+        guesses = [f"ZZ{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(misses)]
+        assert all(guesser.get(f"/api/v1/rooms/{g}").status_code == 404 for g in guesses)
+        r = guesser.get("/api/v1/rooms/ZZZZ")
+        assert r.status_code == 429 and "room-lookups" in r.headers["RateLimit-Policy"]
+        assert guesser.get(f"/api/v1/rooms/{code}").status_code == 429  # even a right guess, for a while

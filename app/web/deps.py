@@ -104,10 +104,18 @@ def classroom(request: Request) -> ClassroomStore:
 
 
 def open_room(request: Request, code: str) -> dict:
-    """The room with this code, or 404."""
+    """The room with this code, or 404. A code is all it takes to find a room, so a network that
+    keeps guessing wrong ones is slowed down (429 past ROOM_MISSES in five minutes)."""
+    misses = request.app.state.gatekeeper.room_misses
+    address = identity(request).address
+    wait = misses.attempt(address)
+    if wait:
+        raise too_many("too many room codes that lead nowhere from your network: check the code and try again "
+                       "later", ("room-lookups", misses.tries), wait, "code")
     room = classroom(request).room(code) if re.match(CODE_PATTERN, code or "") else None
     if room is None:
         raise ApiError(404, f"no room {code!r}", "code")
+    misses.succeeded(address)
     return room
 
 

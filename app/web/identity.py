@@ -237,7 +237,8 @@ class Gatekeeper:
         self.admin_token = admin_token
         self.session_s = session_s
         self.sessions = Sessions(data_dir)
-        self.throttle = Throttle()
+        self.throttle = Throttle()  # wrong instructor tokens
+        self.room_misses = Throttle(tries=60, window_s=300.0)  # room codes that lead nowhere
         self.warnings: list[str] = []  # about the signing key, once it is loaded (shown on /instructor)
         if not admin_token:
             log.warning("FOOLING_ADMIN_TOKEN is not set: instructor features (controlling any job, "

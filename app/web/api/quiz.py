@@ -130,7 +130,7 @@ async def quiz_image(request: Request, item_id: str = Path(pattern=ITEM_ID)) -> 
 
 
 @router.post("/quiz/answers", status_code=201, summary="Answer a quiz image",
-             responses=error_responses(403, 404, 409, 422,
+             responses=error_responses(403, 404, 409, 422, 429,
                                        _403="the item was shown to another browser, or its room's answers are for "
                                             "members", _409="already answered, or its room is closed")
              | {201: examples.json_example(examples.QUIZ_REVEAL)})
@@ -141,7 +141,7 @@ def quiz_answer(request: Request, body: Answer = Body(openapi_examples=examples.
 
 
 @router.get("/quiz/results", summary="Quiz results",
-            responses={200: examples.json_example(examples.QUIZ_RESULTS), **error_responses(403, 404, 422)})
+            responses={200: examples.json_example(examples.QUIZ_RESULTS), **error_responses(403, 404, 422, 429)})
 def quiz_results(request: Request, room: str | None = RoomQuery) -> dict:
     """Agreement with the network (answers naming its label), overall, per condition and per
     image, each beside chance level and the network's confidence. A room's: for its members and
@@ -151,7 +151,7 @@ def quiz_results(request: Request, room: str | None = RoomQuery) -> dict:
 
 
 @router.get("/quiz/results.csv", response_class=Response, summary="Quiz answers as CSV",
-            responses={200: {"content": {"text/csv": {}}}, **error_responses(403, 404, 422)})
+            responses={200: {"content": {"text/csv": {}}}, **error_responses(403, 404, 422, 429)})
 def quiz_csv(request: Request, room: str | None = RoomQuery) -> Response:
     """One row per answer: what was shown (image, options in order, network label and confidence),
     the answer, agreement and response time; participants as pseudonyms. A room's: for its members

@@ -98,7 +98,7 @@ def list_rooms(request: Request) -> dict:
 
 
 @router.get("/rooms/{code}", summary="One room",
-            responses={200: examples.json_example(examples.ROOM_SEEN), **error_responses(404, 422)})
+            responses={200: examples.json_example(examples.ROOM_SEEN), **error_responses(404, 422, 429)})
 def get_room(request: Request, code: str = Code) -> dict:
     """A room's state (open or closed, the spotlighted job, how many joined) and, under `you`,
     whether this browser has joined it and as whom. Hidden jobs are listed for the instructor only."""
@@ -134,7 +134,7 @@ def join_room(request: Request, body: Join = Body(openapi_examples=examples.JOIN
 
 @router.post("/rooms/{code}/close", summary="Close a room (the instructor)",
              responses={200: examples.json_example({**examples.ROOM, "closed": 1795629694.2}),
-                        **error_responses(403, 404, 422)})
+                        **error_responses(403, 404, 422, 429)})
 async def close_room(request: Request, code: str = Code) -> dict:
     """Members' running jobs run to their end; nobody starts a new job in the room or joins it."""
     require_instructor(request)
@@ -144,7 +144,7 @@ async def close_room(request: Request, code: str = Code) -> dict:
 
 
 @router.post("/rooms/{code}/spotlight", summary="Show one job full screen on the wall (the instructor)",
-             responses={200: examples.json_example(examples.SPOTLIGHT), **error_responses(403, 404, 422)})
+             responses={200: examples.json_example(examples.SPOTLIGHT), **error_responses(403, 404, 422, 429)})
 async def spotlight(request: Request, body: Spotlight = Body(openapi_examples=examples.SPOTLIGHT_REQUESTS),
                     code: str = Code,
                     run: LocalRunner = Depends(runner)) -> dict:
@@ -158,7 +158,7 @@ async def spotlight(request: Request, body: Spotlight = Body(openapi_examples=ex
 
 
 @router.post("/rooms/{code}/hide", summary="Hide (or show again) a job on the wall (the instructor)",
-             responses={200: examples.json_example(examples.HIDDEN), **error_responses(403, 404, 422)})
+             responses={200: examples.json_example(examples.HIDDEN), **error_responses(403, 404, 422, 429)})
 def hide(request: Request, body: Hide = Body(openapi_examples=examples.HIDE_REQUESTS), code: str = Code,
          run: LocalRunner = Depends(runner)) -> dict:
     """Take a job off the room's wall, and out of every public listing (the jobs list, the gallery,
@@ -174,7 +174,7 @@ def hide(request: Request, body: Hide = Body(openapi_examples=examples.HIDE_REQU
 
 @router.get("/rooms/{code}/jobs", summary="A room's jobs",
             responses={200: examples.json_example(examples.ROOM_JOBS),
-                       **error_responses(403, 404, 422, _403="not a member of the room, nor the instructor")})
+                       **error_responses(403, 404, 422, 429, _403="not a member of the room, nor the instructor")})
 def room_jobs(request: Request, code: str = Code, run: LocalRunner = Depends(runner)) -> dict:
     """The room's jobs, newest first (up to 200), each with its owner's nickname: for the room's
     members and the instructor. Jobs the instructor hid are left out for everyone else."""
