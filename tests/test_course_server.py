@@ -298,6 +298,22 @@ def test_a_hidden_job_is_gone_from_every_public_listing(app):
     assert alice.get(f"/api/v1/jobs/{job}").status_code == 200  # its owner still reaches it by id
 
 
+class RoomReads:
+    """The classroom store, counting its reads of a room (and failing the ``fail_at``-th one)."""
+
+    def __init__(self, store, fail_at: int = 0) -> None:
+        self.store, self.fail_at, self.reads = store, fail_at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def room(self, code):
+        self.reads += 1
+        if self.reads == self.fail_at:
+            raise OSError("database hiccup")
+        return self.store.room(code)
+
+
 def test_one_reader_serves_every_wall_of_a_room(app):
     """Twenty walls on one room cost the reads of one: the room is read as often as with one wall."""
     from app.classroom.feed import RoomFeeds
@@ -307,21 +323,9 @@ def test_one_reader_serves_every_wall_of_a_room(app):
     for i, s in enumerate(students):
         s.post(f"/api/v1/rooms/{code}/join", json={"nickname": f"S{i}"})
         wait(s, s.post("/api/v1/jobs", json={**QUICK, "seed": i}).json()["id"], ("done",))
-    store = app.state.classroom
-
-    class Counting:
-        reads = 0
-
-        def __getattr__(self, name):
-            return getattr(store, name)
-
-        def room(self, c):
-            Counting.reads += 1
-            return store.room(c)
-
     async def watch(walls: int, seconds: float) -> tuple[int, list[int]]:
-        feeds = RoomFeeds(Counting(), app.state.runner, app.state.tiles)
-        Counting.reads = 0
+        counted = RoomReads(app.state.classroom)
+        feeds = RoomFeeds(counted, app.state.runner, app.state.tiles)
         got = [0] * walls
 
         async def wall(i: int) -> None:
@@ -332,7 +336,7 @@ def test_one_reader_serves_every_wall_of_a_room(app):
                     got[i] = len(feed.texts)
         await asyncio.gather(*(wall(i) for i in range(walls)))
         assert len(feeds) == 0  # the last wall to leave stops the reader
-        return Counting.reads, got
+        return counted.reads, got
 
     one, got = asyncio.run(watch(1, 1.5))
     many, got = asyncio.run(watch(20, 1.5))
@@ -429,21 +433,10 @@ def test_a_walls_reader_survives_an_error(app):
 
     code = new_room(app)
     store = app.state.classroom
-
-    class Flaky:
-        calls = 0
-
-        def __getattr__(self, name):
-            return getattr(store, name)
-
-        def room(self, c):
-            Flaky.calls += 1
-            if Flaky.calls == 2:
-                raise OSError("database hiccup")
-            return store.room(c)
+    flaky = RoomReads(store, fail_at=2)
 
     async def watch() -> int:
-        feeds = RoomFeeds(Flaky(), app.state.runner, app.state.tiles)
+        feeds = RoomFeeds(flaky, app.state.runner, app.state.tiles)
         async with feeds.watch(code) as feed:
             await feed.wait(0, 2.0)
             store.set_spotlight(code, None)  # a change after the failed read: the reader goes on
@@ -451,7 +444,7 @@ def test_a_walls_reader_survives_an_error(app):
             await feed.wait(seen, 3.0)
             return feed.version - seen
 
-    assert asyncio.run(watch()) >= 1 and Flaky.calls >= 3
+    assert asyncio.run(watch()) >= 1 and flaky.reads >= 3
 
 
 def test_guessing_room_codes_is_slowed_down(tmp_path):
