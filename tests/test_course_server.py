@@ -458,3 +458,23 @@ def test_guessing_room_codes_is_slowed_down(tmp_path):
         r = guesser.get("/api/v1/rooms/ZZZZ")
         assert r.status_code == 429 and "room-lookups" in r.headers["RateLimit-Policy"]
         assert guesser.get(f"/api/v1/rooms/{code}").status_code == 429  # even a right guess, for a while
+
+
+def test_a_client_that_sends_its_whole_body_first_still_reads_the_413(tmp_path):
+    """urllib (like most clients) sends all of a body before it reads the answer: the server must
+    not hang up on it mid-body, or the client sees a broken pipe instead of the 413."""
+    import urllib.error
+    import urllib.request
+
+    from tests.live_server import LiveServer
+
+    server = LiveServer(tmp_path).start()
+    try:
+        body = b"[" + b"0," * 2_000_000 + b"0]"  # 4 MB
+        req = urllib.request.Request(f"{server.url}/api/v1/quiz/answers", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=30)
+        assert err.value.code == 413 and b"this route's limit" in err.value.read()
+    finally:
+        server.stop()

@@ -24,6 +24,7 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script
 HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
            (b"referrer-policy", b"same-origin")]
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+DRAIN_BYTES = 64 * 2**20  # an over-limit body this size or smaller is read (and dropped) before the 413
 
 
 class BodyTooLarge(ApiError):
@@ -83,9 +84,14 @@ class GuardMiddleware:
         declared = headers.get("content-length", "")
         length = whole_number(declared)  # anything else is for the body count below to catch
         if length is not None and length > limit:
-            # Connection: close, so that the server drops the rest of the body unread instead of
-            # taking it in on the event loop (a 50 MB body made /healthz wait 50-150 ms)
-            return await _error(send, 413, "too_large", too_large(limit), close=True)
+            # Most clients (urllib, requests) send the whole body before they read the answer: if
+            # the server answered and hung up mid-body they would see a broken pipe, not the 413.
+            # So a body up to DRAIN_BYTES is read and dropped unparsed first; past that, the
+            # connection is closed after the answer.
+            if length <= DRAIN_BYTES:
+                while (await receive()).get("more_body"):
+                    pass
+            return await _error(send, 413, "too_large", too_large(limit), close=length > DRAIN_BYTES)
         reason = cross_site(scope["method"], headers)
         if reason:
             return await _error(send, 403, "forbidden", reason)
@@ -125,7 +131,7 @@ class GuardMiddleware:
         except BodyTooLarge as exc:  # raised where no route handler turned it into a response
             if started:
                 raise
-            await _error(send, 413, "too_large", exc.detail, close=True)
+            await _error(send, 413, "too_large", exc.detail)
 
 
 async def _error(send, status: int, code: str, detail: str, close: bool = False) -> None:
