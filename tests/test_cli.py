@@ -7,11 +7,14 @@ import fcntl
 import json
 import os
 import pty
+import re
 import struct
 import subprocess
 import sys
 import termios
 from pathlib import Path
+
+import pytest
 
 from app.cli.main import build_parser
 from app.settings import ROOT
@@ -96,3 +99,23 @@ def test_experiment_json(tmp_path):
     result = json.loads(p.stdout)
     assert result == json.loads((tmp_path / "results.json").read_text())
     assert abs(result["p_x"] - 0.0474) < 1e-4
+
+
+def test_param_values_are_words_numbers_booleans_or_json():
+    from app.cli.fool import parse_params
+
+    got = parse_params(["stepping_stones=all", "quoted=\"all\"", "eta=15", "lr=1e-3", "ten-crop", "stop_at=null",
+                        "random_start=False", "targets=[1, 2]", "path=a/b=c"])
+    assert got == {"stepping_stones": "all", "quoted": "all", "eta": 15, "lr": 1e-3, "ten_crop": True,
+                   "stop_at": None, "random_start": False, "targets": [1, 2], "path": "a/b=c"}
+    for bad, says in (("=3", "NAME=VALUE"), ("x=[1", "not valid JSON"), ("x={", "not valid JSON")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            parse_params([bad])
+
+
+def test_a_bad_param_value_is_one_line_naming_it(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "app", "fool", "--model", "lenet-mnist", "--method", "map-elites",
+                        "--generations", "2", "--param", "mutation_rate=lots", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode != 0 and "Traceback" not in r.stderr and last.startswith("error: params.mutation_rate")

@@ -16,11 +16,37 @@ from app.cli.progress import StepProgress, wanted
 from app.fooling.base import SUCCESS, history_point, model_score_fn, resolve_targets
 from app.fooling.figures import confidence_curve, labelled_grid
 from app.fooling.methods import ADVERSARIAL, build, method_options
+from app.jobs.limits import check_params
 from app.models.entry import UnknownModel
 from app.models.registry import Registry
 from app.serving.imaging import decode, to_model_input, to_png
 from app.settings import Settings
 
+PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+WORDS = {"true": True, "false": False, "none": None, "null": None}
+
+
+def parse_params(items: list[str]) -> dict:
+    """``--param NAME=VALUE`` as the shell passes it: a number, true/false, null, JSON (a list or
+    an object) or a plain word (``stepping_stones=all``); a bare ``NAME`` is true."""
+    params = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not PARAM_NAME.match(key):
+            raise ValueError(f"--param {item!r}: write NAME=VALUE, e.g. --param epsilon=0.1")
+        if not eq:
+            parsed = True
+        elif value.strip().lower() in WORDS:
+            parsed = WORDS[value.strip().lower()]
+        else:
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                if value[:1] in "[{\"":
+                    raise ValueError(f"--param {key}: {value!r} is not valid JSON") from None
+                parsed = value  # a plain word
+        params[key.replace("-", "_")] = parsed
+    return params
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40] or "class"
@@ -52,10 +78,8 @@ def run(args) -> dict:
     targets = None
     if args.targets is not None or args.method not in ADVERSARIAL:
         targets = resolve_targets(args.targets or "all", entry.labels)
-    params = {}
-    for item in args.param or []:
-        key, _, value = item.partition("=")
-        params[key.replace("-", "_")] = json.loads(value) if value else True
+    params = parse_params(args.param or [])
+    check_params(params)  # the API's checks: a bad value is one line naming its parameter
     options = method_options(params, generations=args.generations, steps=args.steps, population=args.population)
     # Scoring runs in the model's forward runtime (ONNX Runtime where FOOLING_RUNTIME chose it); gradients
     # use the PyTorch module. In PyTorch a model may have a best batch (EfficientNet on a CPU: 2).
