@@ -91,8 +91,9 @@ class RoomFeed:
                 hidden, renamed, changed = flagged | set(room["hidden"]), True, True
             if listed != ids:
                 ids, changed = listed, True
-                texts = {i: t for i, t in texts.items() if i in set(listed)}
-                self._frames = {i: f for i, f in self._frames.items() if i in set(listed)}
+                kept = set(listed)
+                texts = {i: t for i, t in texts.items() if i in kept}
+                self._frames = {i: f for i, f in self._frames.items() if i in kept}
         for job_id in ids:
             last = self._frames.get(job_id)
             final = last is not None and last[0][1][0] == "final"

@@ -234,7 +234,8 @@ async def room_events(request: Request, code: str = Code) -> StreamingResponse:
                     yield streams.sse("room", room_view(current, len(feed.names), instructor))
                 hidden = () if instructor else feed.hidden
                 shown = [i for i in feed.ids if i not in hidden]
-                for gone in [i for i in sent if i not in set(shown)]:
+                on_wall = set(shown)
+                for gone in [i for i in sent if i not in on_wall]:
                     del sent[gone]
                     yield streams.sse("remove", {"id": gone})
                 for job_id in shown:
