@@ -52,18 +52,23 @@ class DiskBudget:
 
     def used(self, fresh: bool = False) -> int:
         with self._lock:
-            if fresh or time.monotonic() - self._read > self.ttl_s:
-                self._used, self._read = sum(m() for m in self.meters), time.monotonic()
-            return self._used
+            return self._current(fresh)
+
+    def _current(self, fresh: bool = False) -> int:
+        # Under self._lock. The meters take the stores' and the runner's locks, never the other
+        # way round: nothing calls the budget while holding one of those.
+        if fresh or time.monotonic() - self._read > self.ttl_s:
+            self._used, self._read = sum(m() for m in self.meters), time.monotonic()
+        return self._used
 
     def check(self, more: int = 0) -> None:
         """Raise BudgetFull when keeping ``more`` bytes would pass the limit; else count them as
         kept until the meters are read again (requests within ``ttl_s`` of each other add up)."""
-        used = self.used()
-        if used + more <= self.limit:
-            with self._lock:
+        with self._lock:
+            used = self._current()
+            if used + more <= self.limit:
                 self._used += more
-            return
+                return
         raise BudgetFull("disk", f"the server's disk budget is full ({used / 2**20:.0f} of {self.limit / 2**20:.0f} "
                                  "MB, FOOLING_DISK_BUDGET_MB): nothing new can be kept until old runs are deleted "
                                  "(their owners or the instructor) or retention removes them (FOOLING_RETENTION_DAYS)")
