@@ -102,3 +102,14 @@ def test_each_package_says_what_lives_there():
     for init in (ROOT / "app").glob("*/__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and len(doc) > 40, f"{init.relative_to(ROOT)} has no docstring saying what lives there"
+
+
+def test_no_test_module_imports_another():
+    """Helpers the tests share live in tests/helpers.py and tests/conftest.py, not in a test module."""
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            mod = node.module if isinstance(node, ast.ImportFrom) else None
+            if mod and mod.startswith("tests.test_"):
+                offenders.append(f"{path.name}: {mod}")
+    assert offenders == []

@@ -16,7 +16,7 @@ from app.classroom.breed import Lineages
 from app.main import create_app
 from app.settings import ROOT
 from tests.conftest import make_settings, wait_ready
-from tests.test_trust import browser, wait
+from tests.helpers import browser, wait
 
 ADMIN = "teacher-token-for-classroom-tests"
 QUICK = {"model": "lenet-mnist", "method": "map-elites", "encoding": "direct", "targets": [1, 7], "generations": 30,

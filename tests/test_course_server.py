@@ -19,7 +19,7 @@ from app.main import create_app
 from app.settings import ROOT
 from app.web.identity import address_bucket, key_warnings
 from tests.conftest import make_settings, wait_ready
-from tests.test_trust import browser, wait
+from tests.helpers import browser, wait
 
 ADMIN = "teacher-token-for-course-tests"
 LONG = {"model": "lenet-mnist", "method": "map-elites", "targets": [5], "generations": 20000, "population": 50,

@@ -15,6 +15,7 @@ from app.main import create_app
 from app.serving.imaging import to_png
 from app.web.identity import CLIENT_COOKIE, Signer
 from tests.conftest import make_settings, start_local_ray, stop_local_ray, wait_ready
+from tests.helpers import wait, wait_parked, wait_step
 
 TRUNCATED = to_png(torch.rand((1, 28, 28)))[:60]  # a PNG cut short: header fine, pixels missing
 LONG = {"model": "lenet-mnist", "method": "map-elites", "generations": 20000, "population": 50,
@@ -59,48 +60,6 @@ def start(c, body: dict, client: str = "a") -> dict:
     return r.json()
 
 
-def wait_status(c, job_id: str, statuses=("done",), timeout: float = 120) -> dict:
-    t0 = time.time()
-    while True:
-        j = c.get(f"/api/v1/jobs/{job_id}").json()
-        if j["status"] in statuses:
-            return j
-        assert j["status"] not in ("failed", "interrupted") or j["status"] in statuses, j
-        assert time.time() - t0 < timeout, j["status"]
-        time.sleep(0.05)
-
-
-def wait_step(c, job_id: str, at_least: int, timeout: float = 60) -> dict:
-    t0 = time.time()
-    while True:
-        j = c.get(f"/api/v1/jobs/{job_id}").json()
-        if j["progress"]["step"] >= at_least:
-            return j
-        assert time.time() - t0 < timeout
-        time.sleep(0.02)
-
-
-def wait_parked(c, job_id: str, timeout: float = 30) -> int:
-    """Wait until a paused job holds no worker (it cannot step until told to); return its step. On
-    an engine, seen from outside: paused, and its step holds for half a second."""
-    t0 = time.time()
-    if getattr(c, "backend", "local") != "local":  # other modules' apps run the local backend
-        last, since = None, time.time()
-        while True:
-            j = c.get(f"/api/v1/jobs/{job_id}").json()
-            if j["status"] != "paused" or j["progress"]["step"] != last:
-                last, since = j["progress"]["step"], time.time()
-            elif time.time() - since > 0.5:
-                return last
-            assert time.time() - t0 < timeout
-            time.sleep(0.02)
-    job = c.app.state.runner.live(job_id)
-    while job.parked_at is None or job.step_credits:
-        assert time.time() - t0 < timeout
-        time.sleep(0.01)
-    return c.get(f"/api/v1/jobs/{job_id}").json()["progress"]["step"]
-
-
 def events(c, job_id: str, headers: dict | None = None) -> list[tuple[str, dict, str | None]]:
     out, name, data, eid = [], None, None, None
     with c.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=headers or {}) as r:
@@ -124,7 +83,7 @@ def test_map_elites_job_runs_to_999_and_saves_everything(jc):
     made = start(jc, {"model": "lenet-mnist", "method": "map-elites", "targets": "all", "seed": 0,
                       "population": 100, "generations": 3000})
     assert made["status"] == "queued" and set(made["links"]) >= {"self", "events", "page", "cancel"}
-    job = wait_status(jc, made["id"])
+    job = wait(jc, made["id"])
     assert len(job["targets"]) == 10 and job["settings"]["seed"] == 0
     assert all(t["confidence"] >= 0.9999 for t in job["targets"])
     assert job["history"] and job["progress"]["evaluations"] > 0
@@ -170,7 +129,7 @@ def test_stream_of_a_running_job_throttles_and_shows_progress(jc):
     assert elapsed >= (len(got) - 2) / 20.0 * 0.9  # at most 20 frames a second in this app
     assert all(t["image"].startswith(f"/api/v1/jobs/{made['id']}/images/") for t in snaps[-1]["targets"])
     assert "top" in snaps[-1]["targets"][0]
-    wait_status(jc, made["id"], ("cancelled",))
+    wait(jc, made["id"], ("cancelled",))
 
 
 def test_cancel_keeps_best_so_far(jc):
@@ -178,7 +137,7 @@ def test_cancel_keeps_best_so_far(jc):
     wait_step(jc, made["id"], 3)
     r = jc.post(f"/api/v1/jobs/{made['id']}/cancel", headers=who("a"))
     assert r.status_code == 200
-    job = wait_status(jc, made["id"], ("cancelled",))
+    job = wait(jc, made["id"], ("cancelled",))
     assert len(job["targets"]) == 10 and jc.get(job["targets"][0]["image"]).status_code == 200
     assert jc.post(f"/api/v1/jobs/{made['id']}/cancel", headers=who("a")).status_code == 409
 
@@ -197,13 +156,13 @@ def test_pause_step_resume(jc):
     jc.post(f"/api/v1/jobs/{made['id']}/resume", headers=who("a"))
     wait_step(jc, made["id"], before + 10)
     jc.post(f"/api/v1/jobs/{made['id']}/cancel", headers=who("a"))
-    wait_status(jc, made["id"], ("cancelled",))
+    wait(jc, made["id"], ("cancelled",))
 
 
 def test_same_seed_same_result(jc):
     body = {"model": "lenet-mnist", "method": "map-elites", "targets": [2, 5], "population": 30,
             "generations": 15, "seed": 7, "params": {"stop_at": None}}
-    a, b = (wait_status(jc, start(jc, body)["id"]) for _ in range(2))
+    a, b = (wait(jc, start(jc, body)["id"]) for _ in range(2))
     assert [t["confidence"] for t in a["targets"]] == [t["confidence"] for t in b["targets"]]
     assert jc.get(a["targets"][0]["image"]).content == jc.get(b["targets"][0]["image"]).content
 
@@ -218,14 +177,14 @@ def test_adversarial_job_from_data_url_and_from_upload(jc, mnist_test):
     png = to_png(x[i])
     made = start(jc, {"model": "lenet-mnist", "method": "pgd", "targets": [3], "steps": 40,
                       "params": {"epsilon": 0.3}, "image": data_url(png)})
-    job = wait_status(jc, made["id"])
+    job = wait(jc, made["id"])
     assert job["targets"][0]["index"] == 3 and job["targets"][0]["confidence"] > 0.5
     assert job["extra"]["linf"][0] <= 0.3 + 0.5 / 255 + 1e-6
     assert jc.get(f"/api/v1/jobs/{made['id']}/input.png").content == png
     up = jc.post("/api/v1/uploads", files={"file": ("seven.png", png, "image/png")})
     assert up.status_code == 201
     made = start(jc, {"model": "lenet-mnist", "method": "fgsm", "params": {"epsilon": 0.2}, "upload": up.json()["id"]})
-    job = wait_status(jc, made["id"])
+    job = wait(jc, made["id"])
     assert job["targets"] and job["extra"]["linf"][0] <= 0.2 + 0.5 / 255 + 1e-6
 
 
@@ -268,11 +227,11 @@ def test_failing_job_records_error_and_worker_survives(jc, monkeypatch):
 
     monkeypatch.setattr(runner_module, "build", exploding)
     made = start(jc, {"model": "lenet-mnist", "method": "map-elites", "generations": 5})
-    job = wait_status(jc, made["id"], ("failed", "done"))
+    job = wait(jc, made["id"], ("failed", "done"))
     assert job["status"] == "failed" and "engine exploded" in job["error"]
     monkeypatch.undo()
     ok = start(jc, {"model": "lenet-mnist", "method": "map-elites", "generations": 3, "targets": [1]})
-    assert wait_status(jc, ok["id"])["status"] == "done"
+    assert wait(jc, ok["id"])["status"] == "done"
 
 
 def cancel_all(c, jobs):
@@ -280,7 +239,7 @@ def cancel_all(c, jobs):
         assert c.post(f"/api/v1/jobs/{j['id']}/cancel",
                       headers={"Authorization": f"Bearer {j['control_token']}"}).status_code in (200, 409)
     for j in jobs:
-        wait_status(c, j["id"], ("cancelled", "done"))
+        wait(c, j["id"], ("cancelled", "done"))
 
 
 def test_queue_full_answers_429_with_retry_after(jc):
@@ -300,14 +259,14 @@ def test_per_client_cap_answers_429(jc):
     other = start(jc, {"model": "lenet-mnist", "method": "random", "params": {"batches": 1, "batch_size": 10}},
                   client="someone-else")  # another client still gets in (one queue slot is free)
     cancel_all(jc, mine)
-    wait_status(jc, other["id"])
+    wait(jc, other["id"])
 
 
 def test_ids_are_random_and_file_routes_take_ids_only(jc):
     ids = {start(jc, {"model": "lenet-mnist", "method": "random", "params": {"batches": 1, "batch_size": 10}},
                  client=f"ids{i}")["id"] for i in range(3)}
     for i in ids:
-        wait_status(jc, i)
+        wait(jc, i)
     assert len(ids) == 3 and all(len(i) >= 16 and not i.isdigit() for i in ids)
     for bad in ("/api/v1/jobs/..%2F..%2Fetc/grid.png", "/api/v1/jobs/x/grid.png",
                 "/api/v1/jobs/aaaaaaaaaaaa/..%2Fjobs.sqlite3", "/api/v1/jobs/aaaaaaaaaaaa/images/..%2F1.png"):
@@ -318,9 +277,9 @@ def test_ids_are_random_and_file_routes_take_ids_only(jc):
 
 def test_list_is_newest_first(jc):
     a = start(jc, {"model": "lenet-mnist", "method": "random", "params": {"batches": 1, "batch_size": 10}}, "list")
-    wait_status(jc, a["id"])
+    wait(jc, a["id"])
     b = start(jc, {"model": "lenet-mnist", "method": "random", "params": {"batches": 1, "batch_size": 10}}, "list")
-    wait_status(jc, b["id"])
+    wait(jc, b["id"])
     listed = jc.get("/api/v1/jobs?limit=5").json()
     ids = [j["id"] for j in listed["jobs"]]
     assert ids.index(b["id"]) < ids.index(a["id"]) and listed["total"] >= 2
@@ -340,7 +299,7 @@ def test_jobs_share_forward_passes(jc):
     stats0 = lab.scorer.stats().get("jobs:lenet-mnist", {"batches": 0, "images": 0})
     jobs = [start(jc, {**LONG, "generations": 300, "targets": [i]}, client=f"share{i}") for i in range(2)]
     for j in jobs:
-        wait_status(jc, j["id"])
+        wait(jc, j["id"])
     st = lab.scorer.stats()["jobs:lenet-mnist"]
     batches, images = st["batches"] - stats0["batches"], st["images"] - stats0["images"]
     assert images >= 2 * 301 * 50 and batches < images / 50

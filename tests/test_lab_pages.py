@@ -7,7 +7,7 @@ import time
 
 from fastapi.testclient import TestClient
 
-from tests.test_jobs_api import wait_parked, wait_status
+from tests.helpers import wait, wait_parked
 
 
 def start_from_form(client, **fields) -> str:
@@ -42,7 +42,7 @@ def test_form_starts_a_job_and_its_page_streams_html_until_close(client):
                 break
     html = "\n".join(c[6:] for c in chunks if c.startswith("data: "))
     assert "<img" in html and f"/api/v1/jobs/{job_id}/images/0.png" in html and "data-status" in html
-    wait_status(client, job_id)
+    wait(client, job_id)
     done = client.get(f"/jobs/{job_id}")
     assert "hx-sse:connect" not in done.text and "grid.png" in done.text and "Re-run" in done.text
     rerun = done.text.split('href="/?', 1)[1].split('"', 1)[0].replace("&amp;", "&")
@@ -70,9 +70,9 @@ def test_controls_from_the_page(client):
         r = client.post(f"/jobs/{job_id}/control/{action}", headers={"HX-Request": "true"})
         assert r.status_code == 204, action
 
-    wait_status(client, job_id, ("running",))
+    wait(client, job_id, ("running",))
     press("pause")
-    wait_status(client, job_id, ("paused",))
+    wait(client, job_id, ("paused",))
     settled = wait_parked(client, job_id)  # paused and holding no worker: no step happens now
     press("step")
     t0 = time.time()
@@ -80,9 +80,9 @@ def test_controls_from_the_page(client):
         assert time.time() - t0 < 30, "step did not advance the paused job by one"
         time.sleep(0.02)
     press("resume")
-    wait_status(client, job_id, ("running",))
+    wait(client, job_id, ("running",))
     press("cancel")
-    wait_status(client, job_id, ("cancelled",))
+    wait(client, job_id, ("cancelled",))
     # someone else's browser (a forged cookie is as good as none) may not touch it
     stranger = TestClient(client.app, cookies={"fl_client": "forged.value"})
     assert stranger.post(f"/jobs/{job_id}/control/delete").status_code == 403
@@ -97,7 +97,7 @@ def test_preset_demo_and_gallery(client):
     job_id = r.headers["location"].split("/")[-1].split("?")[0]
     page = client.get(r.headers["location"])
     assert 'class="demo"' in page.text and "Every digit from noise" in page.text
-    wait_status(client, job_id)
+    wait(client, job_id)
     assert client.get("/demo").status_code == 200
     gallery = client.get("/gallery")
     assert gallery.status_code == 200 and f"/jobs/{job_id}" in gallery.text
@@ -107,14 +107,14 @@ def test_preset_demo_and_gallery(client):
 def test_seven_to_three_preset_uses_a_real_digit(client):
     r = client.post("/lab/preset/invisible-7-to-3", follow_redirects=False)
     job_id = r.headers["location"].split("/")[-1]
-    job = wait_status(client, job_id)
+    job = wait(client, job_id)
     assert job["targets"][0]["index"] == 3 and job["targets"][0]["confidence"] > 0.5
     assert job["extra"]["linf"][0] <= 0.2 + 0.5 / 255 + 1e-6
 
 
 def test_transfer_page_scores_on_other_models(client):
     job_id = start_from_form(client, targets="0,1", population="50", generations="30")
-    wait_status(client, job_id)
+    wait(client, job_id)
     r = client.get(f"/jobs/{job_id}/transfer")
     assert r.status_code == 200 and "efficientnet-lite0-imagenet" in r.text and "target" in r.text
 
@@ -124,7 +124,7 @@ def test_user_text_is_escaped_on_every_page(client):
     r = client.post("/api/v1/jobs", json={"model": "lenet-mnist", "method": "random", "title": evil,
                                           "params": {"batches": 1, "batch_size": 10}})
     job_id = r.json()["id"]
-    wait_status(client, job_id)
+    wait(client, job_id)
     for path in (f"/jobs/{job_id}", "/gallery", "/"):
         text = client.get(path).text
         assert evil not in text, path

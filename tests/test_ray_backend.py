@@ -19,13 +19,12 @@ from PIL import Image
 
 from app.main import create_app
 from tests.conftest import make_settings, png_bytes, start_local_ray, stop_local_ray, wait_ready
-from tests.test_trust import wait
+from tests.helpers import LONG_MAP_ELITES as LONG
+from tests.helpers import QUICK_MAP_ELITES as QUICK
+from tests.helpers import wait
 
 ray = pytest.importorskip("ray")
 
-QUICK = {"model": "lenet-mnist", "method": "map-elites", "encoding": "direct", "targets": [1, 7], "generations": 60,
-         "population": 50, "seed": 1}
-LONG = {**QUICK, "generations": 20000, "params": {"stop_at": None}}
 
 
 @pytest.fixture(scope="module")

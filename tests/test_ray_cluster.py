@@ -14,8 +14,9 @@ from PIL import Image
 
 from app.main import create_app
 from tests.conftest import make_settings, png_bytes, wait_ready
-from tests.test_ray_backend import LONG, QUICK
-from tests.test_trust import wait
+from tests.helpers import LONG_MAP_ELITES as LONG
+from tests.helpers import QUICK_MAP_ELITES as QUICK
+from tests.helpers import wait
 
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from tests.conftest import make_settings, wait_ready
-from tests.test_jobs_api import wait_parked
+from tests.helpers import browser, wait, wait_experiment, wait_parked
 
 ADMIN = "teacher-token-for-tests"
 LONG = {"model": "lenet-mnist", "method": "map-elites", "targets": [5], "generations": 20000, "population": 50,
@@ -26,21 +26,6 @@ def app(tmp_path_factory):
     with TestClient(application) as c:
         wait_ready(c)
         yield application
-
-
-def browser(app) -> TestClient:
-    """A fresh browser: its own cookie jar, hence its own identity once the server has set it."""
-    c = TestClient(app)
-    c.get("/")
-    return c
-
-
-def wait(c: TestClient, job_id: str, statuses: tuple[str, ...], timeout: float = 60) -> dict:
-    t0 = time.time()
-    while (j := c.get(f"/api/v1/jobs/{job_id}").json())["status"] not in statuses:
-        assert time.time() - t0 < timeout, j["status"]
-        time.sleep(0.05)
-    return j
 
 
 def test_first_visit_sets_a_signed_httponly_cookie(app):
@@ -376,14 +361,6 @@ def test_transfer_table_is_computed_once_per_finished_job(tmp_path):
             again = c.get(f"/jobs/{job['id']}/transfer")
             assert again.status_code == 200 and again.text == first.text
         assert stats() == before  # no model ran again
-
-
-def wait_experiment(c: TestClient, exp_id: str, statuses: tuple[str, ...], timeout: float = 60) -> dict:
-    t0 = time.time()
-    while (st := c.get(f"/api/v1/experiments/{exp_id}").json())["status"] not in statuses:
-        assert time.time() - t0 < timeout, st
-        time.sleep(0.1)
-    return st
 
 
 def test_experiments_have_owners_caps_and_full_settings_for_the_instructor(app):
