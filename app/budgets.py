@@ -11,7 +11,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,11 +97,12 @@ class RowBudget:
         return {"used": self.count(), "limit": self.limit, "unit": "rows"}
 
 
-def folder_bytes(root: Path) -> int:
-    """Bytes of the files under ``root`` (a small tree: experiment folders). A file renamed or
-    removed while it is walked (a status written, retention) counts as nothing, never an error."""
+def files_bytes(paths: Iterable[Path]) -> int:
+    """Bytes of these files (a small set: experiment folders, the databases). A file renamed or
+    removed meanwhile (a status written, a WAL checkpoint, retention) counts as nothing, never an
+    error."""
     total = 0
-    for p in root.rglob("*") if root.is_dir() else ():
+    for p in paths:
         try:
             total += p.stat().st_size if p.is_file() else 0
         except OSError:

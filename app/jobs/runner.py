@@ -166,22 +166,21 @@ class LocalRunner(Runner):
         if self._closing.is_set():
             raise JobError(503, "the server is shutting down")
         targets, labels = self.validate(spec)
+        entry = self.lab.registry.get(spec.model)  # validate() found it: once here for the rest
         image = png = None
         if spec.image is not None or spec.upload is not None:
-            entry = self.lab.registry.get(spec.model)
             try:
                 image, png = results.input_image(spec.image, spec.upload, entry, self.settings.data_dir,
                                                  self.settings.max_image_pixels, self.settings.max_upload_bytes)
             except results.InputError as exc:
                 raise JobError(exc.status, exc.detail, exc.field) from None
         try:  # the engine checks its own parameters; nothing runs until the first step
-            entry = self.lab.registry.get(spec.model)
             build(spec.method, entry, self.lab.registry.model(spec.model), None, targets, spec.encoding, spec.seed,
                   self.options(spec, entry), image)
         except (MethodError, TypeError, ValueError) as exc:
             raise JobError(422, str(exc), "params") from None
         self.check_quota(client, address)
-        reserve = job_bytes(spec, self.lab.registry.get(spec.model), targets)
+        reserve = job_bytes(spec, entry, targets)
         if self.disk is not None:  # outside the lock: its meters read the active jobs (reserved_bytes)
             try:
                 self.disk.check(reserve)
@@ -206,7 +205,7 @@ class LocalRunner(Runner):
             job.changed = [0] * len(targets or [0])
             job.reserved = reserve
             job.image, job.targets = image, targets
-            job.runtime = job_runtime(spec.method, self.lab.registry.get(spec.model))
+            job.runtime = job_runtime(spec.method, entry)
             if self._queue.full():
                 raise JobError(429, "the job queue is full; try again shortly", retry_after=10,
                                policy=("job-queue", self.settings.queue_size))
@@ -231,6 +230,16 @@ class LocalRunner(Runner):
             if used >= quota:
                 raise JobError(413, f"{what} keep {used // 2**20} MB on this server (quota {quota // 2**20} MB): "
                                     "delete some first")
+
+    def keep_upload(self, data: bytes, client: str, address: str) -> tuple[str, object]:
+        """Keep an image as the client's upload, within its quotas and the server's disk budget:
+        (upload id, the decoded image). 413 past a quota, 507 (BudgetFull) past the budget."""
+        self.check_quota(client, address)
+        if self.disk is not None:
+            self.disk.check(len(data))
+        upload_id, img, size = results.save_upload(data, self.settings.data_dir, self.settings.max_image_pixels)
+        self.store.add_upload(upload_id, client, size, address)
+        return upload_id, img
 
     # -- control --------------------------------------------------------------------------------
     def control(self, job_id: str, action: str) -> dict:

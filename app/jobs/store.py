@@ -172,20 +172,14 @@ class JobStore:
             self._db.execute("INSERT INTO uploads (id, client, bytes, created, address) VALUES (?,?,?,?,?)",
                              (upload_id, client, size, time.time(), address))
 
-    def bytes_used(self, client: str, column: str = "client") -> int:
-        """Bytes a client (or, column="address", a network) keeps on disk: jobs' files and uploads."""
+    def bytes_used(self, who: str | None = None, column: str = "client") -> int:
+        """Bytes kept on disk in jobs' files and uploads: a client's, a network's (column="address"),
+        or (who=None) everyone's, which the server's disk budget counts."""
         assert column in ("client", "address")
+        where, args = (f" WHERE {column}=?", (who,)) if who is not None else ("", ())
         with self._lock:
-            jobs = self._db.execute(f"SELECT COALESCE(SUM(bytes), 0) FROM jobs WHERE {column}=?", (client,)).fetchone()
-            ups = self._db.execute(f"SELECT COALESCE(SUM(bytes), 0) FROM uploads WHERE {column}=?",
-                                   (client,)).fetchone()
-        return jobs[0] + ups[0]
-
-    def bytes_total(self) -> int:
-        """Bytes every client's jobs and uploads keep (the server's disk budget counts these)."""
-        with self._lock:
-            jobs = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM jobs").fetchone()[0]
-            ups = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM uploads").fetchone()[0]
+            jobs = self._db.execute(f"SELECT COALESCE(SUM(bytes), 0) FROM jobs{where}", args).fetchone()[0]
+            ups = self._db.execute(f"SELECT COALESCE(SUM(bytes), 0) FROM uploads{where}", args).fetchone()[0]
         return jobs + ups
 
     def expired(self, before: float) -> tuple[list[str], list[str]]:

@@ -12,7 +12,7 @@ import torch
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.budgets import DiskBudget, Retention, RowBudget, folder_bytes
+from app.budgets import DiskBudget, Retention, RowBudget, files_bytes
 from app.classroom.breed import Lineages
 from app.classroom.feed import RoomFeeds
 from app.classroom.quiz import QuizPool
@@ -68,8 +68,8 @@ def budgets_for(settings: Settings, store: JobStore, rooms: ClassroomStore, expe
     folders and the databases."""
     data = Path(settings.data_dir)
     disk = DiskBudget.at_start(settings.disk_budget_bytes, data, [
-        store.bytes_total, reserved, lambda: folder_bytes(experiments.root),
-        lambda: sum(folder_bytes(p) if p.is_dir() else p.stat().st_size for p in data.glob("*.sqlite3*"))])
+        store.bytes_used, reserved, lambda: files_bytes(experiments.root.rglob("*")),
+        lambda: files_bytes(data.glob("*.sqlite3*"))])
     keep = f"retention removes them after FOOLING_RETENTION_DAYS ({settings.retention_days:g} days)"
     return {"disk": disk,
             "lineages": RowBudget("lineages", "MAX_LINEAGES", settings.max_lineages, lambda: rooms.count("lineages"),

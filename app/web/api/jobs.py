@@ -309,16 +309,11 @@ async def upload(request: Request, response: Response,
             response.headers["Idempotent-Replayed"] = "true"
             return claim.replay
         try:
-            await run_in_threadpool(run.check_quota, who.client, who.address)
+            upload_id, img = await run_in_threadpool(run.keep_upload, data, who.client, who.address)
         except JobError as exc:
             raise job_error(exc) from None
-        await run_in_threadpool(request.app.state.budgets["disk"].check, len(data))
-        try:
-            upload_id, img, size = await run_in_threadpool(results.save_upload, data, s.data_dir,
-                                                           s.max_image_pixels)
         except ImageError as exc:
             raise ApiError(exc.status, str(exc), "file") from None
-        await run_in_threadpool(run.store.add_upload, upload_id, who.client, size, who.address)
         made = {"id": upload_id, "width": img.width, "height": img.height}
         claim.done(made)
         return made

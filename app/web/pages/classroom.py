@@ -14,7 +14,6 @@ from starlette.concurrency import run_in_threadpool
 from app.classroom import breed as breeding
 from app.classroom import quiz as quizzing
 from app.classroom.store import CODE_PATTERN
-from app.jobs import results
 from app.jobs.presets import PRESETS
 from app.jobs.runner import JobError, LocalRunner
 from app.serving.lab import Lab
@@ -26,7 +25,7 @@ from app.web.deps import classroom, identity, is_member, lab, open_room, require
 from app.web.deps import join as join_room
 from app.web.errors import ApiError, job_error
 from app.web.forms import whole_number
-from app.web.identity import ROOM_COOKIE, Identity
+from app.web.identity import ROOM_COOKIE
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -240,15 +239,6 @@ async def breed_next(request: Request, lineage_id: str = Path(pattern=breed_api.
     return RedirectResponse(f"/breed/{lineage_id}", status_code=303)
 
 
-def _keep_upload(request: Request, run: LocalRunner, state: Lab, who: Identity, png: bytes) -> str:
-    """Keep a PNG as the client's upload, within its quotas and the server's disk budget (a thread)."""
-    run.check_quota(who.client, who.address)
-    request.app.state.budgets["disk"].check(len(png))
-    upload_id, _, size = results.save_upload(png, state.settings.data_dir, state.settings.max_image_pixels)
-    run.store.add_upload(upload_id, who.client, size, who.address)
-    return upload_id
-
-
 @router.post("/breed/{lineage_id}/use/{generation}/{position}")
 async def breed_use(request: Request, lineage_id: str = Path(pattern=breed_api.LINEAGE_ID),
                     generation: int = Path(ge=0, le=breeding.MAX_GENERATIONS), position: int = Path(ge=0, le=15),
@@ -260,7 +250,7 @@ async def breed_use(request: Request, lineage_id: str = Path(pattern=breed_api.L
     png = await breed_api.image_png(request, state, lin, generation, position)
     who = identity(request)
     try:
-        upload_id = await run_in_threadpool(_keep_upload, request, run, state, who, png)
+        upload_id, _ = await run_in_threadpool(run.keep_upload, png, who.client, who.address)
     except JobError as exc:
         raise job_error(exc) from None
     if to == "score":
