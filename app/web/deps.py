@@ -135,11 +135,18 @@ def shown_room(request: Request, job: dict) -> dict:
     return job
 
 
-def require_member(request: Request, room: dict, what: str) -> None:
+def require_member(request: Request, room: dict, what: str, field: str = "code") -> None:
     """403 unless the asker is one of the room's members or the instructor."""
     if not (identity(request).instructor or is_member(request, room)):
         raise ApiError(403, f"{what} of room {room['code']} are for its members and the instructor: join it at "
-                            f"/r/{room['code']}", "code")
+                            f"/r/{room['code']}", field)
+
+
+def require_open_member(request: Request, room: dict, what: str, field: str) -> None:
+    """As require_member, and 409 once the room is closed (its quiz takes no more answers)."""
+    require_member(request, room, what, field)
+    if room["closed"]:
+        raise ApiError(409, f"room {room['code']} is closed: its quiz takes no more answers", field)
 
 
 INVISIBLE = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}  # control, format (zero-width, direction), unassigned

@@ -200,7 +200,8 @@ class Sessions:
 
 
 class Throttle:
-    """Wrong instructor tokens: at most ``tries`` per ``window_s`` from one network (then 429)."""
+    """At most ``tries`` failures per ``window_s`` from one network (``Identity.address``), then 429:
+    wrong instructor tokens, room codes that lead nowhere."""
 
     def __init__(self, tries: int = 5, window_s: float = 300.0) -> None:
         self.tries, self.window_s = tries, window_s
@@ -210,7 +211,7 @@ class Throttle:
     def attempt(self, address: str) -> int:
         """Count a try from this network, as failed until ``succeeded`` says otherwise (so that
         tries sent all at once count too); seconds until it may try again, 0 to go ahead now."""
-        now, key = time.time(), address_bucket(address)
+        now, key = time.time(), address
         with self._lock:
             recent = [t for t in self._failures.get(key, []) if now - t < self.window_s]
             if len(recent) >= self.tries:
@@ -223,7 +224,7 @@ class Throttle:
 
     def succeeded(self, address: str) -> None:
         with self._lock:
-            tries = self._failures.get(address_bucket(address))
+            tries = self._failures.get(address)
             if tries:
                 tries.pop()
 

@@ -106,7 +106,8 @@ class GuardMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        limit = self.limits.get((scope["method"], scope["path"].rstrip("/") or "/"), self.default_limit)
+        route = (scope["method"], scope["path"].rstrip("/") or "/")
+        limit = self.limits.get(route, self.default_limit)
         declared = headers.get("content-length", "")
         length = whole_number(declared)  # anything else is for the body count below to catch
         if length is not None and length > limit:
@@ -131,8 +132,7 @@ class GuardMiddleware:
             secure = scope.get("scheme") == "https"
             extra.append((b"set-cookie", self.gatekeeper.client_cookie(identity.new_cookie, secure).encode()))
 
-        if (scope["method"], scope["path"].rstrip("/")) in DATA_URL_ROUTES and (length is None or
-                                                                              length > self.default_limit):
+        if route in DATA_URL_ROUTES and (length is None or length > self.default_limit):
             # A job may carry its image as a data URL, hence the larger limit; the rest of its JSON
             # gets the small one. Parsing a long string is cheap, but parsing megabytes of numbers
             # (a 12 MB `targets` list held the event loop for a second) is not.

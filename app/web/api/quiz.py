@@ -13,7 +13,7 @@ from app.classroom import quiz
 from app.classroom.store import CODE_PATTERN
 from app.serving.lab import Lab
 from app.web.api import examples
-from app.web.deps import classroom, classroom_compute, identity, is_member, lab, open_room, require_member
+from app.web.deps import classroom, classroom_compute, identity, lab, open_room, require_member, require_open_member
 from app.web.errors import ApiError, error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["quiz"])
@@ -42,10 +42,7 @@ async def next_item(request: Request, state: Lab, room: str | None) -> dict | No
     who = identity(request)
     store = classroom(request)
     if room:
-        found = open_room(request, room)
-        require_member(request, found, "the quiz images")
-        if found["closed"]:
-            raise ApiError(409, f"room {found['code']} is closed: its quiz takes no more answers", "room")
+        require_open_member(request, open_room(request, room), "the quiz images", "room")
     seq = store.shown_count(who.client)
     if seq >= MAX_ITEMS_PER_CLIENT:
         raise ApiError(429, f"that is {seq} images: thank you! This server shows each browser at most "
@@ -73,12 +70,7 @@ def record_answer(request: Request, item_id: str, answer: str) -> dict:
         raise ApiError(403, "that image was shown to someone else (or to a request without the fl_client cookie, "
                             "which cannot prove it was you)", "item")
     if item["room"]:  # a room's answers come from its members, while it is open
-        room = open_room(request, item["room"])
-        if not is_member(request, room):
-            raise ApiError(403, f"answers in room {room['code']} are for its members: join it at /r/{room['code']}",
-                           "item")
-        if room["closed"]:
-            raise ApiError(409, f"room {room['code']} is closed: it takes no more answers", "item")
+        require_open_member(request, open_room(request, item["room"]), "the quiz answers", "item")
     if answer not in item["options"]:
         raise ApiError(422, f"answer must be one of {item['options']}", "answer")
     ms = max(0, min(int((time.time() - item["shown"]) * 1000), 3_600_000))
