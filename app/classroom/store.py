@@ -202,11 +202,6 @@ class ClassroomStore:
             row["options"] = json.loads(row["options"])
         return row
 
-    def shown_count(self, client: str, column: str = "client") -> int:
-        """Quiz items shown to a client (or, column="address", to a network)."""
-        assert column in ("client", "address")
-        return self._one(f"SELECT COUNT(*) AS n FROM quiz_items WHERE {column}=?", (client,))["n"]
-
     def recent_sources(self, client: str, limit: int = 20) -> set[str]:
         return {r["source"] for r in self._all("SELECT source FROM quiz_items WHERE client=? ORDER BY shown DESC "
                                                "LIMIT ?", (client, limit))}
@@ -251,11 +246,6 @@ class ClassroomStore:
             row["steps"] = json.loads(row["steps"])
         return row
 
-    def lineage_count(self, client: str, column: str = "client") -> int:
-        """Lineages a client (or, column="address", a network) keeps."""
-        assert column in ("client", "address")
-        return self._one(f"SELECT COUNT(*) AS n FROM lineages WHERE {column}=?", (client,))["n"]
-
     def set_steps(self, lineage_id: str, steps: list) -> bool:
         """Append-only: the new steps replace the stored ones only if those are the first
         ``len(steps) - 1`` (False when another request added a step meanwhile)."""
@@ -263,9 +253,12 @@ class ClassroomStore:
                          (json.dumps(steps), time.time(), lineage_id, len(steps) - 1)) == 1
 
     # -- budgets and retention ----------------------------------------------------------------------
-    def count(self, table: str) -> int:
-        assert table in ("lineages", "quiz_items", "members")
-        return self._one(f"SELECT COUNT(*) AS n FROM {table}")["n"]
+    def count(self, table: str, who: str | None = None, column: str = "client") -> int:
+        """Rows of a table: a client's, a network's (column="address"), or (who=None) all of them,
+        which the server's row budgets count."""
+        assert table in ("lineages", "quiz_items", "members") and column in ("client", "address")
+        where, args = (f" WHERE {column}=?", (who,)) if who is not None else ("", ())
+        return self._one(f"SELECT COUNT(*) AS n FROM {table}{where}", args)["n"]
 
     def sweep(self, cutoff: float) -> dict[str, int]:
         """Retention: lineages and quiz items (with their answers) last touched before ``cutoff``,

@@ -107,10 +107,10 @@ async def create(request: Request, state: Lab, body: NewLineage) -> dict:
     entry = available_model(state, model)
     if entry.input_shape[0] not in (1, 3):
         raise ApiError(422, f"{model} takes {entry.input_shape[0]} channels: CPPNs draw grey or colour", "model")
-    if await run_in_threadpool(store.lineage_count, who.client) >= MAX_LINEAGES_PER_CLIENT:
+    if await run_in_threadpool(store.count, "lineages", who.client) >= MAX_LINEAGES_PER_CLIENT:
         raise ApiError(429, f"this browser has {MAX_LINEAGES_PER_CLIENT} lineages; that is the most one may keep")
     most = state.settings.max_lineages_per_address
-    if await run_in_threadpool(store.lineage_count, who.address, "address") >= most:
+    if await run_in_threadpool(store.count, "lineages", who.address, "address") >= most:
         raise ApiError(429, f"your network (every browser and script at your address) keeps {most} lineages, the "
                             "most one may (FOOLING_MAX_LINEAGES_PER_ADDRESS)")
     await run_in_threadpool(request.app.state.budgets["lineages"].check)

@@ -43,12 +43,12 @@ async def next_item(request: Request, state: Lab, room: str | None) -> dict | No
     store = classroom(request)
     if room:
         require_open_member(request, open_room(request, room), "the quiz images", "room")
-    seq = store.shown_count(who.client)
+    seq = store.count("quiz_items", who.client)
     if seq >= MAX_ITEMS_PER_CLIENT:
         raise ApiError(429, f"that is {seq} images: thank you! This server shows each browser at most "
                             f"{MAX_ITEMS_PER_CLIENT}")
     most = state.settings.max_quiz_items_per_address
-    if await run_in_threadpool(store.shown_count, who.address, "address") >= most:
+    if await run_in_threadpool(store.count, "quiz_items", who.address, "address") >= most:
         raise ApiError(429, f"your network (every browser and script at your address) has been shown {most} images, "
                             "the most this server shows one (FOOLING_MAX_QUIZ_ITEMS_PER_ADDRESS)")
     await run_in_threadpool(request.app.state.budgets["quiz_items"].check)
