@@ -207,3 +207,26 @@ def test_placement_takes_the_least_loaded_engine_that_holds_the_model():
         assert pool.take("lenet-mnist")[0] == 0 and not pool.alive(1)
     finally:
         pool.close()
+
+
+def test_only_the_final_frame_ends_a_mirrored_job():
+    """A frame made just as the engine's job finished can say "done" before the final frame brings its
+    images: the mirror must stay running until then, or a client sees "done" with no result
+    (CI saw exactly that once, in test_same_seed_same_result[ray])."""
+    from app.jobs.job import Job
+    from app.jobs.ray_runner import take_frame
+    from app.jobs.spec import JobSpec
+
+    job = Job("j1", JobSpec(model="lenet-mnist", method="map-elites", targets=[1]), "client-a", time.time(), ["1"])
+    job.status = "running"
+    seen = []
+    base = {"version": 3, "error": None, "stop_reason": None, "runtime": {"device": "cpu"}}
+    assert take_frame(job, {**base, "status": "done", "final": False}, lambda j, s: seen.append(s)) is None
+    assert job.status == "running" and not seen  # not ended, and nothing to observe
+    snap = {"step": 15, "evaluations": 450, "targets": [1], "images": torch.zeros((1, 1, 28, 28), dtype=torch.uint8),
+            "confidence": torch.tensor([0.5]), "probs": torch.full((1, 10), 0.1), "extra": {}}
+    final = {**base, "status": "done", "final": True, "snap": snap, "history": [{"step": 15}], "reached": {}}
+    assert take_frame(job, final, lambda j, s: seen.append(s)) == "done"
+    assert seen[0].step == 15 and job.history == [{"step": 15}] and job.runtime == {"device": "cpu"}
+    assert take_frame(job, {**base, "status": "paused", "final": False}, lambda j, s: None) is None
+    assert job.status == "paused"

@@ -37,7 +37,7 @@ from app.jobs.ray_engine import (
 )
 from app.jobs.ray_scoring import EngineScorer
 from app.jobs.runner import LocalRunner
-from app.jobs.store import JobStore
+from app.jobs.store import ACTIVE, JobStore
 from app.serving.imaging import to_png
 from app.serving.lab import Lab
 from app.settings import Settings
@@ -53,6 +53,26 @@ def scoring_place(settings: Settings, gpus: int) -> str:
     if settings.ray_scoring != "auto":
         return settings.ray_scoring
     return "engines" if gpus or settings.ray_address else "server"
+
+
+def take_frame(job: Job, frame: dict, observe) -> str | None:
+    """Mirror one engine frame onto the API's job; on the final frame, return the status it ends with.
+    Only the final frame ends a job here: a frame made just as the engine's job finished may already
+    say "done", and the result is saved (by _finish, after the final frame) with its images."""
+    if "snap" in frame:
+        s = frame["snap"]
+        observe(job, Snapshot(s["step"], s["evaluations"], s["targets"], s["images"].float() / 255,
+                              s["confidence"], s["probs"], s["extra"]))
+    with job.cond:
+        if not frame["final"] and not job.cancel and frame["status"] in ACTIVE:
+            job.status = frame["status"]
+        job.runtime = frame["runtime"] or job.runtime
+    if not frame["final"]:
+        return None
+    job.history = frame["history"] or job.history
+    job.reached = frame["reached"] or job.reached
+    job.error, job.stop_reason = frame["error"] or job.error, frame["stop_reason"] or job.stop_reason
+    return frame["status"]
 
 
 class _Cancelled(Exception):
@@ -195,20 +215,9 @@ class RayRunner(LocalRunner):
                 frame = ray.get(next(frames))
             except StopIteration:
                 return "interrupted"  # the stream ended without a last frame
-            if "snap" in frame:
-                s = frame["snap"]
-                snap = Snapshot(s["step"], s["evaluations"], s["targets"], s["images"].float() / 255,
-                                s["confidence"], s["probs"], s["extra"])
-                self._observe(job, snap)
-            with job.cond:
-                if not frame["final"] and not job.cancel:
-                    job.status = frame["status"]
-                job.runtime = frame["runtime"] or job.runtime
-            if frame["final"]:
-                job.history = frame["history"] or job.history
-                job.reached = frame["reached"] or job.reached
-                job.error, job.stop_reason = frame["error"] or job.error, frame["stop_reason"] or job.stop_reason
-                return "interrupted" if self.closing and not job.cancel else frame["status"]
+            status = take_frame(job, frame, self._observe)
+            if status is not None:
+                return "interrupted" if self.closing and not job.cancel else status
             self._publish(job)
 
     def control(self, job_id: str, action: str) -> dict:
