@@ -46,7 +46,7 @@ def test_fool_json_is_the_summary_and_no_progress_without_a_terminal(tmp_path):
     assert p.returncode == 0, p.stderr
     summary = json.loads(p.stdout)  # stdout holds exactly one JSON document
     assert summary == json.loads((tmp_path / "summary.json").read_text())
-    assert summary["steps"] == 30 and [r["label"] for r in summary["results"]] == ["1", "7"]
+    assert summary["steps"] == 30 and [t["label"] for t in summary["targets"]] == ["1", "7"]
     assert "\r" not in p.stderr and "step/s" not in p.stderr  # not a terminal: no bar
 
 
@@ -119,3 +119,28 @@ def test_a_bad_param_value_is_one_line_naming_it(tmp_path):
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode != 0 and "Traceback" not in r.stderr and last.startswith("error: params.mutation_rate")
+
+
+def test_the_command_lines_files_are_a_jobs_downloads(client, tmp_path):
+    """`fool` drives the same Run as a job: the same files, the same summary.json, and (same seed,
+    same device) the same images and confidences. Only the id and the timings differ."""
+    from tests.helpers import wait
+
+    p = run("fool", "--targets", "3,8", "--generations", "20", "--population", "40", "--seed", "5",
+            "--param", "stop_at=null", "--out", str(tmp_path), "--quiet")
+    assert p.returncode == 0, p.stderr
+    body = {"model": "lenet-mnist", "method": "map-elites", "targets": [3, 8], "generations": 20, "population": 40,
+            "seed": 5, "params": {"stop_at": None}}
+    job = wait(client, client.post("/api/v1/jobs", json=body).json()["id"])
+    downloads = {"0.png": job["targets"][0]["image"], "1.png": job["targets"][1]["image"],
+                 **{name: job["links"][key] for name, key in (("grid.png", "grid"), ("curve.png", "curve"),
+                                                               ("summary.json", "summary"))}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(downloads)
+    got = client.get(downloads["summary.json"]).json()
+    mine = json.loads((tmp_path / "summary.json").read_text())
+    assert set(mine) == set(got) and mine["settings"] == got["settings"] and mine["id"] is None
+    assert [set(t) for t in mine["targets"]] == [set(t) for t in got["targets"]]
+    assert [t["file"] for t in got["targets"]] == ["0.png", "1.png"]
+    assert [t["confidence"] for t in mine["targets"]] == [t["confidence"] for t in got["targets"]]
+    assert (tmp_path / "0.png").read_bytes() == client.get(downloads["0.png"]).content
+    assert mine["runtime"] == got["runtime"] and mine["steps"] == got["steps"] == 20

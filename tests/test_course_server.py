@@ -367,7 +367,7 @@ def test_the_key_warnings(tmp_path):
 
 
 def test_a_local_ray_instance_needs_a_token_made_at_start():
-    from app.jobs.ray_engine import local_instance_env
+    from app.jobs.ray.cluster import local_instance_env
 
     env: dict = {}
     local_instance_env(env)

@@ -171,7 +171,8 @@ def test_cli_cppn_budget_history_and_curve(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["stopped_by_budget"] and summary["encoding"] == "cppn" and summary["ten_crop"] is False
+    assert summary["stop_reason"] == "time budget (2 s)" and summary["settings"]["encoding"] == "cppn"
+    assert summary["ten_crop"] is False
     hist = summary["history"]
     assert len(hist) >= 3 and all(b["evaluations"] > a["evaluations"] for a, b in zip(hist, hist[1:], strict=False))
     assert all(b["max"] >= a["max"] for a, b in zip(hist, hist[1:], strict=False))  # elites never get worse

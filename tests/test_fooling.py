@@ -164,8 +164,9 @@ def test_cli_fool_writes_pngs_grid_and_summary(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["seed"] == 0 and summary["method"] == "map-elites" and len(summary["results"]) == 10
-    assert all(r["confidence"] >= 0.9999 and (out / r["file"]).is_file() for r in summary["results"])
+    assert summary["settings"]["seed"] == 0 and summary["settings"]["method"] == "map-elites"
+    assert len(summary["targets"]) == 10
+    assert all(t["confidence"] >= 0.9999 and (out / t["file"]).is_file() for t in summary["targets"])
     assert (out / "grid.png").is_file()
     bad = subprocess.run([sys.executable, "-m", "app", "fool", "--method", "pgd", "--out", str(tmp_path / "b")],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.jobs import runner as runner_module
+from app.jobs import run as run_module
 from app.main import create_app
 from app.serving.imaging import to_png
 from app.web.identity import CLIENT_COOKIE, Signer
@@ -225,7 +225,7 @@ def test_failing_job_records_error_and_worker_survives(jc, monkeypatch):
 
         return steps()
 
-    monkeypatch.setattr(runner_module, "build", exploding)
+    monkeypatch.setattr(run_module, "build", exploding)
     made = start(jc, {"model": "lenet-mnist", "method": "map-elites", "generations": 5})
     job = wait(jc, made["id"], ("failed", "done"))
     assert job["status"] == "failed" and "engine exploded" in job["error"]

@@ -125,7 +125,8 @@ def test_a_killed_engine_interrupts_its_job_keeps_its_best_and_the_next_job_runs
 
 
 def test_a_restarted_server_cancels_the_jobs_an_earlier_one_left_on_the_engines(client, tmp_path, caplog):
-    from app.jobs.ray_runner import RayRunner
+    from app.jobs.ray.runner import RayBackend
+    from app.jobs.runner import JobRunner
     from app.jobs.store import JobStore
     from app.serving.lab import Lab
 
@@ -134,10 +135,10 @@ def test_a_restarted_server_cancels_the_jobs_an_earlier_one_left_on_the_engines(
     assert ray.get(engine.info.remote())["jobs"] == 1
     # The next server, started with another per-engine job count: the detached engine keeps its own.
     settings = replace(client.app.state.lab.settings, data_dir=tmp_path, ray_engine_jobs=3)
-    again = RayRunner(Lab.create(settings), JobStore(tmp_path))
+    again = JobRunner(Lab.create(settings), JobStore(tmp_path), RayBackend)
     try:
         t0 = time.time()
-        while not again.engines_started:
+        while not again.readiness()[0]:
             assert time.time() - t0 < 60
             time.sleep(0.1)
         t0 = time.time()
@@ -152,9 +153,9 @@ def test_a_restarted_server_cancels_the_jobs_an_earlier_one_left_on_the_engines(
 
 def test_an_unreachable_cluster_is_said_plainly_or_auto_runs_locally(tmp_path):
 
-    from app.jobs.ray_runner import make_runner
-    from app.jobs.runner import LocalRunner
+    from app.jobs.runner import make_runner
     from app.jobs.store import JobStore
+    from app.jobs.workers import Workers
     from app.serving.lab import Lab
 
     lab = Lab.create(make_settings(preload="lenet-mnist", data_dir=tmp_path, backend="ray",
@@ -164,7 +165,7 @@ def test_an_unreachable_cluster_is_said_plainly_or_auto_runs_locally(tmp_path):
         make_runner(lab, JobStore(tmp_path))
     assert time.time() - t0 < 15
     runner = make_runner(replace(lab, settings=replace(lab.settings, backend="auto")), JobStore(tmp_path))
-    assert type(runner) is LocalRunner
+    assert type(runner.backend) is Workers
     runner.close()
     # Something answers at the address, but not Ray (a web server on the wrong port): said as much.
     web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
@@ -178,7 +179,7 @@ def test_an_unreachable_cluster_is_said_plainly_or_auto_runs_locally(tmp_path):
 
 
 def test_scoring_goes_to_the_engines_on_a_cluster_and_stays_here_on_one_cpu_machine():
-    from app.jobs.ray_runner import scoring_place
+    from app.jobs.ray.runner import scoring_place
 
     local = make_settings(backend="ray")
     assert scoring_place(local, gpus=0) == "server"  # a local instance sharing this machine's cores
@@ -191,7 +192,7 @@ def test_scoring_goes_to_the_engines_on_a_cluster_and_stays_here_on_one_cpu_mach
 
 
 def test_placement_takes_the_least_loaded_engine_that_holds_the_model():
-    from app.jobs.ray_engine import EnginePool
+    from app.jobs.ray.pool import EnginePool
 
     pool = EnginePool(["engine-a", "engine-b", "engine-c", "engine-d"])  # stand-ins: only their places count
     try:
@@ -214,19 +215,20 @@ def test_only_the_final_frame_ends_a_mirrored_job():
     images: the mirror must stay running until then, or a client sees "done" with no result
     (CI saw exactly that once, in test_same_seed_same_result[ray])."""
     from app.jobs.job import Job
-    from app.jobs.ray_runner import take_frame
+    from app.jobs.ray.runner import take_frame
+    from app.jobs.run import Run
     from app.jobs.spec import JobSpec
 
-    job = Job("j1", JobSpec(model="lenet-mnist", method="map-elites", targets=[1]), "client-a", time.time(), ["1"])
+    spec = JobSpec(model="lenet-mnist", method="map-elites", targets=[1])
+    job = Job("j1", spec, "client-a", time.time(), Run(spec, [str(i) for i in range(10)], [1]))
     job.status = "running"
-    seen = []
     base = {"version": 3, "error": None, "stop_reason": None, "runtime": {"device": "cpu"}}
-    assert take_frame(job, {**base, "status": "done", "final": False}, lambda j, s: seen.append(s)) is None
-    assert job.status == "running" and not seen  # not ended, and nothing to observe
+    assert take_frame(job, {**base, "status": "done", "final": False}) is None
+    assert job.status == "running" and job.run.snap is None  # not ended, and nothing to observe
     snap = {"step": 15, "evaluations": 450, "targets": [1], "images": torch.zeros((1, 1, 28, 28), dtype=torch.uint8),
             "confidence": torch.tensor([0.5]), "probs": torch.full((1, 10), 0.1), "extra": {}}
     final = {**base, "status": "done", "final": True, "snap": snap, "history": [{"step": 15}], "reached": {}}
-    assert take_frame(job, final, lambda j, s: seen.append(s)) == "done"
-    assert seen[0].step == 15 and job.history == [{"step": 15}] and job.runtime == {"device": "cpu"}
-    assert take_frame(job, {**base, "status": "paused", "final": False}, lambda j, s: None) is None
+    assert take_frame(job, final) == "done"
+    assert job.run.snap.step == 15 and job.run.history == [{"step": 15}] and job.run.runtime == {"device": "cpu"}
+    assert take_frame(job, {**base, "status": "paused", "final": False}) is None
     assert job.status == "paused"

@@ -27,11 +27,11 @@ import torch
 from PIL import Image
 
 from app.data import mnist
+from app.fooling.info import FOOLING
 from app.jobs.store import JobStore
 from app.serving.imaging import to_model_input, to_png
 
 NONE = "none of these"
-FOOLING_METHODS = ("evolve", "map-elites", "gradient")
 FOOLING_BAR = 0.5  # fooling images shown are those the network gives their target at least this
 REAL_SHARE = 0.4  # about this share of items are real images (the control)
 MNIST_MODEL = "lenet-mnist"
@@ -80,7 +80,7 @@ class QuizPool:
         # finished runs, stopped ones included: their best images are saved like any other
         for rec in self.jobs.list(limit, visible=True, room=room):
             spec = rec["spec"]
-            if spec.get("method") not in FOOLING_METHODS or spec.get("model") not in models:
+            if spec.get("method") not in FOOLING or spec.get("model") not in models:
                 continue
             for t in (rec.get("result") or {}).get("targets", []):
                 if t["confidence"] < FOOLING_BAR:

@@ -86,7 +86,7 @@ class Tiles:
         tile = {"id": job_id, "status": rec["status"], "model": spec.get("model"), "method": spec.get("method"),
                 "encoding": spec.get("encoding"), "client": rec["client"], "created": rec["created"],
                 "label": None, "confidence": None, "image": None, "step": 0, "targets": 0}
-        snap = live.snap if live is not None and not live.finished else None
+        snap = live.run.snap if live is not None and not live.finished else None
         if snap is not None:
             conf = snap.confidence
             best = int(conf.argmax())

@@ -1,22 +1,26 @@
 """``fooling-lab fool``: run one method from the command line and write its results.
 
-Writes OUT/<index>_<label>.png for each target's best image, OUT/grid.png (a labelled grid like
-the paper's figures) and OUT/summary.json (settings, seed, per target: label, confidence, step
-reached, evaluations, seconds).
+It drives the same Run as a job on the server, so OUT holds exactly what a job's downloads hold:
+``<position>.png`` for each target's best image, grid.png (a labelled grid like the paper's
+figures), curve.png, summary.json (settings, seed, per target: label, confidence, when it reached
+99.99%; the curve), and input.png for a job on a real image.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from app.cli.progress import StepProgress, wanted
-from app.fooling.base import SUCCESS, history_point, model_score_fn, resolve_targets
-from app.fooling.figures import confidence_curve, labelled_grid
-from app.fooling.methods import ADVERSARIAL, build, method_options
+from app.files import write_whole
+from app.fooling.base import model_score_fn, resolve_targets
+from app.fooling.info import ADVERSARIAL, EVOLUTIONARY
 from app.jobs.limits import check_params
+from app.jobs.run import Run, runtime_of
+from app.jobs.spec import JobSpec
 from app.models.entry import UnknownModel
 from app.models.registry import Registry
 from app.serving.imaging import decode, to_model_input, to_png
@@ -48,10 +52,6 @@ def parse_params(items: list[str]) -> dict:
         params[key.replace("-", "_")] = parsed
     return params
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40] or "class"
-
-
 DEFAULT_CPU_BUDGET = 600.0  # seconds
 
 
@@ -60,7 +60,8 @@ class Unavailable(RuntimeError):
 
 
 def run(args) -> dict:
-    """Run the method, write its files into args.out, and return the summary (as in summary.json)."""
+    """Run the method and write into args.out the files a job's downloads hold (``<position>.png``
+    per target, grid.png, curve.png, summary.json, input.png for an image's job); return the summary."""
     settings = Settings.from_env()
     registry = Registry(settings)
     try:
@@ -70,81 +71,57 @@ def run(args) -> dict:
                           f"{', '.join(e.id for e in registry.list())}") from None
     if not entry.available:
         raise Unavailable(f"model {args.model} is not available: {entry.reason}")
-    model = registry.model(args.model)
     image = None
     if args.image:
         image = to_model_input(decode(Path(args.image).read_bytes(), settings.max_image_pixels),
                                entry.input_shape, entry.preprocess)
-    targets = None
-    if args.targets is not None or args.method not in ADVERSARIAL:
-        targets = resolve_targets(args.targets or "all", entry.labels)
     params = parse_params(args.param or [])
     check_params(params)  # the API's checks: a bad value is one line naming its parameter
-    options = method_options(params, generations=args.generations, steps=args.steps, population=args.population)
+    budget = args.max_seconds
+    if budget is None and args.method in EVOLUTIONARY and registry.device == "cpu" \
+            and entry.input_shape[1] * entry.input_shape[2] > 64 * 64:
+        budget = DEFAULT_CPU_BUDGET  # ImageNet-size evolution on a CPU never "finishes": bound it
+    try:
+        spec = JobSpec(model=args.model, method=args.method, encoding=args.encoding, seed=args.seed,
+                       targets=_targets(args.targets, args.method), generations=args.generations, steps=args.steps,
+                       population=args.population, params=params, max_seconds=budget)
+    except ValidationError as exc:
+        raise ValueError("; ".join(f"--{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    targets = None
+    if spec.targets is not None or not spec.adversarial:
+        targets = resolve_targets(spec.targets if spec.targets is not None else "all", entry.labels)
+    job = Run(spec, entry.labels, targets, image=image, options=spec.options(),
+              runtime=runtime_of(spec.method, entry, registry.device), history_every=args.history_every)
     # Scoring runs in the model's forward runtime (ONNX Runtime where FOOLING_RUNTIME chose it); gradients
     # use the PyTorch module. In PyTorch a model may have a best batch (EfficientNet on a CPU: 2).
     forward = registry.forward_model(args.model)
     chunk = 1024 if entry.forward is not None else entry.batch_limit.get(registry.device.split(":")[0]) or 1024
-    gen = build(args.method, entry, model, model_score_fn(forward, chunk), targets, args.encoding, args.seed,
-                options, image)
+    job.start(entry, registry.model(args.model), model_score_fn(forward, chunk))
 
-    budget = args.max_seconds
-    if budget is None and args.method in ("evolve", "map-elites") and registry.device == "cpu" \
-            and entry.input_shape[1] * entry.input_shape[2] > 64 * 64:
-        budget = DEFAULT_CPU_BUDGET  # ImageNet-size evolution on a CPU never "finishes": bound it
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    reached: dict[int, tuple[int, int, float]] = {}
-    history: list[dict] = []
-    snap = None
-    logged = 0.0
-    stopped_by_budget = False
-    bar = StepProgress(wanted(args.quiet), options.get("generations") or options.get("steps"),
+    bar = StepProgress(wanted(args.quiet), job.options.get("generations") or job.options.get("steps"),
                        f"{args.method} on {entry.id}")
-    for snap in gen:
-        now = time.perf_counter() - t0
-        for i, c in enumerate(snap.confidence.tolist()):
-            if c >= SUCCESS and i not in reached:
-                reached[i] = (snap.step, snap.evaluations, now)
-        if now - logged >= args.history_every or snap.step == 0:
-            logged = now
-            history.append(history_point(snap, now))
+    while (snap := job.step()) is not None:
         bar.update(snap)
-        if budget is not None and now >= budget:
-            stopped_by_budget = True
-            break
     bar.close()
-    seconds = time.perf_counter() - t0
-    if not history or history[-1]["step"] != snap.step:
-        history.append(history_point(snap, seconds))
-    results = []
-    for i, (t, img, conf) in enumerate(zip(snap.targets, snap.images, snap.confidence, strict=True)):
-        name = f"{i:02d}_{t}_{_slug(entry.labels[t])}.png"
-        (out / name).write_bytes(to_png(img))
-        step, evals, secs = reached.get(i, (None, None, None))
-        results.append({"target": t, "label": entry.labels[t], "confidence": float(conf), "file": name,
-                        "reached_9999_at_step": step, "reached_9999_after_evaluations": evals,
-                        "reached_9999_after_seconds": None if secs is None else round(secs, 3)})
-    labelled_grid(snap, entry.labels).save(out / "grid.png")
-    summary = {
-        "model": entry.id, "method": args.method, "encoding": args.encoding, "seed": args.seed,
-        "options": options, "device": registry.device, "image": args.image,
-        "steps": snap.step, "evaluations": snap.evaluations, "seconds": round(seconds, 3),
-        "ten_crop": bool(options.get("ten_crop", False)), "max_seconds": budget,
-        "runtime": {"name": entry.runtime if args.method in ("evolve", "map-elites", "random") else "torch",
-                    "reason": entry.runtime_reason},
-        "stopped_by_budget": stopped_by_budget, "results": results,
-        "history": history, "extra": snap.extra,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if len(history) > 1:
-        confidence_curve(history, f"{entry.id}: {args.method} ({args.encoding})").save(out / "curve.png")
-    return summary
+    if image is not None:
+        write_whole(out / "input.png", to_png(image))
+    job.save(out, "done")
+    return json.loads((out / "summary.json").read_text())
+
+
+def _targets(text: str | None, method: str) -> list[int | str] | str | None:
+    """--targets as the API takes it: "all", or indices and names (adversarial: none, untargeted)."""
+    if text is None:
+        return None if method in ADVERSARIAL else "all"
+    if text.strip().lower() == "all":
+        return "all"
+    return [int(t) if t.isdigit() else t for t in (t.strip() for t in text.split(",")) if t]
 
 
 def describe(summary: dict, out: str) -> str:
     """The one-line human summary of a run."""
-    results = summary["results"]
-    return (f"{len(results)} targets, min confidence {min(r['confidence'] for r in results):.4%}, "
+    targets = summary["targets"]
+    return (f"{len(targets)} targets, min confidence {min(t['confidence'] for t in targets):.4%}, "
             f"{summary['evaluations']} evaluations, {summary['seconds']:.1f} s -> {out}")

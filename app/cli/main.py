@@ -20,9 +20,8 @@ import logging
 import sys
 from pathlib import Path
 
+from app.fooling.info import ENCODINGS, METHODS
 from app.settings import Settings
-
-METHODS = ["evolve", "map-elites", "gradient", "fgsm", "pgd", "random"]
 
 
 def _output_flags(p: argparse.ArgumentParser) -> None:
@@ -59,7 +58,7 @@ def build_parser(prog: str = "fooling-lab") -> argparse.ArgumentParser:
     p = sub.add_parser("fool", help="make fooling images with one method")
     p.add_argument("--model", default="lenet-mnist")
     p.add_argument("--method", default="map-elites", choices=METHODS)
-    p.add_argument("--encoding", default="direct", choices=["direct", "cppn"],
+    p.add_argument("--encoding", default="direct", choices=ENCODINGS,
                    help="evolve, map-elites, gradient: direct (pixels) or cppn")
     p.add_argument("--targets", default=None,
                    help="all, or comma-separated class indices or names (adversarial: omit for untargeted)")

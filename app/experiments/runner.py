@@ -20,6 +20,7 @@ from pathlib import Path
 
 from app.budgets import BudgetFull
 from app.experiments import catalog
+from app.files import write_whole
 from app.settings import ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,7 @@ class ExperimentRunner:
         self._thread.start()
 
     def _write(self, exp_id: str, status: dict) -> None:
-        folder = self.root / exp_id
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "status.json.tmp"
-        tmp.write_text(json.dumps(status))
-        tmp.replace(folder / "status.json")  # atomic: a reader never sees half a file
+        write_whole(self.root / exp_id / "status.json", json.dumps(status))  # a reader never sees half a file
 
     def _all(self) -> list[dict]:
         out = []

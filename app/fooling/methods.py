@@ -15,12 +15,8 @@ from app.fooling.cppn_param import CppnImage
 from app.fooling.direct import DirectEncoding
 from app.fooling.evolution import EvolutionParams, evolve, map_elites
 from app.fooling.gradient import GradientParams, gradient_ascent
+from app.fooling.info import ADVERSARIAL, ENCODED, ENCODINGS, GRADIENT, METHODS
 from app.models.entry import ModelEntry
-
-METHODS = ("evolve", "map-elites", "gradient", "fgsm", "pgd", "random")
-ENCODINGS = ("direct", "cppn")
-ADVERSARIAL = ("fgsm", "pgd")
-ENCODED = ("evolve", "map-elites", "gradient", "random")  # methods that take --encoding
 
 
 class MethodError(ValueError):
@@ -51,8 +47,8 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
           image: torch.Tensor | None = None) -> Iterator[Snapshot]:
     options = dict(options or {})
     if options.pop("ten_crop", False):  # fitness averaged over the paper's 10 crops (evolution, random)
-        if method not in ("evolve", "map-elites", "random"):
-            raise MethodError("ten_crop applies to evolve, map-elites and random")
+        if method in GRADIENT:
+            raise MethodError(f"ten_crop applies to {', '.join(m for m in METHODS if m not in GRADIENT)}")
         score = ten_crop_score(score)
     if method not in METHODS:
         raise MethodError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -61,7 +57,7 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
     if encoding == "cppn" and method not in ENCODED:
         raise MethodError(f"{method} perturbs pixels of a real image; --encoding applies to {', '.join(ENCODED)}")
     device = model_device(model)
-    if (method in ADVERSARIAL or method == "gradient") and not entry.differentiable:
+    if method in GRADIENT and not entry.differentiable:
         raise MethodError(f"{method} needs gradients, and {entry.id} is a black box ({entry.source}); "
                           "use evolve, map-elites or random")
     if method in ADVERSARIAL:

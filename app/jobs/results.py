@@ -1,24 +1,25 @@
-"""Turning a job's snapshots into what clients see: live frames, PNGs, and the saved result."""
+"""What a job takes in (a data URL or an upload) and what the server keeps when it ends."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
+import logging
 import re
 import secrets
+import shutil
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from app.fooling.base import SUCCESS
-from app.fooling.figures import confidence_curve, labelled_grid
+from app.files import folder_bytes
 from app.jobs.job import Job
-from app.jobs.store import JobStore, write_whole
+from app.jobs.store import JobStore
 from app.models.entry import ModelEntry
-from app.serving.imaging import ImageError, decode, png_bytes, to_model_input, to_png
-from app.serving.scoring import top_k
+from app.serving.imaging import ImageError, decode, to_model_input, to_png
+
+log = logging.getLogger(__name__)
 
 DATA_URL = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.I)
 UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -74,87 +75,30 @@ def input_image(image: str | None, upload: str | None, entry: ModelEntry, data_d
     return x, to_png(x)
 
 
-def image_url(job_id: str, position: int, version: int | None = None) -> str:
-    url = f"/api/v1/jobs/{job_id}/images/{position}.png"
-    return url if version is None else f"{url}?v={version}"
+class Saved:
+    """The server's keeper (see board.py): a job's status in its record as it starts, and when it
+    ends its files (Run.save) and its record; a job deleted meanwhile leaves nothing."""
 
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
 
-def frame(job: Job, top: int = 5) -> dict:
-    """The job's current state as streamed and returned by GET /api/v1/jobs/{id} while live."""
-    snap = job.snap
-    out = {"id": job.id, "status": job.status, "step": 0, "evaluations": 0,
-           "elapsed": round(job.elapsed(), 3), "version": job.version, "targets": []}
-    if snap is None:
-        return out
-    out.update(step=snap.step, evaluations=snap.evaluations)
-    with_top = len(snap.targets) <= 20  # top-k bars only where a page can show them
-    for i, (t, c) in enumerate(zip(snap.targets, snap.confidence.tolist(), strict=True)):
-        item = {"position": i, "index": t, "label": job.labels[t], "confidence": c,
-                "image": image_url(job.id, i, job.changed[i] if i < len(job.changed) else job.version)}
-        if i in job.reached:
-            item["reached_9999"] = job.reached[i]
-        if with_top:
-            item["top"] = top_k(snap.probs[i], job.labels, top)
-        out["targets"].append(item)
-    if snap.extra:
-        out["extra"] = _jsonable(snap.extra)
-    if job.history:
-        out["point"] = job.history[-1]
-    return out
+    def started(self, job: Job) -> None:
+        self.store.update(job.id, status=job.status)
 
+    def finished(self, job: Job, status: str) -> None:
+        if job.deleted:  # whatever was written goes too (delete() cleans up as well)
+            self.remove(job.id)
+            return
+        result = None
+        if job.run.snap is not None:
+            try:
+                result = job.run.save(self.store.folder(job.id), status, job.id)
+            except Exception as exc:  # the record must still say how the job ended
+                log.warning("could not save job %s: %s", job.id, exc)
+                job.error = job.error or f"saving failed: {exc}"
+        self.store.update(job.id, status=status, result=result, error=job.error, progress=job.run.progress(),
+                          size=folder_bytes(self.store.root / job.id))
 
-def live_png(job: Job, position: int) -> bytes | None:
-    snap = job.snap
-    if snap is None or not 0 <= position < len(snap.targets):
-        return None
-    version = job.changed[position]
-    cached = job.png_cache.get(position)
-    if cached and cached[0] == version:
-        return cached[1]
-    png = to_png(snap.images[position])
-    job.png_cache[position] = (version, png)
-    return png
-
-
-def progress(job: Job) -> dict:
-    snap = job.snap
-    return {"step": snap.step if snap else 0, "evaluations": snap.evaluations if snap else 0,
-            "elapsed": round(job.elapsed(), 3), "history": job.history}
-
-
-def save(job: Job, store: JobStore, status: str) -> dict:
-    """Write each target's best image, the labelled grid, the curve and summary.json; return the
-    result record kept in the database."""
-    snap = job.snap
-    folder = store.folder(job.id)
-    targets = []
-    for i, (t, img, c) in enumerate(zip(snap.targets, snap.images, snap.confidence.tolist(), strict=True)):
-        write_whole(folder / f"{i}.png", to_png(img))
-        targets.append({"position": i, "index": t, "label": job.labels[t], "confidence": c,
-                        "image": image_url(job.id, i), "reached_9999": job.reached.get(i),
-                        "top": top_k(snap.probs[i], job.labels, 5)})
-    write_whole(folder / "grid.png", png_bytes(labelled_grid(snap, job.labels)))
-    if len(job.history) > 1:
-        curve = confidence_curve(job.history, f"{job.spec.model}: {job.spec.method} ({job.spec.encoding})")
-        write_whole(folder / "curve.png", png_bytes(curve))
-    result = {"steps": snap.step, "evaluations": snap.evaluations, "seconds": round(job.elapsed(), 3),
-              "ten_crop": bool(job.spec.params.get("ten_crop", False)), "stop_reason": job.stop_reason,
-              "min_confidence": min(t["confidence"] for t in targets),
-              "at_9999": sum(t["confidence"] >= SUCCESS for t in targets), "targets": targets,
-              "extra": _jsonable(snap.extra), "runtime": job.runtime or None}
-    summary = {"id": job.id, "status": status, "settings": job.spec.model_dump(exclude={"image"}),
-               **result, "history": job.history}
-    write_whole(folder / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    return result
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, float | int | str | bool) or value is None:
-        return value
-    return str(value)
+    def remove(self, job_id: str) -> None:
+        self.store.delete(job_id)
+        shutil.rmtree(self.store.root / job_id, ignore_errors=True)

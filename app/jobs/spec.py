@@ -9,10 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
 from app.fooling.methods import ADVERSARIAL, ENCODED, METHODS, method_options
 
 Method = Literal["evolve", "map-elites", "gradient", "fgsm", "pgd", "random"]
-assert set(Method.__args__) == set(METHODS)  # one list of names for the CLI and the API
-
-EVOLUTIONARY = ("evolve", "map-elites")
-STEPPED = ("gradient", "fgsm", "pgd")
+assert set(Method.__args__) == set(METHODS)  # one list of names for the CLI and the API (a Literal for the schema)
 ParamValue = float | int | bool | str | None
 
 

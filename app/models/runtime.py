@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from app.files import replacing
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +63,11 @@ def export_path(onnx_dir: Path, model_id: str, digest: str) -> Path:
 def export(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
     """Export with a dynamic batch axis; written to a temporary name first, so a crash never leaves
     a half file under the cached name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with warnings.catch_warnings():  # the TorchScript exporter announces its own deprecation
+    with replacing(path) as tmp, warnings.catch_warnings():  # the TorchScript exporter announces its own deprecation
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.rand(1, *input_shape, device=_device(model)),),
                           str(tmp), input_names=["x"], output_names=["logits"],
                           dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
-    tmp.replace(path)
 
 
 def _device(model: nn.Module) -> torch.device:

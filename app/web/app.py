@@ -19,7 +19,7 @@ from app.classroom.quiz import QuizPool
 from app.classroom.store import ClassroomStore
 from app.classroom.wall import Tiles
 from app.experiments.runner import ExperimentRunner
-from app.jobs.ray_runner import make_runner
+from app.jobs.runner import make_runner
 from app.jobs.store import JobStore
 from app.serving import compute
 from app.serving.lab import Lab

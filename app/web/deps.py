@@ -15,7 +15,7 @@ from fastapi import Request
 
 from app.budgets import BudgetFull
 from app.classroom.store import CODE_PATTERN, ClassroomStore, JoinCaps
-from app.jobs.runner import LocalRunner
+from app.jobs.runner import Runner
 from app.models.entry import ModelEntry, UnknownModel
 from app.serving.lab import Lab
 from app.web.errors import ApiError, too_many
@@ -26,7 +26,7 @@ def lab(request: Request) -> Lab:
     return request.app.state.lab
 
 
-def runner(request: Request) -> LocalRunner:
+def runner(request: Request) -> Runner:
     return request.app.state.runner
 
 
@@ -51,7 +51,7 @@ def may_control(who: Identity, record: dict | None) -> bool:
                 and hmac.compare_digest(token_hash(who.bearer), record["token_hash"]))
 
 
-def require_control(request: Request, run: LocalRunner, job_id: str) -> dict:
+def require_control(request: Request, run: Runner, job_id: str) -> dict:
     """The job's record, or 404 (no such job) / 403 (someone else's)."""
     record = run.record(job_id)
     if record is None:
@@ -74,7 +74,7 @@ INSTRUCTOR_ACTIONS = {"hide": ("hidden", True), "unhide": ("hidden", False),
                       "pin": ("pinned", True), "unpin": ("pinned", False)}
 
 
-def mark_job(request: Request, run: LocalRunner, job_id: str, action: str) -> dict:
+def mark_job(request: Request, run: Runner, job_id: str, action: str) -> dict:
     """Apply one of INSTRUCTOR_ACTIONS (the instructor only); returns the mark as set."""
     require_instructor(request)
     flag, on = INSTRUCTOR_ACTIONS[action]

@@ -7,9 +7,12 @@ import json
 import math
 import urllib.parse
 
-from app.jobs import results
+from app.jobs.job import Job
+from app.jobs.run import jsonable
 from app.jobs.runner import Runner
 from app.jobs.store import ACTIVE, FINISHED
+from app.serving.imaging import to_png
+from app.serving.scoring import top_k
 from app.web.errors import ApiError
 
 JOB_ID = r"^[A-Za-z0-9_-]{8,64}$"
@@ -33,6 +36,57 @@ def links(job_id: str, files: tuple[str, ...] | list[str] = ()) -> dict:
     return out
 
 
+def image_url(job_id: str, position: int, version: int | None = None) -> str:
+    url = f"/api/v1/jobs/{job_id}/images/{position}.png"
+    return url if version is None else f"{url}?v={version}"
+
+
+def frame(job: Job, top: int = 5) -> dict:
+    """A live job's current state, as streamed and as GET /api/v1/jobs/{id} shows it while it runs.
+    Each image URL names the snapshot at which that image last changed (see job_image)."""
+    run, snap = job.run, job.run.snap
+    out = {"id": job.id, "status": job.status, "step": 0, "evaluations": 0,
+           "elapsed": round(job.elapsed(), 3), "version": job.version, "targets": []}
+    if snap is None:
+        return out
+    out.update(step=snap.step, evaluations=snap.evaluations)
+    with_top = len(snap.targets) <= 20  # top-k bars only where a page can show them
+    for i, (t, c) in enumerate(zip(snap.targets, snap.confidence.tolist(), strict=True)):
+        item = {"position": i, "index": t, "label": job.labels[t], "confidence": c,
+                "image": image_url(job.id, i, run.changed[i] if i < len(run.changed) else run.observed)}
+        if i in run.reached:
+            item["reached_9999"] = run.reached[i]
+        if with_top:
+            item["top"] = top_k(snap.probs[i], job.labels, top)
+        out["targets"].append(item)
+    if snap.extra:
+        out["extra"] = jsonable(snap.extra)
+    if run.history:
+        out["point"] = run.history[-1]
+    return out
+
+
+def live_png(job: Job, position: int) -> bytes | None:
+    """A live job's best image so far for one target, encoded once per change."""
+    snap = job.run.snap
+    if snap is None or not 0 <= position < len(snap.targets):
+        return None
+    version = job.run.changed[position]
+    cached = job.png_cache.get(position)
+    if cached and cached[0] == version:
+        return cached[1]
+    png = to_png(snap.images[position])
+    job.png_cache[position] = (version, png)
+    return png
+
+
+def saved_targets(job_id: str, targets: list[dict]) -> list[dict]:
+    """A finished job's targets as the API shows them: each with its image's URL (summary.json names
+    the file)."""
+    return [{k: v for k, v in {**t, "image": image_url(job_id, t["position"])}.items() if k != "file"}
+            for t in targets]
+
+
 def written(run: Runner, job_id: str) -> list[str]:
     folder = run.store.root / job_id
     return [name for name in JOB_FILES if (folder / name).is_file()]
@@ -44,24 +98,26 @@ def view(run: Runner, job_id: str, history: bool = True) -> dict | None:
     if rec is None:
         return None
     live = run.live(job_id)
+    if live is not None and live.finished and rec["result"] is None:
+        rec = run.record(job_id) or rec  # it finished since the record was read: the record has it all now
     out = {"id": job_id, "status": rec["status"], "created": rec["created"], "updated": rec["updated"],
            "settings": rec["spec"], "error": rec["error"], "room": rec.get("room"),
            "links": links(job_id, written(run, job_id))}
     if live is not None and (not live.finished or rec["result"] is None):
-        frame = results.frame(live)
+        now = frame(live)
         out.update(status=live.status, error=live.error or rec["error"], version=live.version,
-                   progress={"step": frame["step"], "evaluations": frame["evaluations"], "elapsed": frame["elapsed"]},
-                   targets=frame["targets"])
-        if "extra" in frame:
-            out["extra"] = frame["extra"]
+                   progress={"step": now["step"], "evaluations": now["evaluations"], "elapsed": now["elapsed"]},
+                   targets=now["targets"])
+        if "extra" in now:
+            out["extra"] = now["extra"]
         if history:
-            out["history"] = live.history
+            out["history"] = live.run.history
         return out
     res = rec["result"] or {}
     prog = rec["progress"] or {}
     out.update(progress={"step": prog.get("step", 0), "evaluations": prog.get("evaluations", 0),
                          "elapsed": prog.get("elapsed", 0.0)},
-               targets=res.get("targets", []), version=live.version if live else None)
+               targets=saved_targets(job_id, res.get("targets", [])), version=live.version if live else None)
     for key in ("min_confidence", "at_9999", "ten_crop", "stop_reason", "extra"):
         if key in res:
             out[key] = res[key]

@@ -78,10 +78,8 @@ async def readyz(request: Request) -> JSONResponse:
     meanwhile)."""
     registry = request.app.state.lab.registry
     body: dict = {"loaded": [e.id for e in registry.list() if e.available]}
-    runner = request.app.state.runner
-    pool = getattr(runner, "pool", None)
-    if pool is not None:
-        body["engines"], body["scoring"] = pool.describe(), runner.scoring
-    if not registry.ready.is_set() or not getattr(runner, "engines_started", True):
+    backend_ready, backend = request.app.state.runner.readiness()
+    body.update(backend)
+    if not registry.ready.is_set() or not backend_ready:
         return JSONResponse({"status": "loading", **body}, status_code=503)
     return JSONResponse({"status": "ready", **body})

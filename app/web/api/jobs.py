@@ -13,13 +13,12 @@ from fastapi import APIRouter, Body, Depends, File, Path, Query, Request, Respon
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.jobs import results
-from app.jobs.runner import JobError, LocalRunner
+from app.jobs.runner import JobError, Runner
 from app.jobs.spec import JobSpec
 from app.jobs.store import ACTIVE
 from app.serving.imaging import ImageError
 from app.serving.lab import Lab
-from app.web import idempotency, streams
+from app.web import idempotency, streams, views
 from app.web.api import examples
 from app.web.caching import NO_CACHE, immutable_file, revalidated_json
 from app.web.deps import (
@@ -54,7 +53,7 @@ router = APIRouter(prefix="/api/v1", tags=["jobs"])
 async def create_job(request: Request, response: Response,
                      spec: JobSpec = Body(openapi_examples=examples.JOB_REQUESTS),
                      key: str | None = Depends(idempotency.key_header),
-                     run: LocalRunner = Depends(runner), state: Lab = Depends(lab)) -> dict:
+                     run: Runner = Depends(runner), state: Lab = Depends(lab)) -> dict:
     """Start one method run (evolution, MAP-Elites, gradient ascent, FGSM, PGD or the random
     baseline) with its settings and seed; the same settings and seed give the same images. Answers
     at once with the job's id and links: follow `events` (Server-Sent Events) or poll `self`.
@@ -88,8 +87,9 @@ async def create_job(request: Request, response: Response,
             job_id = secrets.token_urlsafe(12)
             room = job_room(request)
             try:
-                await run_in_threadpool(run.submit, spec, who.client, who.address,
-                                        token_hash(gate.control_token(job_id)), job_id, room)
+                await run_in_threadpool(lambda: run.submit(spec, who.client, address=who.address, job_id=job_id,
+                                                           token_hash=token_hash(gate.control_token(job_id)),
+                                                           room=room))
             except JobError as exc:
                 raise job_error(exc) from None
             claim.done({"id": job_id})
@@ -102,7 +102,7 @@ async def create_job(request: Request, response: Response,
 @router.get("/jobs", summary="List jobs",
             responses={200: examples.json_example(examples.JOB_LIST), **error_responses(422)})
 def list_jobs(request: Request, limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0, le=10**9),
-              status: str | None = Query(None, pattern=STATUS), run: LocalRunner = Depends(runner)) -> dict:
+              status: str | None = Query(None, pattern=STATUS), run: Runner = Depends(runner)) -> dict:
     """Jobs, newest first, without their confidence history; filter by `status`. Jobs the
     instructor hid are listed for the instructor only, and which room a job belongs to is left out
     for anyone but its members (a room's members list its jobs at `/api/v1/rooms/{code}/jobs`)."""
@@ -118,7 +118,7 @@ def list_jobs(request: Request, limit: int = Query(20, ge=1, le=200), offset: in
                        304: {"description": "not modified: the finished job's ETag matched If-None-Match"},
                        **error_responses(404, 422)})
 async def get_job(request: Request, job_id: str = Path(pattern=JOB_ID),
-                  run: LocalRunner = Depends(runner)) -> Response:
+                  run: Runner = Depends(runner)) -> Response:
     """Status, progress, settings and, per target: label, best confidence, top 5 classes, image URL and
     when it reached 99.99%; the confidence history for a chart. Live while it runs, final after;
     a finished job's answer has a strong ETag (304 to If-None-Match). Its `room` is named to that
@@ -135,7 +135,7 @@ async def get_job(request: Request, job_id: str = Path(pattern=JOB_ID),
                                           _403="not the job's owner or the instructor")})
 async def control_job(request: Request, job_id: str = Path(pattern=JOB_ID),
                       action: JobAction = Path(),
-                      run: LocalRunner = Depends(runner)) -> dict:
+                      run: Runner = Depends(runner)) -> dict:
     """`cancel` stops the job and keeps its best images so far; `pause` holds it; `resume` lets it go
     on; `step` runs exactly one step of a paused job (for demos). For the job's owner and the
     instructor. For the instructor only: `hide` and `unhide` take a job out of the gallery and the
@@ -155,7 +155,7 @@ async def control_job(request: Request, job_id: str = Path(pattern=JOB_ID),
                responses={204: {"description": "deleted: the record, its images and its gallery entry are gone"},
                           **error_responses(403, 404, 422, _403="not the job's owner or the instructor")})
 async def delete_job(request: Request, job_id: str = Path(pattern=JOB_ID),
-                     run: LocalRunner = Depends(runner)) -> Response:
+                     run: Runner = Depends(runner)) -> Response:
     """Remove a job for good: a running job is cancelled first. For the job's owner and the
     instructor; later requests for it answer 404."""
     require_control(request, run, job_id)
@@ -171,16 +171,16 @@ async def delete_job(request: Request, job_id: str = Path(pattern=JOB_ID),
                        **error_responses(404, 422, _404="no such job, or no image at that position yet")})
 async def job_image(request: Request, job_id: str = Path(pattern=JOB_ID), position: int = Path(ge=0, le=100_000),
                     v: int | None = Query(None, ge=0, description="the version in a frame's image URL"),
-                    run: LocalRunner = Depends(runner)) -> Response:
+                    run: Runner = Depends(runner)) -> Response:
     """The best image so far (live) or the final image of one target, by its position in the job's
     `targets`. The PNG holds exactly the pixels that were scored: it re-scores to the same confidence."""
     live = run.live(job_id)
-    if live is not None and live.snap is not None and not live.finished:
-        png = results.live_png(live, position)
+    if live is not None and live.run.snap is not None and not live.finished:
+        png = views.live_png(live, position)
         if png is not None:
             # A frame's URL names the version at which this image last changed: while that is
             # still the image's version, the URL's content cannot change and browsers may keep it.
-            current = live.changed[position] if position < len(live.changed) else None
+            current = live.run.changed[position] if position < len(live.run.changed) else None
             cache = "public, max-age=3600" if v is not None and v == current else NO_CACHE
             return Response(png, media_type="image/png", headers={"Cache-Control": cache})
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # gone, or deleted just now: 404 below
@@ -195,7 +195,7 @@ async def job_image(request: Request, job_id: str = Path(pattern=JOB_ID), positi
                        **error_responses(404, 422, 429, _429="too many open streams (per client, address or "
                                                              "server); see Retry-After")})
 async def job_events(request: Request, job_id: str = Path(pattern=JOB_ID),
-                     run: LocalRunner = Depends(runner), state: Lab = Depends(lab)) -> StreamingResponse:
+                     run: Runner = Depends(runner), state: Lab = Depends(lab)) -> StreamingResponse:
     """Server-Sent Events: `state` (the full job) first, then `snapshot` frames (at most
     FOOLING_EVENTS_PER_SECOND; a slow client gets only the latest), then `final` and `close`.
     Reconnecting (with Last-Event-ID or not) starts again from the full state, so a finished
@@ -231,7 +231,7 @@ async def job_events(request: Request, job_id: str = Path(pattern=JOB_ID),
                 continue
             version = live.version
             sent_at = time.monotonic()
-            yield streams.sse("snapshot", results.frame(live), version)
+            yield streams.sse("snapshot", views.frame(live), version)
 
     return StreamingResponse(held_stream(request, stream()), media_type="text/event-stream",
                              headers=streams.HEADERS)
@@ -249,7 +249,7 @@ FILE_DOCS = {
 }
 
 
-async def _job_file(request: Request, run: LocalRunner, job_id: str, name: str) -> Response:
+async def _job_file(request: Request, run: Runner, job_id: str, name: str) -> Response:
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # not written yet, or deleted: say which
         return immutable_file(request, run.store.root / job_id / name, JOB_FILES[name][1],
                               {"Content-Disposition": f'inline; filename="{job_id}-{name}"'})
@@ -267,7 +267,7 @@ def _add_file_route(name: str) -> None:
     when = "Written when the job starts." if name == "input.png" else "Written when the job ends; until then 409."
 
     async def job_file(request: Request, job_id: str = Path(pattern=JOB_ID),
-                       run: LocalRunner = Depends(runner)) -> Response:
+                       run: Runner = Depends(runner)) -> Response:
         return await _job_file(request, run, job_id, name)
 
     job_file.__doc__ = f"{text} {when} Never changes once written: a strong ETag, cached for a year, 304 to " \
@@ -294,7 +294,7 @@ for _name in JOB_FILES:
 async def upload(request: Request, response: Response,
                  file: UploadFile = File(..., description="an image for adversarial jobs"),
                  key: str | None = Depends(idempotency.key_header),
-                 state: Lab = Depends(lab), run: LocalRunner = Depends(runner)) -> dict:
+                 state: Lab = Depends(lab), run: Runner = Depends(runner)) -> dict:
     """Keep a real image for adversarial jobs (FGSM, PGD) or gradient ascent from an image: pass the
     id as `upload` in POST /api/v1/jobs. Uploads count against the client's disk quota and are
     deleted after FOOLING_RETENTION_DAYS. With an `Idempotency-Key`, a retry of the same file

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.classroom.feed import RoomFeeds
 from app.classroom.store import CODE_PATTERN
-from app.jobs.runner import LocalRunner
+from app.jobs.runner import Runner
 from app.web import streams
 from app.web.api import examples
 from app.web.deps import (
@@ -147,7 +147,7 @@ async def close_room(request: Request, code: str = Code) -> dict:
              responses={200: examples.json_example(examples.SPOTLIGHT), **error_responses(403, 404, 422, 429)})
 async def spotlight(request: Request, body: Spotlight = Body(openapi_examples=examples.SPOTLIGHT_REQUESTS),
                     code: str = Code,
-                    run: LocalRunner = Depends(runner)) -> dict:
+                    run: Runner = Depends(runner)) -> dict:
     """Every wall watching the room shows this job full screen (`job: null` ends it)."""
     require_instructor(request)
     room = open_room(request, code)
@@ -160,7 +160,7 @@ async def spotlight(request: Request, body: Spotlight = Body(openapi_examples=ex
 @router.post("/rooms/{code}/hide", summary="Hide (or show again) a job on the wall (the instructor)",
              responses={200: examples.json_example(examples.HIDDEN), **error_responses(403, 404, 422, 429)})
 def hide(request: Request, body: Hide = Body(openapi_examples=examples.HIDE_REQUESTS), code: str = Code,
-         run: LocalRunner = Depends(runner)) -> dict:
+         run: Runner = Depends(runner)) -> dict:
     """Take a job off the room's wall, and out of every public listing (the jobs list, the gallery,
     the quiz), for everyone but the instructor (`hidden: false` puts it back). Its owner still
     reaches it by its id."""
@@ -175,7 +175,7 @@ def hide(request: Request, body: Hide = Body(openapi_examples=examples.HIDE_REQU
 @router.get("/rooms/{code}/jobs", summary="A room's jobs",
             responses={200: examples.json_example(examples.ROOM_JOBS),
                        **error_responses(403, 404, 422, 429, _403="not a member of the room, nor the instructor")})
-def room_jobs(request: Request, code: str = Code, run: LocalRunner = Depends(runner)) -> dict:
+def room_jobs(request: Request, code: str = Code, run: Runner = Depends(runner)) -> dict:
     """The room's jobs, newest first (up to 200), each with its owner's nickname: for the room's
     members and the instructor. Jobs the instructor hid are left out for everyone else."""
     room = open_room(request, code)

@@ -15,7 +15,7 @@ from app.classroom import breed as breeding
 from app.classroom import quiz as quizzing
 from app.classroom.store import CODE_PATTERN
 from app.jobs.presets import PRESETS
-from app.jobs.runner import JobError, LocalRunner
+from app.jobs.runner import JobError, Runner
 from app.serving.lab import Lab
 from app.web import views
 from app.web.api import breed as breed_api
@@ -41,7 +41,7 @@ def _room_context(request: Request, code: str) -> dict:
 
 
 @router.get("/r/{code}", response_class=HTMLResponse)
-async def room_page(request: Request, code: str = Code, run: LocalRunner = Depends(runner),
+async def room_page(request: Request, code: str = Code, run: Runner = Depends(runner),
                     state: Lab = Depends(lab)) -> Response:
     if code != code.upper():
         return RedirectResponse(f"/r/{code.upper()}", status_code=307)
@@ -243,7 +243,7 @@ async def breed_next(request: Request, lineage_id: str = Path(pattern=breed_api.
 async def breed_use(request: Request, lineage_id: str = Path(pattern=breed_api.LINEAGE_ID),
                     generation: int = Path(ge=0, le=breeding.MAX_GENERATIONS), position: int = Path(ge=0, le=15),
                     to: str = Query("score", pattern="^(score|job)$"), state: Lab = Depends(lab),
-                    run: LocalRunner = Depends(runner)) -> Response:
+                    run: Runner = Depends(runner)) -> Response:
     """Keep a bred image as this browser's upload, then open it on /score or as a job's start."""
 
     lin = breed_api.lineage_or_404(request, lineage_id)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.jobs.presets import BY_NAME, PRESETS
-from app.jobs.runner import JobError, LocalRunner
+from app.jobs.runner import JobError, Runner
 from app.jobs.spec import JobSpec
 from app.serving.lab import Lab
 from app.settings import ROOT
@@ -25,7 +25,7 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/", response_class=HTMLResponse)
-async def lab_home(request: Request, state: Lab = Depends(lab), run: LocalRunner = Depends(runner),
+async def lab_home(request: Request, state: Lab = Depends(lab), run: Runner = Depends(runner),
                    preset: str | None = Query(None, max_length=64)) -> HTMLResponse:
     form = dict(request.query_params)
     if preset in BY_NAME:
@@ -37,7 +37,7 @@ async def lab_home(request: Request, state: Lab = Depends(lab), run: LocalRunner
     return _lab(request, state, run, form)
 
 
-def _lab(request: Request, state: Lab, run: LocalRunner, form: dict, error: str | None = None,
+def _lab(request: Request, state: Lab, run: Runner, form: dict, error: str | None = None,
          status: int = 200) -> HTMLResponse:
     """The Lab page: presets, the set-up form (filled from ``form``), recent runs, models."""
     recent = [views.view(run, r["id"], history=False) for r in run.store.list(8, visible=True)]
@@ -77,17 +77,18 @@ def _spec_from_form(form: dict) -> JobSpec:
     return JobSpec(**data)
 
 
-async def _start(request: Request, run: LocalRunner, spec: JobSpec, demo: bool = False) -> str:
+async def _start(request: Request, run: Runner, spec: JobSpec, demo: bool = False) -> str:
     try:
         who = identity(request)
-        job_id = await run_in_threadpool(run.submit, spec, who.client, who.address, None, None, job_room(request))
+        room = job_room(request)
+        job_id = await run_in_threadpool(lambda: run.submit(spec, who.client, address=who.address, room=room))
     except JobError as exc:
         raise job_error(exc) from None
     return f"/jobs/{job_id}" + ("?demo=1" if demo else "")
 
 
 @router.post("/lab/start")
-async def lab_start(request: Request, run: LocalRunner = Depends(runner), state: Lab = Depends(lab)) -> Response:
+async def lab_start(request: Request, run: Runner = Depends(runner), state: Lab = Depends(lab)) -> Response:
     form = dict(await request.form())
     form = {k: v for k, v in form.items() if isinstance(v, str)}
     try:
@@ -104,7 +105,7 @@ async def lab_start(request: Request, run: LocalRunner = Depends(runner), state:
 
 @router.post("/lab/preset/{name}")
 async def start_preset(request: Request, name: str = Path(max_length=64), demo: bool = Query(False),
-                       run: LocalRunner = Depends(runner)) -> Response:
+                       run: Runner = Depends(runner)) -> Response:
     preset = BY_NAME.get(name)
     if preset is None:
         raise ApiError(404, f"no preset {name!r}", "name")

@@ -15,7 +15,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.jobs.runner import JobError, LocalRunner
+from app.files import write_whole
+from app.jobs.runner import JobError, Runner
 from app.serving.imaging import decode, stack, to_model_input
 from app.serving.lab import Lab
 from app.web import streams, views
@@ -28,7 +29,7 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 async def job_page(request: Request, job_id: str = Path(pattern=views.JOB_ID), demo: bool = Query(False),
-                   focus: int = Query(0, ge=0, le=100_000), run: LocalRunner = Depends(runner),
+                   focus: int = Query(0, ge=0, le=100_000), run: Runner = Depends(runner),
                    state: Lab = Depends(lab)) -> HTMLResponse:
     view = views.found(run, job_id)
     others = [e for e in state.registry.list() if e.available and e.id != view["settings"]["model"]]
@@ -37,7 +38,7 @@ async def job_page(request: Request, job_id: str = Path(pattern=views.JOB_ID), d
     return templates.TemplateResponse(request, "job.html", ctx)
 
 
-def _viewer(request: Request, run: LocalRunner, job_id: str) -> dict:
+def _viewer(request: Request, run: Runner, job_id: str) -> dict:
     """What this viewer may do on the page: controls are shown only to those who may use them."""
     who = identity(request)
     record = run.record(job_id)
@@ -48,7 +49,7 @@ def _viewer(request: Request, run: LocalRunner, job_id: str) -> dict:
 @router.get("/jobs/{job_id}/stream")
 async def job_stream(request: Request, job_id: str = Path(pattern=views.JOB_ID),
                      focus: int = Query(0, ge=0, le=100_000), demo: bool = Query(False),
-                     run: LocalRunner = Depends(runner), state: Lab = Depends(lab)) -> StreamingResponse:
+                     run: Runner = Depends(runner), state: Lab = Depends(lab)) -> StreamingResponse:
     """The job page's live panel as HTML over SSE (unnamed messages swap into the panel), then a
     `close` event so the page stops reconnecting."""
     views.found(run, job_id, history=False)
@@ -85,7 +86,7 @@ async def job_stream(request: Request, job_id: str = Path(pattern=views.JOB_ID),
 @router.post("/jobs/{job_id}/control/{action}")
 async def job_control(request: Request, job_id: str = Path(pattern=views.JOB_ID),
                       action: str = Path(pattern="^(cancel|pause|resume|step|delete|hide|unhide|pin|unpin)$"),
-                      run: LocalRunner = Depends(runner)) -> Response:
+                      run: Runner = Depends(runner)) -> Response:
     """The page's buttons: the same rules as the REST controls (owner or instructor; hide and unhide
     for the instructor)."""
     if action in INSTRUCTOR_ACTIONS:
@@ -108,7 +109,7 @@ async def job_control(request: Request, job_id: str = Path(pattern=views.JOB_ID)
 
 @router.get("/gallery", response_class=HTMLResponse)
 async def gallery(request: Request, page: int = Query(1, ge=1, le=10_000),
-                  run: LocalRunner = Depends(runner)) -> HTMLResponse:
+                  run: Runner = Depends(runner)) -> HTMLResponse:
     per = 24
     recs = run.store.list(per, (page - 1) * per, "done", visible=True)
     total = run.store.count("done", visible=True)
@@ -119,7 +120,7 @@ async def gallery(request: Request, page: int = Query(1, ge=1, le=10_000),
 
 @router.get("/jobs/{job_id}/transfer", response_class=HTMLResponse)
 async def transfer(request: Request, job_id: str = Path(pattern=views.JOB_ID),
-                   run: LocalRunner = Depends(runner), state: Lab = Depends(lab)) -> HTMLResponse:
+                   run: Runner = Depends(runner), state: Lab = Depends(lab)) -> HTMLResponse:
     """Score a finished job's images on every other model: do the fooling images transfer?"""
     view = views.found(run, job_id, history=False)
     models = [e for e in state.registry.list() if e.available]
@@ -132,7 +133,7 @@ async def transfer(request: Request, job_id: str = Path(pattern=views.JOB_ID),
 _transfer_locks: dict[str, asyncio.Lock] = {}
 
 
-async def _transfer_rows(run: LocalRunner, state: Lab, view: dict, models: list) -> list[dict]:
+async def _transfer_rows(run: Runner, state: Lab, view: dict, models: list) -> list[dict]:
     """The table, computed once per finished job (and set of models) and kept beside its images."""
     folder = run.store.root / view["id"]
     cache = folder / "transfer.json"
@@ -158,7 +159,5 @@ async def _transfer_rows(run: LocalRunner, state: Lab, view: dict, models: list)
             row["scores"].append({"model": entry.id, "top_label": entry.labels[top], "top": float(p[top]),
                                   "target": float(p[row["target"]["index"]]) if same else None})
     if finished and rows:
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"models": key, "rows": rows}))
-        tmp.replace(cache)
+        write_whole(cache, json.dumps({"models": key, "rows": rows}))
     return rows

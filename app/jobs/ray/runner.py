@@ -1,13 +1,10 @@
-"""Jobs on a Ray cluster, behind the same Runner interface as the local runner.
+"""The Ray backend: the server's side of jobs that run on engines (engine.py).
 
-The engines (app.jobs.ray_engine) keep the models and run the jobs and the scoring
-(app.jobs.ray_scoring); this module is the API process's side of the jobs.
-
-The API process keeps the store, the files and a mirror of each running job: one of its threads
-follows the engine's frames (an actor-method generator that yields only the latest frame, so a
-slow follower skips frames) and feeds them through the local runner's bookkeeping, so events,
-pages and saved results are the same code as with the local backend. Stopping a stream never
-cancels a job; cancel, pause, resume and step are forwarded to the engine.
+The server keeps the store, the files and a mirror of each running job (a Job whose Run has no
+method, fed the engine's snapshots): one of its threads follows the engine's frames (an
+actor-method generator that yields only the latest frame, so a slow follower skips frames), so
+events, pages and saved results are the same code as with the local backend. Stopping a stream
+never cancels a job; cancel, pause, resume and step are forwarded to the engine.
 
 If an engine dies mid-job, its jobs end ``interrupted`` with the best images they had reached
 (the mirror has them), Ray restarts the engine, and new jobs run on it.
@@ -16,28 +13,20 @@ If an engine dies mid-job, its jobs end ``interrupted`` with the best images the
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from dataclasses import replace
 
 import torch
 
 from app.fooling.base import Snapshot
+from app.jobs.board import Board
 from app.jobs.job import Job, JobError
-from app.jobs.ray_engine import (
-    CALL_TIMEOUT_S,
-    ENGINE_START_S,
-    GONE_S,
-    EnginePool,
-    cluster_gpus,
-    connect,
-    cpu_share,
-    engine_settings,
-    start_engines,
-)
-from app.jobs.ray_scoring import EngineScorer
-from app.jobs.runner import LocalRunner
-from app.jobs.store import ACTIVE, JobStore
+from app.jobs.ray.cluster import cluster_gpus, connect, cpu_share
+from app.jobs.ray.engine import CALL_TIMEOUT_S, ENGINE_START_S, GONE_S, engine_settings, start_engines
+from app.jobs.ray.pool import EnginePool
+from app.jobs.ray.scoring import EngineScorer
+from app.jobs.store import ACTIVE
 from app.serving.imaging import to_png
 from app.serving.lab import Lab
 from app.settings import Settings
@@ -55,23 +44,24 @@ def scoring_place(settings: Settings, gpus: int) -> str:
     return "engines" if gpus or settings.ray_address else "server"
 
 
-def take_frame(job: Job, frame: dict, observe) -> str | None:
+def take_frame(job: Job, frame: dict) -> str | None:
     """Mirror one engine frame onto the API's job; on the final frame, return the status it ends with.
     Only the final frame ends a job here: a frame made just as the engine's job finished may already
     say "done", and the result is saved (by _finish, after the final frame) with its images."""
     if "snap" in frame:
         s = frame["snap"]
-        observe(job, Snapshot(s["step"], s["evaluations"], s["targets"], s["images"].float() / 255,
-                              s["confidence"], s["probs"], s["extra"]))
+        job.run.observe(Snapshot(s["step"], s["evaluations"], s["targets"], s["images"].float() / 255,
+                                 s["confidence"], s["probs"], s["extra"]))
     with job.cond:
         if not frame["final"] and not job.cancel and frame["status"] in ACTIVE:
             job.status = frame["status"]
-        job.runtime = frame["runtime"] or job.runtime
+        job.run.runtime = frame["runtime"] or job.run.runtime
     if not frame["final"]:
         return None
-    job.history = frame["history"] or job.history
-    job.reached = frame["reached"] or job.reached
-    job.error, job.stop_reason = frame["error"] or job.error, frame["stop_reason"] or job.stop_reason
+    run = job.run
+    run.history = frame["history"] or run.history
+    run.reached = frame["reached"] or run.reached
+    job.error, run.stop_reason = frame["error"] or job.error, frame["stop_reason"] or run.stop_reason
     return frame["status"]
 
 
@@ -79,13 +69,15 @@ class _Cancelled(Exception):
     pass
 
 
-class RayRunner(LocalRunner):
-    """The local runner's queue, store and bookkeeping; each job's work on an engine actor."""
+class RayBackend:
+    """Places each job on an engine and follows it there: a queue, and one follower thread per job
+    the engines may run at once (each waits on its job's frames)."""
 
-    def __init__(self, lab: Lab, store: JobStore) -> None:
+    def __init__(self, lab: Lab, board: Board) -> None:
         settings = lab.settings
         connect(settings)
         gpus = cluster_gpus()
+        self.lab, self.board = lab, board
         self.pool = EnginePool(start_engines(settings, gpus))
         share = cpu_share(settings, len(self.pool), gpus)
         if share:
@@ -99,14 +91,27 @@ class RayRunner(LocalRunner):
         self._wanted = engine_settings(settings)
         threading.Thread(target=self._await_engines, name="ray-engines", daemon=True).start()
         self._assigned: dict[str, tuple[int, object]] = {}
-        # API-side threads only follow engines; the engines' own caps bound the work.
-        mirror = replace(settings, workers=max(settings.workers, settings.ray_engine_jobs * len(self.pool)))
-        super().__init__(replace(lab, settings=mirror), store)
+        self._queue: queue.Queue[Job] = queue.Queue(maxsize=settings.queue_size)
+        followers = max(settings.workers, settings.ray_engine_jobs * len(self.pool))
+        self._threads = [threading.Thread(target=self._work, name=f"ray-follower-{i}", daemon=True)
+                         for i in range(followers)]
+        for t in self._threads:
+            t.start()
 
     @property
     def engines_started(self) -> bool:
         """Every engine has answered once (or the start-up wait is over): GET /readyz waits for it."""
         return self._ready.is_set()
+
+    def describe(self) -> dict:
+        """What GET /readyz says of the engines."""
+        return {"engines": self.pool.describe(), "scoring": self.scoring}
+
+    def full(self) -> bool:
+        return self._queue.full()
+
+    def put(self, job: Job) -> None:
+        self._queue.put_nowait(job)
 
     def _await_engines(self) -> None:
         """Take over the engines as they come up; GET /readyz and the first jobs wait for this."""
@@ -144,7 +149,7 @@ class RayRunner(LocalRunner):
             placed = self.pool.take(job.spec.model)
             if placed is not None:
                 return placed
-            if job.cancel or self.closing or time.monotonic() > deadline:
+            if job.cancel or self.board.closing or time.monotonic() > deadline:
                 raise _Cancelled if job.cancel else RuntimeError(f"no engine holds {job.spec.model} right now")
             time.sleep(0.5)
 
@@ -154,7 +159,7 @@ class RayRunner(LocalRunner):
         on whichever engine answers next."""
         import ray
 
-        png = to_png(job.image) if job.image is not None else None
+        png = to_png(job.run.image) if job.run.image is not None else None
         deadline = time.monotonic() + ENGINE_START_S
         while True:
             index, engine = self._engine_for(job)
@@ -171,14 +176,30 @@ class RayRunner(LocalRunner):
                 log.warning("engine-%d did not take job %s (%s); placing it again", index, job.id, exc)
                 self.pool.down(index)
 
+    def _work(self) -> None:
+        while not self.board.closing:
+            try:
+                job = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if job.finished:  # cancelled while queued
+                continue
+            try:
+                self._run(job)
+            except Exception as exc:  # the follower goes on
+                log.warning("job %s failed: %s", job.id, exc)
+                job.error = f"{type(exc).__name__}: {exc}"
+                self.board.finish(job, "failed")
+
     def _run(self, job: Job) -> None:
         import ray
 
         with job.cond:
-            if job.cancel or job.finishing or job.finished or self.closing:
+            if job.cancel or job.finishing or job.finished or self.board.closing:
                 return
-            job.status, job.started = ("paused" if job.paused else "running"), time.time()
-        self.store.update(job.id, status=job.status)
+            job.status = "paused" if job.paused else "running"
+        job.run.begin()
+        self.board.keeper.started(job)
         try:
             self._ready.wait(ENGINE_START_S)
             index, engine = self._place(job)
@@ -197,7 +218,7 @@ class RayRunner(LocalRunner):
             status = "interrupted"
         finally:
             self._assigned.pop(job.id, None)
-        self._finish(job, status)
+        self.board.finish(job, status)
 
     def _follow(self, job: Job, index: int, engine) -> str:
         import ray
@@ -215,23 +236,26 @@ class RayRunner(LocalRunner):
                 frame = ray.get(next(frames))
             except StopIteration:
                 return "interrupted"  # the stream ended without a last frame
-            status = take_frame(job, frame, self._observe)
+            status = take_frame(job, frame)
             if status is not None:
-                return "interrupted" if self.closing and not job.cancel else status
-            self._publish(job)
+                return "interrupted" if self.board.closing and not job.cancel else status
+            job.publish()
 
-    def control(self, job_id: str, action: str) -> dict:
+    def control(self, job: Job, action: str) -> dict:
         """A job on an engine is controlled there; its status here follows the engine's next frame
         (sent as soon as it has paused, stepped, resumed or stopped). A job not placed yet is
         controlled here, and the engine is told when it gets it."""
-        job, placed = self.live(job_id), self._assigned.get(job_id)
-        if job is None or placed is None or job.finished:
-            return super().control(job_id, action)
+        placed = self._assigned.get(job.id)
+        if placed is None:
+            if job.apply(action):
+                self.board.finish(job, "cancelled")
+            job.publish()
+            return {"id": job.id, "status": job.status}
         index, engine = placed
         try:
-            res = self.pool.answer(index, engine.control.remote(job_id, action), CALL_TIMEOUT_S)
+            res = self.pool.answer(index, engine.control.remote(job.id, action), CALL_TIMEOUT_S)
         except Exception as exc:  # the engine is gone: its job ends interrupted by its follower
-            raise JobError(503, f"the engine running job {job_id} does not answer ({type(exc).__name__}); "
+            raise JobError(503, f"the engine running job {job.id} does not answer ({type(exc).__name__}); "
                                 "try again shortly", retry_after=5) from None
         if "error" in res:
             raise JobError(res["error"], res["detail"])
@@ -240,35 +264,27 @@ class RayRunner(LocalRunner):
                 job.cancel = True
             elif action in ("pause", "resume"):
                 job.paused = action == "pause"
-        return {"id": job_id, "status": res["status"]}
+        return {"id": job.id, "status": res["status"]}
 
-    def delete(self, job_id: str) -> bool:
-        placed = self._assigned.get(job_id)
+    def stop(self, job: Job) -> None:
+        """A job being deleted: the engine stops it; its follower finishes it (leaving nothing)."""
+        with job.cond:
+            job.deleted = job.cancel = True
+            job.cond.notify_all()
+        placed = self._assigned.get(job.id)
         if placed is not None:
-            placed[1].control.remote(job_id, "cancel")  # the engine stops it; the mirror finishes and cleans up
-        return super().delete(job_id)
-
-    def _park(self, job: Job) -> None:  # the engine parks paused jobs; the mirror thread only follows
-        return None
+            placed[1].control.remote(job.id, "cancel")
+        elif job.status == "queued":
+            self.board.finish(job, "cancelled")
 
     def close(self) -> None:
-        """As the local runner: running jobs stop and end interrupted, their best images saved."""
+        """As the local workers: running jobs stop and end interrupted, their best images saved."""
         for job_id, (_, engine) in list(self._assigned.items()):
             engine.control.remote(job_id, "cancel")
-        super().close()
+        for job in self.board.active():
+            if job.status == "queued":
+                self.board.finish(job, "interrupted")
+            job.publish()
+        for t in self._threads:
+            t.join(timeout=10)
         self.pool.close()
-
-
-def make_runner(lab: Lab, store: JobStore) -> LocalRunner:
-    """FOOLING_BACKEND: local, ray (exits with a clear message when the cluster cannot be reached),
-    or auto (Ray when FOOLING_RAY_ADDRESS is set and answers, else local)."""
-    backend = lab.settings.backend
-    if backend == "local" or (backend == "auto" and not lab.settings.ray_address):
-        return LocalRunner(lab, store)
-    try:
-        return RayRunner(lab, store)
-    except (RuntimeError, ImportError) as exc:
-        if backend == "auto":
-            log.warning("FOOLING_BACKEND=auto: %s; running jobs locally", exc)
-            return LocalRunner(lab, store)
-        raise SystemExit(f"FOOLING_BACKEND=ray: {exc}") from None

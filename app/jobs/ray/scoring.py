@@ -21,7 +21,7 @@ import logging
 import numpy as np
 import torch
 
-from app.jobs.ray_engine import EnginePool
+from app.jobs.ray.pool import EnginePool
 from app.serving import compute
 from app.serving.batching import Batcher
 from app.serving.lab import Lab
