@@ -10,7 +10,7 @@ from app.settings import ROOT
 # Lower number = lower layer. A module may import its own package or a lower layer, never a
 # higher one or a neighbour on the same layer.
 LAYERS = {
-    "settings": 0, "files": 0,
+    "settings": 0, "files": 0, "cache": 0,
     "data": 1, "budgets": 1,
     "models": 2, "explain": 2,
     "serving": 3,

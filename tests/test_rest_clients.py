@@ -334,7 +334,7 @@ def test_job_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     """The download race (see test_a_file_deleted_while_it_is_sent_still_arrives_whole) had a second
     cause: grid.png was read while the job was still writing it. Files now appear by rename, so a
     reader sees the old file or the new one, and a write that fails leaves the old one and no debris."""
-    from app.jobs.store import write_whole
+    from app.files import write_whole
 
     path = tmp_path / "grid.png"
     write_whole(path, b"first")
@@ -345,7 +345,7 @@ def test_job_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     def refused(src, dst):  # the new bytes are on disk under the temporary name; the rename fails
         raise OSError("disk full")
 
-    monkeypatch.setattr("app.jobs.store.os.replace", refused)
+    monkeypatch.setattr("app.files.os.replace", refused)
     with pytest.raises(OSError, match="disk full"):
         write_whole(path, b"third")
     assert path.read_bytes() == b"second, longer"

@@ -8,12 +8,11 @@ same images, so a lineage is a few bytes in the database and a link anyone can o
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import fields
 
 import torch
 
+from app.cache import LRU
 from app.fooling.cppn import CppnEncoding, CppnGenomes
 from app.serving.imaging import quantize
 
@@ -82,22 +81,8 @@ class Lineages:
     seed (the same images, by construction). Shared by request threads: the cache has a lock."""
 
     def __init__(self, size: int = 128) -> None:
-        self.size = size
-        self._cache: OrderedDict[tuple, object] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _get(self, key: tuple):
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-            return hit
-
-    def _put(self, key: tuple, value) -> None:
-        with self._lock:
-            self._cache[key] = value
-            while len(self._cache) > self.size:
-                self._cache.popitem(last=False)
+        self._cache: LRU[object] = LRU(size)
+        self._get, self._put = self._cache.get, self._cache.put
 
     def genomes(self, shape: tuple[int, int, int], lineage: dict, generation: int) -> CppnGenomes:
         key = ("genomes", lineage["id"], tuple(shape), generation)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
-from collections import OrderedDict
 
 from PIL import Image
 
+from app.cache import LRU
 from app.jobs.runner import Runner
 from app.jobs.store import ACTIVE
 from app.serving.imaging import to_png
@@ -40,9 +39,8 @@ class Tiles:
     """Tile dicts per (job id, version), shared by every wall stream of the server."""
 
     def __init__(self, runner: Runner, size: int = 512) -> None:
-        self.runner, self.size = runner, size
-        self._cache: OrderedDict[tuple[str, object], dict] = OrderedDict()
-        self._lock = threading.Lock()
+        self.runner = runner
+        self._cache: LRU[dict] = LRU(size)
 
     def key(self, job_id: str) -> tuple[str, object] | None:
         """What identifies the job's current frame: its live version, or 'final' once finished
@@ -59,19 +57,11 @@ class Tiles:
         key = self.key(job_id)
         if key is None:
             return None
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         made = self._make(job_id, key)
-        if made is None:
-            return None
-        with self._lock:
-            self._cache[key] = made
-            while len(self._cache) > self.size:
-                self._cache.popitem(last=False)
-        return made
+        return None if made is None else self._cache.put(key, made)
 
     def _make(self, job_id: str, key) -> dict | None:
         live = self.runner.live(job_id)

@@ -26,7 +26,7 @@ from app.settings import ROOT, Settings
 log = logging.getLogger(__name__)
 
 
-ACTIVE = ("queued", "running")
+UNFINISHED = ("queued", "running")  # an experiment is never paused (a job may be: jobs.store.ACTIVE)
 
 
 class ExperimentError(Exception):
@@ -76,7 +76,7 @@ class ExperimentRunner:
                 raise BudgetFull("experiments", f"the server's experiments budget is full ({len(kept)} kept, "
                                                 f"FOOLING_MAX_EXPERIMENTS): retention removes finished ones after "
                                                 f"FOOLING_RETENTION_DAYS ({self.settings.retention_days:g} days)")
-            mine = sum(1 for st in kept if st["status"] in ACTIVE and owner and st.get("owner") == owner)
+            mine = sum(1 for st in kept if st["status"] in UNFINISHED and owner and st.get("owner") == owner)
             if mine >= self.settings.max_experiments_per_client:
                 raise ExperimentError(429, f"you already have {mine} experiments queued or running (limit "
                                            f"{self.settings.max_experiments_per_client}); cancel one or wait")
@@ -91,7 +91,7 @@ class ExperimentRunner:
             st = self.get(exp_id)
             if st is None:
                 raise ExperimentError(404, f"no experiment {exp_id!r}", "id")
-            if st["status"] not in ACTIVE:
+            if st["status"] not in UNFINISHED:
                 raise ExperimentError(409, f"experiment {exp_id} has already finished ({st['status']})")
             st = {**st, "status": "cancelled", "finished": time.time()}
             st.pop("results", None)
@@ -118,7 +118,7 @@ class ExperimentRunner:
         """Retention: delete the folders of experiments that finished before ``cutoff``."""
         gone = 0
         for st in self._all():
-            if st["status"] not in ACTIVE and st.get("finished", st.get("created", 0)) < cutoff:
+            if st["status"] not in UNFINISHED and st.get("finished", st.get("created", 0)) < cutoff:
                 shutil.rmtree(self.root / st["id"], ignore_errors=True)
                 gone += 1
         return gone

@@ -8,8 +8,6 @@ database stores file names, never paths taken from a client.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import sqlite3
 import threading
 import time
@@ -73,17 +71,6 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(schema)
     return db
-
-
-def write_whole(path: Path, data: bytes) -> None:
-    """Write a job's file whole or not at all (a temporary name, then a rename): a download that
-    races the job's end sees no file (409/404) or all of it, never a half-written PNG."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class JobStore:

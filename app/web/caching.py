@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -17,31 +15,24 @@ import anyio
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
+from app.cache import LRU
+
 IMMUTABLE = "public, max-age=31536000, immutable"
 NO_CACHE = "no-cache"  # may be stored, but always revalidated: a live answer is never shown stale
 
-_etags: OrderedDict[tuple[str, int, int], str] = OrderedDict()
-_lock = threading.Lock()
-_MAX = 4096
+_etags: LRU[str] = LRU(4096)
 
 
 def _etag(f: BinaryIO, key: tuple[str, int, int]) -> str:
     """A strong ETag from an open file's bytes, remembered per (path, mtime, size)."""
-    with _lock:
-        tag = _etags.get(key)
-        if tag is not None:
-            _etags.move_to_end(key)
-            return tag
+    tag = _etags.get(key)
+    if tag is not None:
+        return tag
     digest = hashlib.sha256()
     for block in iter(lambda: f.read(1 << 20), b""):
         digest.update(block)
     f.seek(0)
-    tag = f'"{digest.hexdigest()[:32]}"'
-    with _lock:
-        _etags[key] = tag
-        if len(_etags) > _MAX:
-            _etags.popitem(last=False)
-    return tag
+    return _etags.put(key, f'"{digest.hexdigest()[:32]}"')
 
 
 async def _chunks(f: BinaryIO) -> AsyncIterator[bytes]:
