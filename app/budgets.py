@@ -15,15 +15,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.errors import Refused
+
 log = logging.getLogger(__name__)
 
 
-class BudgetFull(Exception):
+class BudgetFull(Refused):
     """A server-wide budget would be exceeded: ``name`` says which, ``detail`` what frees it."""
 
     def __init__(self, name: str, detail: str) -> None:
-        super().__init__(detail)
-        self.name, self.detail = name, detail
+        super().__init__("full", detail)
+        self.name = name
 
 
 def free_bytes(path: Path) -> int:

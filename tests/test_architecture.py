@@ -10,7 +10,7 @@ from app.settings import ROOT
 # Lower number = lower layer. A module may import its own package or a lower layer, never a
 # higher one or a neighbour on the same layer.
 LAYERS = {
-    "settings": 0, "files": 0, "cache": 0,
+    "settings": 0, "files": 0, "cache": 0, "errors": 0,
     "data": 1, "budgets": 1,
     "models": 2, "explain": 2,
     "serving": 3,
@@ -113,3 +113,14 @@ def test_no_test_module_imports_another():
             if mod and mod.startswith("tests.test_"):
                 offenders.append(f"{path.name}: {mod}")
     assert offenders == []
+
+
+def test_below_the_web_layer_nothing_speaks_http():
+    """Refusals carry a kind (app.errors), and app/web/errors.py alone turns kinds into statuses: no
+    module below web names an HTTP status in an error it raises, or an /api/ path."""
+    import re
+
+    status = re.compile(r"(Error|Refused|BudgetFull)\(\s*[45]\d\d\b|status_code|f\"/api/")
+    below = [m for m, p in _modules().items() if m.count(".") >= 1
+             and LAYERS[m.split(".")[1]] < LAYERS["web"] and status.search(p.read_text())]
+    assert below == []

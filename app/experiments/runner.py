@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from app.budgets import BudgetFull
+from app.errors import Refused
 from app.experiments import catalog
 from app.files import write_whole
 from app.settings import ROOT, Settings
@@ -29,10 +30,8 @@ log = logging.getLogger(__name__)
 UNFINISHED = ("queued", "running")  # an experiment is never paused (a job may be: jobs.store.ACTIVE)
 
 
-class ExperimentError(Exception):
-    def __init__(self, status: int, detail: str, field: str | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.field = status, detail, field
+class ExperimentError(Refused):
+    """An experiment request the runner will not carry out (see app.errors for the kinds)."""
 
 
 class ExperimentRunner:
@@ -78,8 +77,10 @@ class ExperimentRunner:
                                                 f"FOOLING_RETENTION_DAYS ({self.settings.retention_days:g} days)")
             mine = sum(1 for st in kept if st["status"] in UNFINISHED and owner and st.get("owner") == owner)
             if mine >= self.settings.max_experiments_per_client:
-                raise ExperimentError(429, f"you already have {mine} experiments queued or running (limit "
-                                           f"{self.settings.max_experiments_per_client}); cancel one or wait")
+                raise ExperimentError("busy", f"you already have {mine} experiments queued or running (limit "
+                                           f"{self.settings.max_experiments_per_client}); cancel one or wait",
+                                      retry_after=30,
+                                      quota=("experiments-per-client", self.settings.max_experiments_per_client))
             if self._queue.full():
                 raise queue.Full
             self._write(exp_id, status)  # before the worker can see the id
@@ -90,9 +91,9 @@ class ExperimentRunner:
         with self._lock:
             st = self.get(exp_id)
             if st is None:
-                raise ExperimentError(404, f"no experiment {exp_id!r}", "id")
+                raise ExperimentError("not_found", f"no experiment {exp_id!r}", "id")
             if st["status"] not in UNFINISHED:
-                raise ExperimentError(409, f"experiment {exp_id} has already finished ({st['status']})")
+                raise ExperimentError("conflict", f"experiment {exp_id} has already finished ({st['status']})")
             st = {**st, "status": "cancelled", "finished": time.time()}
             st.pop("results", None)
             self._write(exp_id, st)  # the worker skips it if queued, or sees it when its process ends

@@ -53,9 +53,9 @@ class Admission:
             entry = reg.get(model_id)
         except UnknownModel:
             known = ", ".join(e.id for e in reg.list())
-            raise JobError(404, f"unknown model {model_id!r}; known models: {known}", "model") from None
+            raise JobError("not_found", f"unknown model {model_id!r}; known models: {known}", "model") from None
         if not entry.available:
-            raise JobError(409, f"model {model_id!r} is not available: {entry.reason}", "model")
+            raise JobError("conflict", f"model {model_id!r} is not available: {entry.reason}", "model")
         return entry
 
     def validate(self, spec: JobSpec, entry: ModelEntry) -> list[int] | None:
@@ -64,32 +64,33 @@ class Admission:
         for name, value, cap in (("generations", spec.generations, s.max_generations),
                                  ("steps", spec.steps, s.max_steps), ("population", spec.population, s.max_population)):
             if value is not None and value > cap:
-                raise JobError(422, f"{name} is capped at {cap} on this server", name)
+                raise JobError("invalid", f"{name} is capped at {cap} on this server", name)
         for name in ("generations", "steps", "population", "seed"):
             if name in spec.params:
-                raise JobError(422, f"give {name} as its own field, not in params", "params")
+                raise JobError("invalid", f"give {name} as its own field, not in params", "params")
         counts = INFO[spec.method].counts
         for name, value in (("generations", spec.generations), ("steps", spec.steps)):
             if value is not None and counts and counts != name:
-                raise JobError(422, f"{spec.method} counts {counts or 'batches'}, not {name}", name)
+                raise JobError("invalid", f"{spec.method} counts {counts or 'batches'}, not {name}", name)
         if isinstance(spec.targets, list) and len(spec.targets) > s.max_targets:  # before duplicates are merged
-            raise JobError(422, f"at most {s.max_targets} targets per job", "targets")
+            raise JobError("invalid", f"at most {s.max_targets} targets per job", "targets")
         targets = None
         if spec.targets is not None or not spec.adversarial:
             try:
                 targets = resolve_targets(spec.targets if spec.targets is not None else "all", entry.labels)
             except ValueError as exc:
-                raise JobError(422, str(exc), "targets") from None
+                raise JobError("invalid", str(exc), "targets") from None
             if len(targets) > s.max_targets:
-                raise JobError(422, f"at most {s.max_targets} targets per job", "targets")
+                raise JobError("invalid", f"at most {s.max_targets} targets per job", "targets")
         if spec.adversarial and spec.image is None and spec.upload is None:
-            raise JobError(422, f"{spec.method} perturbs a real image: give image (a data URL) or upload", "image")
+            raise JobError("invalid", f"{spec.method} perturbs a real image: give image (a data URL) or upload",
+                           "image")
         try:
             limits.check_params(spec.params)
             limits.check_work(spec.method, self.options(spec, entry), len(targets or []), entry.input_shape,
                               s.max_step_work, s.max_job_pixels, entry.num_classes)
         except limits.LimitError as exc:
-            raise JobError(422, exc.detail, exc.field) from None
+            raise JobError("invalid", exc.detail, exc.field) from None
         return targets
 
     def options(self, spec: JobSpec, entry: ModelEntry) -> dict:
@@ -112,13 +113,13 @@ class Admission:
                 image, png = results.input_image(spec.image, spec.upload, entry, s.data_dir, s.max_image_pixels,
                                                  s.max_upload_bytes)
             except results.InputError as exc:
-                raise JobError(exc.status, exc.detail, exc.field) from None
+                raise JobError(exc.kind, exc.detail, exc.field) from None
         options = self.options(spec, entry)
         try:  # the method checks its own parameters; nothing runs until the first step
             build(spec.method, entry, self.lab.registry.model(spec.model), None, targets, spec.encoding, spec.seed,
                   options, image)
         except (MethodError, TypeError, ValueError) as exc:
-            raise JobError(422, str(exc), "params") from None
+            raise JobError("invalid", str(exc), "params") from None
         runtime = runtime_of(spec.method, entry, self.lab.registry.device)
         run = Run(spec, entry.labels, targets, image=image, options=options, runtime=runtime,
                   time_limit_s=s.job_timeout_s)
@@ -135,31 +136,31 @@ class Admission:
                                           "your address)")):
             used = self.store.bytes_used(who, column) if who else 0
             if used >= quota:
-                raise JobError(413, f"{what} keep {used // 2**20} MB on this server (quota {quota // 2**20} MB): "
-                                    "delete some first")
+                raise JobError("too_large", f"{what} keep {used // 2**20} MB on this server "
+                                            f"(quota {quota // 2**20} MB): delete some first")
 
     def check_disk(self, size: int) -> None:
         if self.disk is not None:  # outside the board's lock: its meters read the active jobs
             try:
                 self.disk.check(size)
             except BudgetFull as exc:
-                raise JobError(507, exc.detail) from None
+                raise JobError("full", exc.detail) from None
 
     def check_limits(self, active: list[Job], client: str, address: str) -> None:
         """429 past the jobs a client, or a network, may have queued or running at once."""
         s = self.settings
         mine = sum(1 for j in active if j.client == client)
         if mine >= s.max_jobs_per_client:
-            raise JobError(429, f"you already have {mine} jobs queued or running (limit "
+            raise JobError("busy", f"you already have {mine} jobs queued or running (limit "
                            f"{s.max_jobs_per_client}); cancel one or wait", retry_after=5,
-                           policy=("jobs-per-client", s.max_jobs_per_client))
+                           quota=("jobs-per-client", s.max_jobs_per_client))
         # Behind one NAT a whole class shares an address: this cap is higher, and stops a
         # client that takes a new cookie for every job from sidestepping the one above.
         here = sum(1 for j in active if address and j.address == address)
         if here >= s.max_jobs_per_address:
-            raise JobError(429, f"{here} jobs are queued or running from your network address (limit "
+            raise JobError("busy", f"{here} jobs are queued or running from your network address (limit "
                            f"{s.max_jobs_per_address}); try again shortly", retry_after=10,
-                           policy=("jobs-per-address", s.max_jobs_per_address))
+                           quota=("jobs-per-address", s.max_jobs_per_address))
 
     def keep_upload(self, data: bytes, client: str, address: str) -> tuple[str, object]:
         """Keep an image as the client's upload, within its quotas and the server's disk budget:

@@ -7,19 +7,14 @@ import asyncio
 import threading
 from dataclasses import dataclass, field
 
+from app.errors import Refused
 from app.jobs.run import Run
 from app.jobs.spec import JobSpec
 from app.jobs.store import ACTIVE
 
 
-class JobError(Exception):
-    """A job request that cannot be accepted; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, detail: str, field: str | None = None, retry_after: int | None = None,
-                 policy: tuple[str, int] | None = None):
-        super().__init__(detail)
-        self.status, self.detail, self.field, self.retry_after = status, detail, field, retry_after
-        self.policy = policy  # for a 429: (the quota's name, its size), sent as RateLimit-Policy
+class JobError(Refused):
+    """A job request the runner will not carry out (see app.errors for the kinds)."""
 
 
 ACTIONS = ("cancel", "pause", "resume", "step")
@@ -67,7 +62,7 @@ class Job:
         queued job was cancelled: no worker holds it, so the caller finishes it."""
         with self.cond:
             if self.finished:
-                raise JobError(409, f"job {self.id} has already finished ({self.status})")
+                raise JobError("conflict", f"job {self.id} has already finished ({self.status})")
             finish_now = False
             if action == "cancel":
                 self.cancel = True
@@ -82,10 +77,10 @@ class Job:
                     self.status = "running"
             elif action == "step":
                 if not self.paused:
-                    raise JobError(409, "pause the job before stepping it")
+                    raise JobError("conflict", "pause the job before stepping it")
                 self.step_credits += 1
             else:
-                raise JobError(404, f"unknown action {action!r}")
+                raise JobError("not_found", f"unknown action {action!r}")
             self.cond.notify_all()
         return finish_now
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from app.errors import Refused
 from app.files import folder_bytes
 from app.jobs.job import Job
 from app.jobs.store import JobStore
@@ -25,10 +26,8 @@ DATA_URL = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.I)
 UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
-class InputError(ValueError):
-    def __init__(self, status: int, detail: str, field: str) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.field = status, detail, field
+class InputError(Refused):
+    """A job's input image that cannot be used."""
 
 
 def uploads_dir(data_dir: Path) -> Path:
@@ -53,25 +52,25 @@ def input_image(image: str | None, upload: str | None, entry: ModelEntry, data_d
     if image is not None:
         m = DATA_URL.match(image)
         if not m:
-            raise InputError(422, "image must be a data URL: data:image/png;base64,...", "image")
+            raise InputError("invalid", "image must be a data URL: data:image/png;base64,...", "image")
         try:
             raw = base64.b64decode(image[m.end():], validate=True)
         except (binascii.Error, ValueError):
-            raise InputError(422, "image is not valid base64", "image") from None
+            raise InputError("invalid", "image is not valid base64", "image") from None
         if len(raw) > max_bytes:
-            raise InputError(413, f"image is larger than {max_bytes} bytes", "image")
+            raise InputError("too_large", f"image is larger than {max_bytes} bytes", "image")
         field = "image"
     else:
         if upload is None or not UPLOAD_ID.match(upload):
-            raise InputError(422, "upload must be an id from POST /api/v1/uploads", "upload")
+            raise InputError("invalid", "upload must be an id from POST /api/v1/uploads", "upload")
         path = uploads_dir(data_dir) / f"{upload}.png"
         if not path.is_file():
-            raise InputError(404, f"no upload {upload!r}", "upload")
+            raise InputError("not_found", f"no upload {upload!r}", "upload")
         raw, field = path.read_bytes(), "upload"
     try:
         x = to_model_input(decode(raw, max_pixels), entry.input_shape, entry.preprocess)
     except ImageError as exc:
-        raise InputError(getattr(exc, "status", 415), str(exc), field) from None
+        raise InputError(exc.kind, str(exc), field) from None
     return x, to_png(x)
 
 

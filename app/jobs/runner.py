@@ -99,15 +99,15 @@ class JobRunner:
         """Queue a job; ``job_id`` (new, random) may be chosen by the caller, e.g. to derive its token;
         ``room``: the classroom room it belongs to (checked by the caller)."""
         if self.closing:
-            raise JobError(503, "the server is shutting down")
+            raise JobError("unavailable", "the server is shutting down")
         prepared = self.admission.prepare(spec)
         self.admission.check_quota(client, address)
         self.admission.check_disk(prepared.reserve)
         with self.board.lock:
             self.admission.check_limits(self.board.active(), client, address)
             if self.backend.full():
-                raise JobError(429, "the job queue is full; try again shortly", retry_after=10,
-                               policy=("job-queue", self.settings.queue_size))
+                raise JobError("busy", "the job queue is full; try again shortly", retry_after=10,
+                               quota=("job-queue", self.settings.queue_size))
             job = Job(job_id or secrets.token_urlsafe(12), spec, client, time.time(), prepared.run, address=address,
                       room=room, reserved=prepared.reserve)
             # The record and input exist before the backend can see the job.
@@ -124,8 +124,8 @@ class JobRunner:
         if job is None or job.finished:
             rec = self.store.get(job_id)
             if rec is None:
-                raise JobError(404, f"no job {job_id!r}")
-            raise JobError(409, f"job {job_id} has already finished ({rec['status']})")
+                raise JobError("not_found", f"no job {job_id!r}")
+            raise JobError("conflict", f"job {job_id} has already finished ({rec['status']})")
         return self.backend.control(job, action)
 
     def delete(self, job_id: str) -> bool:

@@ -13,15 +13,16 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from app.errors import Refused
+
 ALLOWED_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF"}
 
 
-class ImageError(ValueError):
-    """Bad image input; ``status`` is the HTTP status an API should answer with."""
+class ImageError(Refused, ValueError):
+    """Bad image input: "malformed" unless said otherwise (too large, not an image at all)."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+    def __init__(self, message: str, kind: str = "malformed") -> None:
+        super().__init__(kind, message)
 
 
 def decode(data: bytes, max_pixels: int) -> Image.Image:
@@ -37,14 +38,14 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=sorted(ALLOWED_FORMATS))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # over Pillow's own limits
-        raise ImageError(f"image has too many pixels ({exc})", 413) from exc
+        raise ImageError(f"image has too many pixels ({exc})", "too_large") from exc
     except (Image.UnidentifiedImageError, OSError) as exc:
         raise ImageError(
-            "not a readable image: send PNG, JPEG, WebP, BMP or GIF", 415
+            "not a readable image: send PNG, JPEG, WebP, BMP or GIF", "unsupported"
         ) from exc
     w, h = img.size
     if w * h > max_pixels:
-        raise ImageError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}", 413)
+        raise ImageError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}", "too_large")
     return img
 
 

@@ -12,13 +12,14 @@ import math
 import numpy as np
 import torch
 
+from app.errors import Refused
 
-class TensorError(ValueError):
-    """A batch the server will not score: ``status`` is the HTTP status, the message says why."""
 
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
+class TensorError(Refused, ValueError):
+    """A batch the server will not score: "invalid" unless said otherwise; the message says why."""
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(kind, message)
 
 
 MAX_HEADER = 4096  # an (N, C, H, W) uint8 header is about 128 bytes
@@ -30,18 +31,19 @@ def read_npy(data: bytes, input_shape: tuple[int, int, int], max_rows: int) -> n
     try:
         version = np.lib.format.read_magic(fp)
     except ValueError:
-        raise TensorError("the body is not a NumPy .npy file (save one with numpy.save)", 400) from None
+        raise TensorError("the body is not a NumPy .npy file (save one with numpy.save)", "malformed") from None
     try:
         if version == (1, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp, max_header_size=MAX_HEADER)
         elif version == (2, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, max_header_size=MAX_HEADER)
         else:
-            raise TensorError(f".npy format {version[0]}.{version[1]} is not read here; numpy.save writes 1.0", 400)
+            raise TensorError(f".npy format {version[0]}.{version[1]} is not read here; numpy.save writes 1.0",
+                              "malformed")
     except TensorError:
         raise
     except Exception as exc:  # noqa: BLE001 (a header that is not a dict literal: ValueError, SyntaxError, TokenError)
-        raise TensorError(f"the .npy header is not valid ({exc})", 400) from None
+        raise TensorError(f"the .npy header is not valid ({exc})", "malformed") from None
     if dtype.hasobject:
         raise TensorError("object arrays (pickled data) are refused: send uint8 pixels")
     if dtype != np.uint8:
@@ -54,10 +56,10 @@ def read_npy(data: bytes, input_shape: tuple[int, int, int], max_rows: int) -> n
     if n == 0:
         raise TensorError("the array has no rows: send at least one image")
     if n > max_rows:
-        raise TensorError(f"{n} rows; at most {max_rows} per request (FOOLING_MAX_TENSOR_ROWS)", 413)
+        raise TensorError(f"{n} rows; at most {max_rows} per request (FOOLING_MAX_TENSOR_ROWS)", "too_large")
     start, size = fp.tell(), n * c * h * w
     if len(data) - start != size:
-        raise TensorError(f"the data holds {len(data) - start} bytes; shape {tuple(shape)} needs {size}", 400)
+        raise TensorError(f"the data holds {len(data) - start} bytes; shape {tuple(shape)} needs {size}", "malformed")
     arr = np.frombuffer(data, dtype=np.uint8, count=size, offset=start)
     if fortran:
         return np.ascontiguousarray(arr.reshape(tuple(reversed(shape))).transpose(3, 2, 1, 0))

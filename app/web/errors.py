@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.budgets import BudgetFull
-from app.jobs.job import JobError
+from app.errors import KINDS, Refused
 
 CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
          413: "too_large", 415: "unsupported_media_type", 422: "invalid", 429: "too_many_requests",
@@ -101,12 +101,20 @@ def too_many(detail: str, policy: tuple[str, int], retry_after: int, field: str 
     return ApiError(429, detail, field, rate_limit_headers(policy, retry_after), policy)
 
 
-def job_error(exc: JobError) -> ApiError:
-    """The runner's refusal as an HTTP error (with Retry-After where waiting helps)."""
-    if exc.status == 429:
-        return too_many(exc.detail, exc.policy or ("jobs", 0), exc.retry_after or 5, exc.field)
+# The one place where the app's kinds of refusal (app.errors) become HTTP statuses.
+STATUS = {"malformed": 400, "not_found": 404, "conflict": 409, "too_large": 413, "unsupported": 415,
+          "invalid": 422, "busy": 429, "unavailable": 503, "full": 507}
+assert set(STATUS) == set(KINDS)
+
+
+def refused(exc: Refused, field: str | None = None, prefix: str = "") -> ApiError:
+    """A refusal from below the web layer as its HTTP error, with Retry-After (and for 429 the
+    RateLimit fields) where waiting helps; ``field`` and ``prefix`` say where it came from."""
+    status, detail, field = STATUS[exc.kind], prefix + exc.detail, field or exc.field
+    if status == 429:
+        return too_many(detail, exc.quota or ("requests", 0), exc.retry_after or 5, field)
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-    return ApiError(exc.status, exc.detail, exc.field, headers)
+    return ApiError(status, detail, field, headers)
 
 
 def allowed_methods(app, scope) -> list[str]:
@@ -155,10 +163,12 @@ def install(app: FastAPI) -> None:
                                               int(headers.get("Retry-After", 5))))
         return JSONResponse(body, status_code=exc.status_code, headers=headers or None)
 
-    @app.exception_handler(BudgetFull)
-    async def budget_full(request: Request, exc: BudgetFull) -> JSONResponse:
-        """A server-wide budget (app.budgets) is full: 507, naming it and what frees it."""
-        return JSONResponse({"error": CODES[507], "detail": exc.detail, "budget": exc.name}, status_code=507)
+    @app.exception_handler(Refused)
+    async def refusal(request: Request, exc: Refused) -> JSONResponse:
+        """A refusal no route turned into an ApiError itself; a full budget (app.budgets) is named."""
+        if isinstance(exc, BudgetFull):
+            return JSONResponse({"error": CODES[507], "detail": exc.detail, "budget": exc.name}, status_code=507)
+        return await http_error(request, refused(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

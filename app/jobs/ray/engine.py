@@ -119,10 +119,10 @@ class Engine:
         job = self.board.live(job_id)
         try:
             if job is None:
-                raise JobError(404, f"no job {job_id!r}")
+                raise JobError("not_found", f"no job {job_id!r}")
             return self.workers.control(job, action)
         except JobError as exc:
-            return {"error": exc.status, "detail": exc.detail}
+            return {"error": exc.kind, "detail": exc.detail}
 
     async def frames(self, job_id: str):
         """The job's frames until it ends: the latest each time (with backpressure, a slow reader

@@ -255,7 +255,7 @@ class RayBackend:
         try:
             res = self.pool.answer(index, engine.control.remote(job.id, action), CALL_TIMEOUT_S)
         except Exception as exc:  # the engine is gone: its job ends interrupted by its follower
-            raise JobError(503, f"the engine running job {job.id} does not answer ({type(exc).__name__}); "
+            raise JobError("unavailable", f"the engine running job {job.id} does not answer ({type(exc).__name__}); "
                                 "try again shortly", retry_after=5) from None
         if "error" in res:
             raise JobError(res["error"], res["detail"])

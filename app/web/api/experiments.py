@@ -16,7 +16,7 @@ from app.jobs.spec import Integer
 from app.web.api import examples
 from app.web.caching import immutable_file
 from app.web.deps import identity
-from app.web.errors import ApiError, error_responses, too_many
+from app.web.errors import ApiError, error_responses, refused, too_many
 from app.web.paths import PLOT_NAME
 
 router = APIRouter()
@@ -46,8 +46,7 @@ def start(request: Request, run: ExperimentRunner, spec: ExperimentSpec) -> str:
         raise ApiError(422, f"unknown experiment {spec.name!r}; choose one of {', '.join(catalog.EXPERIMENTS)}",
                        "name") from None
     except ExperimentError as exc:
-        raise too_many(exc.detail, ("experiments-per-client", run.settings.max_experiments_per_client), 30,
-                       exc.field) from None
+        raise refused(exc) from None
     except queue.Full:
         raise too_many("too many experiments waiting; try again shortly", ("experiment-queue", run.max_queued),
                        30) from None
@@ -103,7 +102,7 @@ async def cancel_experiment(request: Request, exp_id: str = Path(pattern=EXP_ID)
     try:
         return public(run.cancel(exp_id))
     except ExperimentError as exc:
-        raise ApiError(exc.status, exc.detail, exc.field) from None
+        raise refused(exc) from None
 
 
 @router.get("/api/v1/experiments/{exp_id}/{name:plot}", response_class=Response, tags=["experiments"],

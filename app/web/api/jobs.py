@@ -32,7 +32,7 @@ from app.web.deps import (
     runner,
     shown_room,
 )
-from app.web.errors import ApiError, error_responses, job_error
+from app.web.errors import ApiError, error_responses, refused
 from app.web.identity import token_hash
 from app.web.paths import JOB_ACTIONS
 from app.web.views import JOB_FILES, JOB_ID, STATUS, found, links, view, written
@@ -91,7 +91,7 @@ async def create_job(request: Request, response: Response,
                                                            token_hash=token_hash(gate.control_token(job_id)),
                                                            room=room))
             except JobError as exc:
-                raise job_error(exc) from None
+                raise refused(exc) from None
             claim.done({"id": job_id})
             status = "queued"
     response.headers["Location"] = f"/api/v1/jobs/{job_id}"
@@ -148,7 +148,7 @@ async def control_job(request: Request, job_id: str = Path(pattern=JOB_ID),
     try:
         return run.control(job_id, action)
     except JobError as exc:
-        raise job_error(exc) from None
+        raise refused(exc) from None
 
 
 @router.delete("/jobs/{job_id}", status_code=204, response_class=Response, summary="Delete a job",
@@ -311,9 +311,9 @@ async def upload(request: Request, response: Response,
         try:
             upload_id, img = await run_in_threadpool(run.keep_upload, data, who.client, who.address)
         except JobError as exc:
-            raise job_error(exc) from None
+            raise refused(exc) from None
         except ImageError as exc:
-            raise ApiError(exc.status, str(exc), "file") from None
+            raise refused(exc, "file") from None
         made = {"id": upload_id, "width": img.width, "height": img.height}
         claim.done(made)
         return made

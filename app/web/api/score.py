@@ -21,7 +21,7 @@ from app.serving.tensors import TensorError, chunk_rows, read_npy, to_unit
 from app.settings import Settings
 from app.web.api import examples
 from app.web.deps import available_model, lab
-from app.web.errors import ApiError, error_responses, too_many
+from app.web.errors import ApiError, error_responses, refused, too_many
 from app.web.forms import whole_number
 
 router = APIRouter(prefix="/api/v1", tags=["scoring"])
@@ -117,7 +117,7 @@ async def score_tensor(request: Request,
         try:
             rows = read_npy(bytes(body), entry.input_shape, s.max_tensor_rows)
         except TensorError as exc:
-            raise ApiError(exc.status, str(exc), "body") from None
+            raise refused(exc, "body") from None
         del body
         values, indices = await state.scorer.top_in_chunks(
             entry.id, rows, chunk_rows(entry.input_shape, s.tensor_chunk_pixels), to_unit, top_k_)
@@ -170,4 +170,4 @@ async def _read_image(f: UploadFile, s: Settings, entry: ModelEntry) -> torch.Te
         return await run_in_threadpool(
             lambda: to_model_input(load_image(img), entry.input_shape, entry.preprocess))
     except ImageError as exc:
-        raise ApiError(exc.status, f"{name}: {exc}", "file") from None
+        raise refused(exc, "file", f"{name}: ") from None

@@ -23,7 +23,7 @@ from app.web.api import quiz as quiz_api
 from app.web.api.rooms import NICKNAME, room_links
 from app.web.deps import classroom, identity, is_member, lab, open_room, require_instructor, require_member, runner
 from app.web.deps import join as join_room
-from app.web.errors import ApiError, job_error
+from app.web.errors import ApiError, refused
 from app.web.forms import whole_number
 from app.web.identity import ROOM_COOKIE
 from app.web.templating import templates
@@ -252,7 +252,7 @@ async def breed_use(request: Request, lineage_id: str = Path(pattern=breed_api.L
     try:
         upload_id, _ = await run_in_threadpool(run.keep_upload, png, who.client, who.address)
     except JobError as exc:
-        raise job_error(exc) from None
+        raise refused(exc) from None
     if to == "score":
         return RedirectResponse(f"/score?upload={upload_id}&model={lin['model']}", status_code=303)
     return RedirectResponse(f"/?model={lin['model']}&method=gradient&encoding=direct&upload={upload_id}"

@@ -17,7 +17,7 @@ from app.serving.lab import Lab
 from app.settings import ROOT
 from app.web import views
 from app.web.deps import identity, job_room, lab, runner
-from app.web.errors import ApiError, job_error
+from app.web.errors import ApiError, refused
 from app.web.forms import whole_number
 from app.web.templating import templates
 
@@ -83,7 +83,7 @@ async def _start(request: Request, run: Runner, spec: JobSpec, demo: bool = Fals
         room = job_room(request)
         job_id = await run_in_threadpool(lambda: run.submit(spec, who.client, address=who.address, room=room))
     except JobError as exc:
-        raise job_error(exc) from None
+        raise refused(exc) from None
     return f"/jobs/{job_id}" + ("?demo=1" if demo else "")
 
 

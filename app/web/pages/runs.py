@@ -21,7 +21,7 @@ from app.serving.imaging import decode, stack, to_model_input
 from app.serving.lab import Lab
 from app.web import streams, views
 from app.web.deps import INSTRUCTOR_ACTIONS, held_stream, identity, lab, mark_job, may_control, require_control, runner
-from app.web.errors import job_error
+from app.web.errors import refused
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -100,8 +100,8 @@ async def job_control(request: Request, job_id: str = Path(pattern=views.JOB_ID)
         try:
             run.control(job_id, action)
         except JobError as exc:
-            if exc.status != 409:  # finished already / not paused: the page simply shows the state
-                raise job_error(exc) from None
+            if exc.kind != "conflict":  # finished already / not paused: the page simply shows the state
+                raise refused(exc) from None
     if request.headers.get("hx-request"):
         return Response(status_code=204)
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
