@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+import time
 import weakref
 from collections import Counter
 from collections.abc import AsyncIterator
+
+from fastapi.responses import StreamingResponse
 
 from app.web.errors import too_many
 
@@ -42,9 +46,43 @@ _install_exit_hook()
 
 
 def stopping(request) -> bool:
-    """Should this request's open stream end now (the process or its app is stopping)?"""
+    """Should this request's open stream end now (the process, its app or its job runner is stopping)?"""
     own = getattr(request.app.state, "stopping", None)
-    return EXITING.is_set() or (own is not None and own.is_set())
+    runner = getattr(request.app.state, "runner", None)
+    return EXITING.is_set() or (own is not None and own.is_set()) or (runner is not None and runner.closing)
+
+
+RETRY = "retry: 2000\n\n"  # the first line of every stream: reconnect after 2 s
+KEEP_ALIVE = ": keep-alive\n\n"
+
+
+class Pacer:
+    """One stream's clock, the same for every stream: frames at most every ``interval`` seconds
+    (what changes meanwhile is not queued: the next frame is the latest state), and a keep-alive
+    comment after ``keep_alive`` seconds without one, so proxies keep the connection open."""
+
+    def __init__(self, interval: float, keep_alive: float = 15.0) -> None:
+        self.interval, self.keep_alive = interval, keep_alive
+        self.sent = time.monotonic()
+
+    def idle(self) -> str | None:
+        """Nothing new: the keep-alive comment when one is due."""
+        if time.monotonic() - self.sent > self.keep_alive:
+            self.sent = time.monotonic()
+            return KEEP_ALIVE
+        return None
+
+    async def pace(self) -> None:
+        """Something new: wait out the rest of the interval, then count it as sent."""
+        wait = self.sent + self.interval - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self.sent = time.monotonic()
+
+
+def response(body: AsyncIterator[str]) -> StreamingResponse:
+    """An event stream as the answer: never cached, passed through proxies as it comes."""
+    return StreamingResponse(body, media_type="text/event-stream", headers=HEADERS)
 
 
 def sse(event: str, data: dict, event_id: int | None = None) -> str:

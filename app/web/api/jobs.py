@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
-import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -201,13 +199,12 @@ async def job_events(request: Request, job_id: str = Path(pattern=JOB_ID),
     Reconnecting (with Last-Event-ID or not) starts again from the full state, so a finished
     job's result is never lost."""
     first = shown_room(request, found(run, job_id))
-    interval = 1.0 / max(0.1, state.settings.events_per_second)
+    pacer = streams.Pacer(1.0 / max(0.1, state.settings.events_per_second))
 
     async def stream() -> AsyncIterator[str]:
         version = first.get("version") or 0
-        yield "retry: 2000\n\n"
+        yield streams.RETRY
         yield streams.sse("state", first, version)
-        sent_at = time.monotonic()
         while True:
             live = run.live(job_id)
             if live is None or live.finished:
@@ -215,26 +212,21 @@ async def job_events(request: Request, job_id: str = Path(pattern=JOB_ID),
                 yield streams.sse("final", final, final.get("version") or version + 1)
                 yield streams.sse("close", {"id": job_id, "status": final["status"]})
                 return
-            if streams.stopping(request) or run.closing:
+            if streams.stopping(request):
                 yield streams.sse("close", {"id": job_id, "status": "server-stopping"})
                 return
             await run.wait(job_id, version, timeout=1.0)
             if live.version <= version and not live.finished:
-                if time.monotonic() - sent_at > 15:
-                    sent_at = time.monotonic()
-                    yield ": keep-alive\n\n"
+                if beat := pacer.idle():
+                    yield beat
                 continue
-            wait = sent_at + interval - time.monotonic()
-            if wait > 0:  # throttle: frames that arrive meanwhile are skipped, not queued
-                await asyncio.sleep(wait)
+            await pacer.pace()
             if live.finished:
                 continue
             version = live.version
-            sent_at = time.monotonic()
             yield streams.sse("snapshot", views.frame(live), version)
 
-    return StreamingResponse(held_stream(request, stream()), media_type="text/event-stream",
-                             headers=streams.HEADERS)
+    return streams.response(held_stream(request, stream()))
 
 
 FILE_DOCS = {

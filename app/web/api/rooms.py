@@ -3,7 +3,6 @@ wall (spotlight, hide), and the wall's one multiplexed event stream."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
@@ -210,21 +209,21 @@ async def room_events(request: Request, code: str = Code) -> StreamingResponse:
     feeds: RoomFeeds = request.app.state.feeds
 
     async def stream() -> AsyncIterator[str]:
-        yield "retry: 2000\n\n"
+        yield streams.RETRY
         sent: dict[str, object] = {}  # job id -> the tile key last sent
         seen, room_version = 0, None  # version 0: the feed has not read the room yet
-        alive = time.monotonic()
+        pacer = streams.Pacer(0.0)  # the feed itself sends each tile at most twice a second
         async with feeds.watch(code) as feed:
             while True:
-                if streams.stopping(request) or request.app.state.runner.closing:
+                if streams.stopping(request):
                     yield streams.sse("close", {"room": code, "status": "server-stopping"})
                     return
                 await feed.wait(seen, timeout=1.0)  # wakes on a change; checks for shutdown each second
                 if feed.version == seen:
-                    if time.monotonic() - alive > 15:
-                        alive = time.monotonic()
-                        yield ": keep-alive\n\n"
+                    if beat := pacer.idle():
+                        yield beat
                     continue
+                await pacer.pace()
                 seen, current = feed.version, feed.room
                 if current is None:
                     yield streams.sse("close", {"room": code, "status": "deleted"})
@@ -243,7 +242,5 @@ async def room_events(request: Request, code: str = Code) -> StreamingResponse:
                     if text is not None and sent.get(job_id) != key:
                         sent[job_id] = key
                         yield streams.sse_text("tile", text)
-                alive = time.monotonic()
 
-    return StreamingResponse(held_stream(request, stream()), media_type="text/event-stream",
-                             headers=streams.HEADERS)
+    return streams.response(held_stream(request, stream()))

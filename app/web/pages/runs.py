@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -55,7 +54,7 @@ async def job_stream(request: Request, job_id: str = Path(pattern=views.JOB_ID),
     views.found(run, job_id, history=False)
     panel = templates.get_template("_panel.html")
     viewer = _viewer(request, run, job_id)
-    interval = 1.0 / max(0.1, state.settings.events_per_second)
+    pacer = streams.Pacer(1.0 / max(0.1, state.settings.events_per_second))
 
     def render() -> tuple[str, int, bool]:
         view = views.view(run, job_id)
@@ -66,21 +65,20 @@ async def job_stream(request: Request, job_id: str = Path(pattern=views.JOB_ID),
         html, version, done = render()
         yield streams.sse_html(html)
         while not done:
-            if streams.stopping(request) or run.closing:
+            if streams.stopping(request):
                 break
-            t0 = time.monotonic()
-            await run.wait(job_id, version, timeout=15.0)
+            await run.wait(job_id, version, timeout=1.0)
             live = run.live(job_id)
             if live is not None and live.version == version and not live.finished:
-                yield ": keep-alive\n\n"
+                if beat := pacer.idle():
+                    yield beat
                 continue
+            await pacer.pace()
             html, version, done = render()
             yield streams.sse_html(html)
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
-        yield "event: close\ndata: {}\n\n"
+        yield streams.sse("close", {})
 
-    return StreamingResponse(held_stream(request, stream()), media_type="text/event-stream",
-                             headers=streams.HEADERS)
+    return streams.response(held_stream(request, stream()))
 
 
 @router.post("/jobs/{job_id}/control/{action}")
