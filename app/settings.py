@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"FOOLING_{name}", default)
 
 
 def _bool(value: str) -> bool:
@@ -120,72 +116,41 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        d = cls()
-        return cls(
-            host=_env("HOST", d.host),
-            port=int(_env("PORT", str(d.port))),
-            device=_env("DEVICE", d.device),
-            data_dir=Path(_env("DATA_DIR", str(d.data_dir))),
-            models_dir=Path(_env("MODELS_DIR", str(d.models_dir))),
-            preload=_env("PRELOAD", d.preload),
-            runtime=_env("RUNTIME", d.runtime).strip().lower(),
-            backend=_env("BACKEND", d.backend).strip().lower(),
-            ray_address=_env("RAY_ADDRESS", d.ray_address),
-            ray_cpu_engines=int(_env("RAY_CPU_ENGINES", str(d.ray_cpu_engines))),
-            ray_engine_jobs=int(_env("RAY_ENGINE_JOBS", str(d.ray_engine_jobs))),
-            ray_gpu_memory=float(_env("RAY_GPU_MEMORY", str(d.ray_gpu_memory))),
-            ray_scoring=_env("RAY_SCORING", d.ray_scoring).strip().lower(),
-            onnx_dir=Path(_env("ONNX_DIR", "")) if _env("ONNX_DIR", "") else None,
-            download_weights=_bool(_env("DOWNLOAD_WEIGHTS", "1")),
-            max_upload_bytes=int(_env("MAX_UPLOAD_BYTES", str(d.max_upload_bytes))),
-            max_image_pixels=int(_env("MAX_IMAGE_PIXELS", str(d.max_image_pixels))),
-            max_files=int(_env("MAX_FILES", str(d.max_files))),
-            max_tensor_rows=int(_env("MAX_TENSOR_ROWS", str(d.max_tensor_rows))),
-            tensor_chunk_pixels=int(_env("TENSOR_CHUNK_PIXELS", str(d.tensor_chunk_pixels))),
-            tensor_concurrency=int(_env("TENSOR_CONCURRENCY", str(d.tensor_concurrency))),
-            idempotency_ttl_s=float(_env("IDEMPOTENCY_TTL_S", str(d.idempotency_ttl_s))),
-            batching=_bool(_env("BATCHING", "1")),
-            batch_max_size=int(_env("BATCH_MAX_SIZE", str(d.batch_max_size))),
-            batch_max_wait_ms=float(_env("BATCH_MAX_WAIT_MS", str(d.batch_max_wait_ms))),
-            torch_threads=int(_env("TORCH_THREADS", "0")),
-            workers=int(_env("WORKERS", str(d.workers))),
-            queue_size=int(_env("QUEUE_SIZE", str(d.queue_size))),
-            max_jobs_per_client=int(_env("MAX_JOBS_PER_CLIENT", str(d.max_jobs_per_client))),
-            max_jobs_per_address=int(_env("MAX_JOBS_PER_ADDRESS", str(d.max_jobs_per_address))),
-            max_generations=int(_env("MAX_GENERATIONS", str(d.max_generations))),
-            max_steps=int(_env("MAX_STEPS", str(d.max_steps))),
-            max_population=int(_env("MAX_POPULATION", str(d.max_population))),
-            max_targets=int(_env("MAX_TARGETS", str(d.max_targets))),
-            max_step_work=int(_env("MAX_STEP_WORK", str(d.max_step_work))),
-            max_job_pixels=int(_env("MAX_JOB_PIXELS", str(d.max_job_pixels))),
-            step_chunk_work=int(_env("STEP_CHUNK_WORK", str(d.step_chunk_work))),
-            max_streams_per_client=int(_env("MAX_STREAMS_PER_CLIENT", str(d.max_streams_per_client))),
-            max_streams_per_address=int(_env("MAX_STREAMS_PER_ADDRESS", str(d.max_streams_per_address))),
-            max_streams=int(_env("MAX_STREAMS", str(d.max_streams))),
-            events_per_second=float(_env("EVENTS_PER_SECOND", str(d.events_per_second))),
-            job_timeout_s=float(_env("JOB_TIMEOUT_S", str(d.job_timeout_s))),
-            max_experiments_per_client=int(_env("MAX_EXPERIMENTS_PER_CLIENT", str(d.max_experiments_per_client))),
-            experiment_timeout_s=float(_env("EXPERIMENT_TIMEOUT_S", str(d.experiment_timeout_s))),
-            retention_days=float(_env("RETENTION_DAYS", str(d.retention_days))),
-            sweep_interval_s=float(_env("SWEEP_INTERVAL_S", str(d.sweep_interval_s))),
-            disk_quota_bytes=int(float(_env("DISK_QUOTA_MB", str(d.disk_quota_bytes / 2**20))) * 2**20),
-            disk_budget_bytes=int(float(_env("DISK_BUDGET_MB", "0")) * 2**20),
-            disk_quota_per_address_bytes=int(float(_env("DISK_QUOTA_PER_ADDRESS_MB", str(
-                d.disk_quota_per_address_bytes / 2**20))) * 2**20),
-            max_lineages_per_address=int(_env("MAX_LINEAGES_PER_ADDRESS", str(d.max_lineages_per_address))),
-            max_quiz_items_per_address=int(_env("MAX_QUIZ_ITEMS_PER_ADDRESS", str(d.max_quiz_items_per_address))),
-            max_lineages=int(_env("MAX_LINEAGES", str(d.max_lineages))),
-            max_quiz_items=int(_env("MAX_QUIZ_ITEMS", str(d.max_quiz_items))),
-            max_members=int(_env("MAX_MEMBERS", str(d.max_members))),
-            max_members_per_room=int(_env("MAX_MEMBERS_PER_ROOM", str(d.max_members_per_room))),
-            max_rooms_per_client=int(_env("MAX_ROOMS_PER_CLIENT", str(d.max_rooms_per_client))),
-            max_experiments=int(_env("MAX_EXPERIMENTS", str(d.max_experiments))),
-            max_json_bytes=int(_env("MAX_JSON_BYTES", str(d.max_json_bytes))),
-            instructor_session_s=float(_env("INSTRUCTOR_SESSION_S", str(d.instructor_session_s))),
-            max_pause_s=float(_env("MAX_PAUSE_S", str(d.max_pause_s))),
-            secret_key=_env("SECRET_KEY", ""),
-            admin_token=_env("ADMIN_TOKEN", ""),
-        )
+        """Every field from FOOLING_<FIELD NAME> where that is set (sizes in bytes from FOOLING_*_MB)."""
+        values = {}
+        for f in fields(cls):
+            name = MEGABYTES.get(f.name, f.name.upper())
+            raw = os.environ.get(f"FOOLING_{name}")
+            if raw is None:
+                continue
+            try:
+                values[f.name] = _parse(f, raw)
+            except ValueError:
+                raise ValueError(f"FOOLING_{name}={raw!r} is not a valid {f.type}") from None
+        return cls(**values)
+
+
+# Sizes set in megabytes: field -> its environment name
+MEGABYTES = {"disk_quota_bytes": "DISK_QUOTA_MB", "disk_quota_per_address_bytes": "DISK_QUOTA_PER_ADDRESS_MB",
+             "disk_budget_bytes": "DISK_BUDGET_MB"}
+CHOICES = {"runtime", "backend", "ray_scoring"}  # read as lower-case words
+
+
+def _parse(f: Field, raw: str):
+    if f.name in MEGABYTES:
+        return int(float(raw) * 2**20)
+    kind = f.type
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind == "bool":
+        return _bool(raw)
+    if kind == "Path":
+        return Path(raw)
+    if kind == "Path | None":
+        return Path(raw) if raw else None
+    return raw.strip().lower() if f.name in CHOICES else raw
 
 
 def resolve_device(name: str) -> str:
