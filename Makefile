@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install data lint browser bench bench-fooling train-lenet clean
+.PHONY: run test install data lint browser bench bench-fooling train-lenet docs-images clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ run: install
 	$(VENV)/bin/fooling-lab serve
 
 lint: install
-	$(PY) -m ruff check app tests bench docs/examples
+	$(PY) -m ruff check app tests bench docs/examples docs/make_images.py
 
 # Browser tests drive Debian's Chromium (never a downloaded browser); install it when missing.
 browser:
@@ -38,6 +38,10 @@ bench: install
 
 bench-fooling: data
 	$(PY) bench/fooling.py
+
+# The README's pictures, from real runs (a server of its own, Chromium for the pages): docs/images/
+docs-images: data browser
+	$(PY) docs/make_images.py
 
 train-lenet: data
 	$(PY) -m app train-lenet --seed 0

@@ -354,7 +354,9 @@ def test_the_image_runs_unprivileged_with_its_data_on_a_volume():
     docker = (ROOT / "Dockerfile").read_text()
     assert "\nUSER " in docker and 'VOLUME ["/srv/fooling-lab/data"]' in docker
     readme, deploy = (ROOT / "README.md").read_text(), (ROOT / "docs" / "deploy.md").read_text()
-    run = next(line for line in readme.splitlines() if line.strip().startswith("docker run"))
+    command = deploy[deploy.index("\ndocker run"):].split("\n\n")[0].split("```")[0]  # with its continuations
+    run = command.replace("\\\n", " ")
+    assert "docs/deploy.md" in readme
     assert ":/srv/fooling-lab/data" in run and "FOOLING_SECRET_KEY" in run
     assert "mountPath: /srv/fooling-lab/data" in deploy and "/app/data" not in deploy
     assert "X-Forwarded-For" in deploy and "X-Forwarded-Proto" in deploy and "FORWARDED_ALLOW_IPS" in deploy
