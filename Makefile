@@ -30,8 +30,9 @@ browser:
 		|| (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) \
 		|| echo "warning: could not install chromium; browser tests will fail (FOOLING_SKIP_BROWSER=1 skips them)"
 
+# Two workers (pytest-xdist), each module's tests together: its server and fixtures are made once
 test: install data lint browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 bench: install
 	$(PY) bench/score.py

@@ -1,5 +1,6 @@
-"""Experiments run from the command line on quick settings and write their numbers and plots
-(the numbers' values are science, checked in docs; here: that they are computed)."""
+"""Experiments run on quick settings and write their numbers and plots (the numbers' values are
+science, checked in docs; here: that they are computed). They run in this process, as the command
+line runs them (its own path is tested in test_cli.py and below)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ def experiment(name: str, out, *extra: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("name", ["logistic", "volume", "smoothing", "blackbox", "neurons", "transfer", "ensemble",
                                   "retrain"])
 def test_quick_experiment_writes_numbers_and_plots(tmp_path, name):
-    p = experiment(name, tmp_path, "--quick")
-    assert p.returncode == 0, p.stderr[-2000:]
+    from app.experiments import catalog
+
+    returned = catalog.run(name, 0, tmp_path, quick=True)
     result = json.loads((tmp_path / "results.json").read_text())
+    assert result == json.loads(json.dumps(returned))
     assert result["experiment"] == name and result["seed"] == 0 and result["quick"] is True
     assert result["plots"] and all((tmp_path / f).stat().st_size > 1000 for f in result["plots"])
     if name == "logistic":

@@ -12,6 +12,7 @@ from app.fooling.base import SUCCESS
 from app.fooling.gradient import GradientParams, gradient_ascent
 from app.fooling.methods import MethodError, build
 from app.models.classifier import OnnxClassifier
+from app.models.runtime import export
 
 
 def run(ctx: Context) -> dict:
@@ -19,8 +20,7 @@ def run(ctx: Context) -> dict:
     entry = ctx.registry.get("lenet-mnist")
     path = ctx.out / "lenet-mnist.onnx"
     ctx.log("exporting LeNet to ONNX")
-    torch.onnx.export(model, (torch.rand(1, 1, 28, 28),), str(path), input_names=["x"], output_names=["logits"],
-                      dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    export(model, entry.input_shape, path)  # as the registry exports models for ONNX Runtime
     box = OnnxClassifier(str(path), mean=(0.0,), std=(1.0,))
     black = type(entry)(**{**entry.__dict__, "id": "lenet-mnist-onnx", "source": path.name, "differentiable": False})
     try:

@@ -204,9 +204,11 @@ class RayBackend:
             self._ready.wait(ENGINE_START_S)
             index, engine = self._place(job)
             try:
-                self._assigned[job.id] = (index, engine)
-                if job.paused:  # paused before an engine had it
-                    ray.get(engine.control.remote(job.id, "pause"), timeout=CALL_TIMEOUT_S)
+                with job.cond:  # a control from now on goes to the engine; one from before, we forward
+                    self._assigned[job.id] = (index, engine)
+                    before = [a for a, said in (("pause", job.paused), ("cancel", job.cancel)) if said]
+                for action in before:  # paused or cancelled while it was being placed
+                    ray.get(engine.control.remote(job.id, action), timeout=CALL_TIMEOUT_S)
                 status = self._follow(job, index, engine)
             finally:
                 self.pool.release(index)
@@ -245,9 +247,11 @@ class RayBackend:
         """A job on an engine is controlled there; its status here follows the engine's next frame
         (sent as soon as it has paused, stepped, resumed or stopped). A job not placed yet is
         controlled here, and the engine is told when it gets it."""
-        placed = self._assigned.get(job.id)
+        with job.cond:  # not while _run hands the job to its engine (it forwards what was said before)
+            placed = self._assigned.get(job.id)
+            finish_now = job.apply(action) if placed is None else False
         if placed is None:
-            if job.apply(action):
+            if finish_now:
                 self.board.finish(job, "cancelled")
             job.publish()
             return {"id": job.id, "status": job.status}
@@ -271,7 +275,7 @@ class RayBackend:
         with job.cond:
             job.deleted = job.cancel = True
             job.cond.notify_all()
-        placed = self._assigned.get(job.id)
+            placed = self._assigned.get(job.id)  # else _run forwards the cancel when it places the job
         if placed is not None:
             placed[1].control.remote(job.id, "cancel")
         elif job.status == "queued":
