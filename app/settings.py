@@ -1,4 +1,4 @@
-"""Settings read from FOOLING_* environment variables (documented in README.md)."""
+"""Settings read from FOOLING_* environment variables (documented in docs/settings.md)."""
 
 from __future__ import annotations
 

@@ -114,7 +114,8 @@ def project(row: dict, spec: str, events_per_s: float) -> str:
 def main() -> int:
     import ray
 
-    from app.jobs.ray_engine import NAMESPACE, cluster_gpus, start_engines
+    from app.jobs.ray.cluster import NAMESPACE, cluster_gpus
+    from app.jobs.ray.engine import start_engines
     from app.settings import Settings
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,4 +1,4 @@
-"""Benchmark the fooling engines on this machine and print Markdown tables (for the README).
+"""Benchmark the fooling engines on this machine and print Markdown tables (for docs/benchmarks.md).
 
     .venv/bin/python bench/fooling.py [--seeds 5] [--json bench/results/fooling.json]
 

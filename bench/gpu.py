@@ -13,7 +13,7 @@ Measures, on whatever device the registry picks (CUDA when there is one):
    second, and the minutes the paper's 2 million evaluations would take;
 4. showcase: the ten showcase classes as bench/fooling.py runs them, auto runtime, every class a
    stepping stone, grouped rendering: evaluations per second and the median best confidence;
-5. engine: classroom jobs per minute through one LocalRunner (what one Ray engine runs: the
+5. engine: classroom jobs per minute through one local job runner (what one Ray engine runs: the
    per-engine unit of docs/deploy.md's capacity table).
 
 Writes JSON (--json) and prints it.
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from app.fooling.base import model_score_fn  # noqa: E402
 from app.fooling.cppn import CppnEncoding  # noqa: E402
 from app.fooling.evolution import EvolutionParams, map_elites  # noqa: E402
-from app.jobs.runner import LocalRunner  # noqa: E402
+from app.jobs.runner import JobRunner  # noqa: E402
 from app.jobs.spec import JobSpec  # noqa: E402
 from app.jobs.store import JobStore  # noqa: E402
 from app.models.registry import Registry  # noqa: E402
@@ -115,7 +115,7 @@ def engine_unit(settings: Settings, jobs: int, workers: int, generations: int) -
     lab = Lab.create(replace(settings, preload="lenet-mnist", data_dir=data, workers=workers,
                              queue_size=10_000, max_jobs_per_client=10_000, max_jobs_per_address=10_000))
     compute.run(lab.registry.load_all)
-    runner = LocalRunner(lab, JobStore(data))
+    runner = JobRunner(lab, JobStore(data))
     t0 = time.perf_counter()
     ids = [runner.submit(JobSpec(**classroom_job(generations, i)), f"bench-{i}") for i in range(jobs)]
     def running(job_id: str) -> bool:

@@ -1,5 +1,5 @@
 """A classroom on one server: N students each start a job and watch its event stream while M
-clients keep scoring images. Prints a Markdown table for the README.
+clients keep scoring images. Prints a Markdown table for docs/benchmarks.md.
 
     .venv/bin/python bench/load.py                    # starts its own server, N = 10 and 50
     .venv/bin/python bench/load.py --url http://127.0.0.1:8000 --students 10

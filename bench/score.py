@@ -7,7 +7,7 @@ First POST /api/v1/score/tensor (a .npy batch per request, 1 and 2 clients). The
 model: images/s and p50/p99 latency with 1, 16 and 64 concurrent clients (one image per
 request), with dynamic batching on and off, and the model's raw forward throughput at batch 1 and
 at its best batch size, measured in the same run (while no server is running). Prints a Markdown
-table for the README.
+table for docs/benchmarks.md.
 """
 
 from __future__ import annotations

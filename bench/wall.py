@@ -1,5 +1,5 @@
 """The class wall under a full room: N students in one room each run a job, and the wall follows
-all N tiles over its one event stream. Prints a Markdown table for the README.
+all N tiles over its one event stream. Prints a Markdown table for docs/benchmarks.md.
 
     .venv/bin/python bench/wall.py                 # starts its own server; 100 tiles, 30 s
     .venv/bin/python bench/wall.py --tiles 50 --seconds 20 --no-browser

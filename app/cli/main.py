@@ -32,7 +32,7 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
 def build_parser(prog: str = "fooling-lab") -> argparse.ArgumentParser:
     settings = Settings.from_env()
     parser = argparse.ArgumentParser(prog=prog, description="Fooling Lab: watch deep neural networks get fooled.",
-                                     epilog="Settings come from FOOLING_* environment variables (see README).")
+                                     epilog="Settings: FOOLING_* environment variables (see docs/settings.md).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="start the web app")

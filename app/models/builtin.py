@@ -40,7 +40,7 @@ def lenet_entry(models_dir: Path, model_id: str = "lenet-mnist") -> ModelEntry:
     def load() -> torch.nn.Module:
         if not weights.is_file():
             raise FileNotFoundError(
-                f"{weights} is missing: train it with `python -m app train-lenet` (see README)"
+                f"{weights} is missing: train it with `python -m app train-lenet` (see docs/cli.md)"
             )
         net = LeNet()
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))

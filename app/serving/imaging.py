@@ -63,7 +63,7 @@ def _to_unit(arr: np.ndarray) -> torch.Tensor:
     """uint8 HxW or HxWxC -> float (C, H, W) in [0, 1].
 
     Done in NumPy on purpose: request threads must not start torch's OpenMP pool, or the one
-    compute thread that runs the models loses its second core (see app/compute.py)."""
+    compute thread that runs the models loses its second core (see app/serving/compute.py)."""
     a = np.asarray(arr, dtype=np.float32) / np.float32(255.0)
     a = a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
     return torch.from_numpy(a)

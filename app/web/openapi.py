@@ -62,7 +62,7 @@ def _params_schema() -> dict:
         props[name] = {"type": "string", "enum": list(choices), "description": PARAM_NOTES[name]}
     return {"type": "object", "properties": props, "additionalProperties": False, "maxProperties": 32,
             "title": "Params",
-            "description": "the method's other parameters; each method takes its own (see docs/api.md): "
+            "description": "the method's other parameters; each method takes its own (see docs/cli.md): "
                            "a name another method takes is answered 422"}
 
 
