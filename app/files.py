@@ -15,8 +15,8 @@ from pathlib import Path
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends
-    without an error, removed otherwise."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    without an error, removed otherwise. The folder must exist: a file is never written into a
+    folder that was deleted meanwhile (a job's, as it is being deleted)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         yield tmp

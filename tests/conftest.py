@@ -111,3 +111,14 @@ def assert_pngs_rescore(client, snap, model: str = "lenet-mnist", need_mid: int 
     for target, res, conf in zip(snap.targets, r.json()["results"], confs, strict=True):
         got = {t["index"]: t["confidence"] for t in res["top"]}[target]
         assert abs(got - conf) < 1e-4, (target, got, conf)
+
+
+# `make test` runs two workers that each take whole modules (pytest-xdist, --dist loadfile), in
+# collection order: the longest modules go first, so that neither worker is left alone at the end.
+LONGEST_FIRST = ["test_browser", "test_experiments", "test_fuzz", "test_ray_cluster", "test_contract", "test_cli",
+                 "test_cppn", "test_jobs_api", "test_ray_backend", "test_fooling", "test_trust", "test_course_server"]
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: a module keeps its own order

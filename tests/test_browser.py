@@ -256,7 +256,7 @@ def test_every_page_fits_a_phone_and_a_projector(server, browser):
             elif name == "redoc":
                 pg.wait_for_selector("[data-section-id]", state="attached", timeout=20_000)
             scroll, client = pg.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
-            pg.screenshot(path=str(ARTIFACTS / f"page-{name}-{width}.png"), full_page=True)
+            pg.screenshot(path=str(ARTIFACTS / f"page-{name}-{width}.png"), full_page=width < 1000)  # a phone scrolls
             assert scroll <= client, f"{path} scrolls sideways at {width} px ({scroll} > {client})"
             assert not problems, f"{path} at {width} px: {problems}"
         ctx.close()

@@ -124,14 +124,15 @@ def test_a_bad_param_value_is_one_line_naming_it(tmp_path):
 def test_the_command_lines_files_are_a_jobs_downloads(client, tmp_path):
     """`fool` drives the same Run as a job: the same files, the same summary.json, and (same seed,
     same device) the same images and confidences. Only the id and the timings differ."""
+    from app.cli.main import main
     from tests.helpers import wait
 
-    p = run("fool", "--targets", "3,8", "--generations", "20", "--population", "40", "--seed", "5",
-            "--param", "stop_at=null", "--out", str(tmp_path), "--quiet")
-    assert p.returncode == 0, p.stderr
+    assert main(["fool", "--targets", "3,8", "--generations", "20", "--population", "40", "--seed", "5",
+                 "--param", "stop_at=null", "--out", str(tmp_path), "--quiet"]) == 0
     body = {"model": "lenet-mnist", "method": "map-elites", "targets": [3, 8], "generations": 20, "population": 40,
             "seed": 5, "params": {"stop_at": None}}
     job = wait(client, client.post("/api/v1/jobs", json=body).json()["id"])
+    assert {"grid", "curve", "summary"} <= set(job["links"]), job  # (the whole job, should this fail again)
     downloads = {"0.png": job["targets"][0]["image"], "1.png": job["targets"][1]["image"],
                  **{name: job["links"][key] for name, key in (("grid.png", "grid"), ("curve.png", "curve"),
                                                                ("summary.json", "summary"))}}
@@ -144,3 +145,21 @@ def test_the_command_lines_files_are_a_jobs_downloads(client, tmp_path):
     assert [t["confidence"] for t in mine["targets"]] == [t["confidence"] for t in got["targets"]]
     assert (tmp_path / "0.png").read_bytes() == client.get(downloads["0.png"]).content
     assert mine["runtime"] == got["runtime"] and mine["steps"] == got["steps"] == 20
+
+
+def test_a_run_keeps_its_first_step_however_small_its_budget(lab, tmp_path):
+    """The time budget stops a run before a step, never before the first: there is always a best
+    image to save (a budget of a microsecond used to leave `fool` with nothing and a traceback)."""
+    from app.fooling.base import model_score_fn
+    from app.jobs.run import Run
+    from app.jobs.spec import JobSpec
+
+    spec = JobSpec(model="lenet-mnist", method="map-elites", targets=[1], generations=50, max_seconds=1e-6)
+    entry, model = lab.registry.get("lenet-mnist"), lab.registry.model("lenet-mnist")
+    run = Run(spec, entry.labels, [1], options=spec.options())
+    run.start(entry, model, model_score_fn(model))
+    steps = []
+    while (snap := run.step()) is not None:
+        steps.append(snap.step)
+    assert steps == [0] and run.stop_reason == "time budget (1e-06 s)"
+    assert run.save(tmp_path, "done")["stop_reason"] == run.stop_reason and (tmp_path / "0.png").is_file()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import colorsys
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,7 +14,6 @@ from app.fooling.cppn import _FUNCS, N_IN, WEIGHT_RANGE, CppnEncoding, coordinat
 from app.fooling.evolution import EvolutionParams, map_elites
 from app.fooling.methods import build
 from app.serving.imaging import to_png
-from app.settings import ROOT
 from tests.conftest import assert_pngs_rescore, early_and_last
 
 
@@ -164,12 +161,11 @@ def test_gradient_through_cppn_on_imagenet(lab):
 
 def test_cli_cppn_budget_history_and_curve(tmp_path):
     out = tmp_path / "run"
-    p = subprocess.run([sys.executable, "-m", "app", "fool", "--model", "lenet-mnist", "--method", "evolve",
-                        "--encoding", "cppn", "--targets", "3,8", "--seed", "1", "--population", "20",
-                        "--generations", "100000", "--max-seconds", "2", "--history-every", "0.1",
-                        "--param", "stop_at=null", "--out", str(out), "--quiet"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
+    from app.cli.main import main  # the command line's entry, in this process (test_cli.py runs the script)
+
+    assert main(["fool", "--model", "lenet-mnist", "--method", "evolve", "--encoding", "cppn", "--targets", "3,8",
+                 "--seed", "1", "--population", "20", "--generations", "100000", "--max-seconds", "2",
+                 "--history-every", "0.1", "--param", "stop_at=null", "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stop_reason"] == "time budget (2 s)" and summary["settings"]["encoding"] == "cppn"
     assert summary["ten_crop"] is False

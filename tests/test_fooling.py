@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,7 +14,6 @@ from app.fooling.direct import DirectEncoding, polynomial_mutation
 from app.fooling.evolution import EvolutionParams, evolve, map_elites
 from app.fooling.gradient import GradientParams, gradient_ascent
 from app.fooling.methods import MethodError, build
-from app.settings import ROOT
 from tests.conftest import assert_pngs_rescore, early_and_last
 
 
@@ -157,20 +154,20 @@ def test_gradient_methods_refuse_black_boxes(lab):
         build("magic", entry, lab.registry.model("lenet-mnist"), None, [1])
 
 
-def test_cli_fool_writes_pngs_grid_and_summary(tmp_path):
+def test_cli_fool_writes_pngs_grid_and_summary(tmp_path, capsys):
+    from app.cli.main import main  # the command line's own entry, in this process (test_cli.py runs the script)
+
     out = tmp_path / "run"
-    p = subprocess.run([sys.executable, "-m", "app", "fool", "--model", "lenet-mnist", "--method", "map-elites",
-                        "--encoding", "direct", "--targets", "all", "--seed", "0", "--out", str(out), "--quiet"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
+    assert main(["fool", "--model", "lenet-mnist", "--method", "map-elites", "--encoding", "direct", "--targets", "all",
+                 "--seed", "0", "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["seed"] == 0 and summary["settings"]["method"] == "map-elites"
     assert len(summary["targets"]) == 10
     assert all(t["confidence"] >= 0.9999 and (out / t["file"]).is_file() for t in summary["targets"])
     assert (out / "grid.png").is_file()
-    bad = subprocess.run([sys.executable, "-m", "app", "fool", "--method", "pgd", "--out", str(tmp_path / "b")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "--image" in bad.stderr
+    capsys.readouterr()
+    assert main(["fool", "--method", "pgd", "--out", str(tmp_path / "b"), "--quiet"]) == 2
+    assert "--image" in capsys.readouterr().err
 
 
 def test_gradient_over_many_targets_takes_turns_in_slices(client, lenet):

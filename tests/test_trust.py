@@ -436,3 +436,39 @@ def test_disk_quota_per_client(tmp_path, grace_hopper):
         assert c.post("/api/v1/jobs", json={**LONG, "generations": 5}).status_code == 413
         assert browser(c.app).post("/api/v1/uploads", files={"file": ("g.jpg", photo, "image/jpeg")}
                                    ).status_code == 201  # another client has its own quota
+
+
+def test_a_job_deleted_while_it_is_saved_leaves_nothing(tmp_path, monkeypatch):
+    """DELETE can arrive while a finished job's files are being written: whichever of the two ends
+    last removes the folder and the record, and the files still to come do not bring it back."""
+    import torch
+
+    from app.fooling.base import Snapshot
+    from app.jobs import run as run_module
+    from app.jobs.job import Job
+    from app.jobs.results import Saved
+    from app.jobs.run import Run
+    from app.jobs.spec import JobSpec
+    from app.jobs.store import JobStore
+
+    store = JobStore(tmp_path)
+    saved = Saved(store)
+    spec = JobSpec(model="lenet-mnist", method="map-elites", targets=[1])
+    job = Job("deleted-mid-save", spec, "client-a", time.time(), Run(spec, [str(i) for i in range(10)], [1]))
+    store.create(job.id, "client-a", spec.model_dump())
+    job.run.begin()
+    job.run.observe(Snapshot(3, 30, [1], torch.rand(1, 1, 28, 28), torch.tensor([0.5]), torch.full((1, 10), 0.1)))
+    written = []
+    write = run_module.write_whole
+
+    def write_then_deleted(path, data):
+        write(path, data)
+        written.append(path.name)
+        if len(written) == 1:  # the first image is on disk: now DELETE comes (Workers.stop, then remove)
+            job.deleted = True
+            saved.remove(job.id)
+
+    monkeypatch.setattr(run_module, "write_whole", write_then_deleted)
+    saved.finished(job, "done")
+    assert written == ["0.png"]  # nothing more was written into the deleted folder
+    assert not (tmp_path / "jobs" / job.id).exists() and store.get(job.id) is None

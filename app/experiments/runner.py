@@ -52,6 +52,7 @@ class ExperimentRunner:
         self._thread.start()
 
     def _write(self, exp_id: str, status: dict) -> None:
+        (self.root / exp_id).mkdir(parents=True, exist_ok=True)
         write_whole(self.root / exp_id / "status.json", json.dumps(status))  # a reader never sees half a file
 
     def _all(self) -> list[dict]:

@@ -97,6 +97,8 @@ class Saved:
                 job.error = job.error or f"saving failed: {exc}"
         self.store.update(job.id, status=status, result=result, error=job.error, progress=job.run.progress(),
                           size=folder_bytes(self.store.root / job.id))
+        if job.deleted:  # deleted while it was being saved: whichever of us comes last removes it all
+            self.remove(job.id)
 
     def remove(self, job_id: str) -> None:
         self.store.delete(job_id)

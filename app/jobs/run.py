@@ -59,6 +59,7 @@ class Run:
     observed: int = 0  # snapshots seen
     stop_reason: str | None = None
     started: float | None = None  # wall-clock time of the first step
+    point_at: float = 0.0  # elapsed seconds at the curve's last point (unrounded, unlike the point's own)
 
     def begin(self) -> None:
         if self.started is None:
@@ -84,7 +85,7 @@ class Run:
     def step(self) -> Snapshot | None:
         """One step of the method, tracked; None once the run is over (the method ended, or a budget
         stopped it: stop_reason says which)."""
-        if (reason := self.over_budget()) is not None:
+        if self.snap is not None and (reason := self.over_budget()) is not None:  # keep at least one step
             self.stop_reason = reason
             return None
         snap = next(self.gen, None)
@@ -107,7 +108,8 @@ class Run:
             if c >= SUCCESS and i not in self.reached:
                 self.reached[i] = {"step": snap.step, "evaluations": snap.evaluations, "seconds": round(now, 3)}
         last = self.history[-1] if self.history else None
-        if last is None or (last["step"] != snap.step and now - last["seconds"] >= self.history_every):
+        if last is None or (last["step"] != snap.step and now - self.point_at >= self.history_every):
+            self.point_at = now
             self.history.append(history_point(snap, now))
             if len(self.history) > HISTORY_POINTS:
                 self.history = self.history[::2]
@@ -124,11 +126,10 @@ class Run:
 
     def save(self, folder: Path, status: str, job_id: str | None = None) -> dict:
         """Write each target's best image (``<position>.png``), the labelled grid, the curve and
-        summary.json into ``folder``; return the result (summary.json less id, status, settings and
+        summary.json into ``folder`` (which exists); return the result (summary.json less id, status, settings and
         history), which the server keeps in its database."""
         snap = self.snap
         self.close_history()
-        folder.mkdir(parents=True, exist_ok=True)
         targets = []
         for i, (t, img, c) in enumerate(zip(snap.targets, snap.images, snap.confidence.tolist(), strict=True)):
             write_whole(folder / f"{i}.png", to_png(img))

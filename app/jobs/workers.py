@@ -163,6 +163,7 @@ class Workers:
                 job.status = "running" if not job.paused else "paused"
         if first:
             self.board.keeper.started(job)
+            job.publish()  # running (or paused, if it was paused while queued): streams show it now
             run.start(entry, model, score)
         frame_every = 1.0 / max(1.0, 2 * self.settings.events_per_second)  # frames made; streams throttle further
         last_frame = 0.0

@@ -63,6 +63,7 @@ def export_path(onnx_dir: Path, model_id: str, digest: str) -> Path:
 def export(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
     """Export with a dynamic batch axis; written to a temporary name first, so a crash never leaves
     a half file under the cached name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as tmp, warnings.catch_warnings():  # the TorchScript exporter announces its own deprecation
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.rand(1, *input_shape, device=_device(model)),),

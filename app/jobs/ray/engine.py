@@ -109,9 +109,13 @@ class Engine:
         data.pop("upload", None)  # uploads live on the API's disk: the input comes as PNG bytes
         if image_png is not None:
             data["image"] = "data:image/png;base64," + base64.b64encode(image_png).decode()
+        if self.board.live(job_id) is not None:  # a retry of a submit that got here (its answer was lost)
+            return
         prepared = self.admission.prepare(JobSpec(**data))
         job = Job(job_id, prepared.run.spec, client, time.time(), prepared.run)
         with self.board.lock:
+            if self.board.live(job_id) is not None:
+                return
             self.board.add(job)
             self.workers.put(job)
 

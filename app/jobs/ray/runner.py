@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from app.errors import KINDS
 from app.fooling.base import Snapshot
 from app.jobs.board import Board
 from app.jobs.job import Job, JobError
@@ -204,11 +205,12 @@ class RayBackend:
             self._ready.wait(ENGINE_START_S)
             index, engine = self._place(job)
             try:
-                with job.cond:  # a control from now on goes to the engine; one from before, we forward
+                with job.cond:  # a control from now on goes to the engine; those said before, we forward first
                     self._assigned[job.id] = (index, engine)
-                    before = [a for a, said in (("pause", job.paused), ("cancel", job.cancel)) if said]
-                for action in before:  # paused or cancelled while it was being placed
-                    ray.get(engine.control.remote(job.id, action), timeout=CALL_TIMEOUT_S)
+                    before = ["pause"] * job.paused + ["step"] * job.step_credits + ["cancel"] * job.cancel
+                    job.step_credits = 0
+                    for action in before:  # said while it was being placed
+                        ray.get(engine.control.remote(job.id, action), timeout=CALL_TIMEOUT_S)
                 status = self._follow(job, index, engine)
             finally:
                 self.pool.release(index)
@@ -261,8 +263,8 @@ class RayBackend:
         except Exception as exc:  # the engine is gone: its job ends interrupted by its follower
             raise JobError("unavailable", f"the engine running job {job.id} does not answer ({type(exc).__name__}); "
                                 "try again shortly", retry_after=5) from None
-        if "error" in res:
-            raise JobError(res["error"], res["detail"])
+        if "error" in res:  # an engine started by an older server answers with a status number
+            raise JobError(res["error"] if res["error"] in KINDS else "conflict", res["detail"])
         with job.cond:
             if action == "cancel":
                 job.cancel = True

@@ -7,6 +7,7 @@ ours to draw it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -58,6 +59,8 @@ async def job_stream(request: Request, job_id: str = Path(pattern=views.JOB_ID),
 
     def render() -> tuple[str, int, bool]:
         view = views.view(run, job_id)
+        if view is None:  # deleted while watched: the stream ends
+            return "", 0, True
         html = panel.render(views.panel_context(view, focus) | viewer | {"request": request, "demo": demo})
         return html, view.get("version") or 0, view["status"] not in ("queued", "running", "paused")
 
@@ -75,7 +78,8 @@ async def job_stream(request: Request, job_id: str = Path(pattern=views.JOB_ID),
                 continue
             await pacer.pace()
             html, version, done = render()
-            yield streams.sse_html(html)
+            if html:
+                yield streams.sse_html(html)
         yield streams.sse("close", {})
 
     return streams.response(held_stream(request, stream()))
@@ -157,5 +161,6 @@ async def _transfer_rows(run: Runner, state: Lab, view: dict, models: list) -> l
             row["scores"].append({"model": entry.id, "top_label": entry.labels[top], "top": float(p[top]),
                                   "target": float(p[row["target"]["index"]]) if same else None})
     if finished and rows:
-        write_whole(cache, json.dumps({"models": key, "rows": rows}))
+        with contextlib.suppress(FileNotFoundError):  # the job was deleted meanwhile: keep nothing
+            write_whole(cache, json.dumps({"models": key, "rows": rows}))
     return rows
