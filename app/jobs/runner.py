@@ -75,7 +75,7 @@ class Backend(Protocol):
 class JobRunner:
     def __init__(self, lab: Lab, store: JobStore, backend: Callable[[Lab, Board], Backend] = Workers) -> None:
         self.lab, self.store, self.settings = lab, store, lab.settings
-        self.interrupted = store.mark_interrupted()  # jobs an earlier server left running
+        store.mark_interrupted()  # jobs an earlier server left running end "interrupted"
         self.admission = Admission(lab, store)
         self.saved = Saved(store)
         self.board = Board(self.saved)
