@@ -122,3 +122,13 @@ LONGEST_FIRST = ["test_browser", "test_experiments", "test_fuzz", "test_ray_clus
 def pytest_collection_modifyitems(items) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: a module keeps its own order
+
+
+def pytest_configure(config) -> None:
+    """With workers (`make test`), the controller makes the ONNX exports and their timing once, before
+    the workers start, so that the workers, their servers and Ray engines do not each make them."""
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    from app.models.registry import Registry
+
+    Registry(make_settings()).load_all()
