@@ -61,6 +61,8 @@ class Backend(Protocol):
 
     engines_started: bool
 
+    def describe(self) -> dict: ...  # what GET /readyz adds about it
+
     def full(self) -> bool: ...
 
     def put(self, job: Job) -> None: ...
@@ -160,8 +162,7 @@ class JobRunner:
         return sum(j.reserved for j in self.active())
 
     def readiness(self) -> tuple[bool, dict]:
-        describe = getattr(self.backend, "describe", None)
-        return self.backend.engines_started, (describe() if describe else {})
+        return self.backend.engines_started, self.backend.describe()
 
     # -- retention and shutdown -----------------------------------------------------------------
     def expire(self, cutoff: float) -> dict[str, int]:

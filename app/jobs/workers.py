@@ -43,6 +43,9 @@ class Workers:
 
     engines_started = True  # nothing to wait for: GET /readyz asks every backend
 
+    def describe(self) -> dict:
+        return {}  # nothing more to say than the models GET /readyz lists anyway
+
     # -- what the server's runner asks of its backend -------------------------------------------------
     def full(self) -> bool:
         return self._queue.full()
