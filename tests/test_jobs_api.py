@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from app.jobs import run as run_module
 from app.main import create_app
 from app.serving.imaging import to_png
 from app.web.identity import CLIENT_COOKIE, Signer
+from app.web.views import view
 from tests.conftest import make_settings, start_local_ray, stop_local_ray, wait_ready
 from tests.helpers import wait, wait_parked, wait_step
 
@@ -323,3 +325,45 @@ def test_closed_streams_free_their_listeners_and_do_not_hold_the_job(jc):
     assert not runner.live(made["id"]).listeners  # nothing left waiting for the gone clients
     wait_step(jc, made["id"], step_before + 5)  # and the job went on regardless
     cancel_all(jc, [made])
+
+
+class _Finishing:
+    """A live job that finishes after its status has been read ``reads`` times; its record is
+    written before that (as Board.finish does)."""
+
+    def __init__(self, reads: int, records: list[dict]) -> None:
+        self.reads, self.records = reads, records
+        self.id, self.version, self.error = "j" * 16, 3, None
+        self.run = type("R", (), {"snap": None, "history": []})()
+
+    @property
+    def status(self) -> str:
+        self.reads -= 1
+        if self.reads < 0:
+            self.records[0] = {**self.records[0], "status": "cancelled",
+                               "result": {"targets": [], "stop_reason": "paused longer than 3 s"}}
+            return "cancelled"
+        return "paused"
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "cancelled"
+
+    def elapsed(self) -> float:
+        return 1.0
+
+
+@pytest.mark.parametrize("reads", [0, 1, 2, 3])
+def test_a_job_finishing_as_it_is_read_is_never_shown_finished_without_its_result(reads):
+    """Whenever the status flips during GET /api/v1/jobs/{id}, a finished answer carries the result
+    (stop_reason); an active one is the live frame."""
+    records = [{"status": "paused", "created": 0, "updated": 0, "spec": {}, "error": None, "result": None,
+                "progress": {"step": 4}}]
+    job = _Finishing(reads, records)
+    fake = type("Run", (), {"record": lambda self, _id: records[0], "live": lambda self, _id: job,
+                            "store": type("S", (), {"root": Path("/nonexistent")})()})()
+    out = view(fake, job.id)
+    if out["status"] == "cancelled":
+        assert out["stop_reason"] == "paused longer than 3 s" and out["progress"]["step"] == 4
+    else:
+        assert out["status"] == "paused" and out["targets"] == []

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from tests.conftest import make_settings, wait_ready
-from tests.helpers import browser, wait, wait_experiment, wait_parked
+from tests.helpers import browser, wait, wait_experiment, wait_parked, wait_step
 
 ADMIN = "teacher-token-for-tests"
 LONG = {"model": "lenet-mnist", "method": "map-elites", "targets": [5], "generations": 20000, "population": 50,
@@ -50,7 +50,7 @@ def test_only_the_owner_and_the_instructor_control_a_job(app):
     db = app.state.runner.store.path
     stored = b"".join(p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists())
     assert token.encode() not in stored  # only its hash is kept
-    wait(owner, job_id, ("running",))
+    wait_step(owner, job_id, 1)  # running, and with a first image (a job is running while it builds)
     for action in ("pause", "step", "resume", "cancel"):
         r = stranger.post(f"/api/v1/jobs/{job_id}/{action}")
         assert r.status_code == 403 and r.json()["error"] == "forbidden", action

@@ -98,14 +98,17 @@ def view(run: Runner, job_id: str, history: bool = True) -> dict | None:
     if rec is None:
         return None
     live = run.live(job_id)
-    if live is not None and live.finished and rec["result"] is None:
-        rec = run.record(job_id) or rec  # it finished since the record was read: the record has it all now
+    # One look at the live job decides: frame() reads its snapshot before its status, so an active
+    # status there goes with a whole snapshot. A job that finished meanwhile is shown from its record,
+    # read again (the keeper writes it before the status flips).
+    now = frame(live) if live is not None else None
+    if now is not None and now["status"] not in ACTIVE:
+        now, rec = None, run.record(job_id) or rec
     out = {"id": job_id, "status": rec["status"], "created": rec["created"], "updated": rec["updated"],
            "settings": rec["spec"], "error": rec["error"], "room": rec.get("room"),
            "links": links(job_id, written(run, job_id))}
-    if live is not None and (not live.finished or rec["result"] is None):
-        now = frame(live)
-        out.update(status=live.status, error=live.error or rec["error"], version=live.version,
+    if now is not None:
+        out.update(status=now["status"], error=live.error or rec["error"], version=live.version,
                    progress={"step": now["step"], "evaluations": now["evaluations"], "elapsed": now["elapsed"]},
                    targets=now["targets"])
         if "extra" in now:
