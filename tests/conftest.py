@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -126,8 +128,16 @@ def pytest_collection_modifyitems(items) -> None:
 
 def pytest_configure(config) -> None:
     """With workers (`make test`), the controller makes the ONNX exports and their timing once, before
-    the workers start, so that the workers, their servers and Ray engines do not each make them."""
-    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+    the workers start, so that the workers, their servers and Ray engines do not each make them.
+    Each worker then takes its share of the cores for PyTorch and OpenMP (its servers and
+    subprocesses inherit it): two workers of two threads each on two cores spend much of their time
+    waiting on each other's spinning threads."""
+    if hasattr(config, "workerinput"):
+        share = str(max(1, (os.cpu_count() or 1) // int(config.workerinput["workercount"])))
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = share
+        torch.set_num_threads(int(share))
+        return
+    if not getattr(config.option, "numprocesses", None):
         return
     from app.models.registry import Registry
 

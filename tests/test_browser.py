@@ -211,11 +211,11 @@ def _watch(page) -> list[str]:
     page.on("pageerror", lambda e: problems.append(str(e)))
     # Loads the browser itself gives up are not failures: a live panel's event stream is aborted on
     # purpose when the run ends (hx-sse:close), and the wall's when the page is left; a live image
-    # still loading when the next frame names a newer version of it is dropped for that one; a favicon
-    # still loading when the page moves on. Any answer >= 400 is still caught below.
+    # still loading when the next frame names a newer version of it is dropped for that one; an image
+    # (a lazy one the full-page screenshot brought into view, a favicon) still loading when the page
+    # moves on. Any answer >= 400 is still caught below.
     def failed(r) -> None:
-        superseded = ("/stream" in r.url or r.url.endswith("/events") or "/images/" in r.url and "?v=" in r.url
-                      or r.url.endswith("favicon.svg"))
+        superseded = ("/stream" in r.url or r.url.endswith("/events") or r.resource_type == "image")
         if not (superseded and "ABORTED" in (r.failure or "")):
             problems.append(f"failed {r.url} {r.failure}")
 

@@ -20,6 +20,7 @@ from app.models.lenet import LeNet
 from app.models.train_lenet import random_shift
 
 FOOLING = 10  # the extra class
+CL = torch.channels_last
 
 
 def grow(net10: torch.nn.Module) -> LeNet:
@@ -30,12 +31,12 @@ def grow(net10: torch.nn.Module) -> LeNet:
     state["classifier.3.weight"] = torch.cat([w, torch.zeros(1, w.shape[1])])
     state["classifier.3.bias"] = torch.cat([b, torch.full((1,), float(b.min()))])
     net.load_state_dict(state)
-    return net
+    return net.to(memory_format=CL)  # as the app's models: about twice the conv throughput on a CPU
 
 
 def evolve_many(net: torch.nn.Module, runs: int, generations: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Elites of several MAP-Elites runs over the ten digits: (images, their confidence)."""
-    score = model_score_fn(Classifier(net, (0.0,), (1.0,)).eval())
+    score = model_score_fn(Classifier(net, (0.0,), (1.0,), channels_last=True).eval())
     images, conf = [], []
     for r in range(runs):
         snap = last(map_elites(score, DirectEncoding((1, 28, 28), "cpu"), list(range(10)), 11,
@@ -53,7 +54,7 @@ def train(net: LeNet, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, 
         order = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x) - 127, 128):
             idx = order[i:i + 128]
-            loss = F.cross_entropy(net(random_shift(x[idx], gen)), y[idx])
+            loss = F.cross_entropy(net(random_shift(x[idx], gen).contiguous(memory_format=CL)), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -62,7 +63,8 @@ def train(net: LeNet, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, 
 
 @torch.inference_mode()
 def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float(torch.cat([net(x[i:i + 2000]).argmax(1) for i in range(0, len(x), 2000)]).eq(y).float().mean())
+    return float(torch.cat([net(x[i:i + 2000].contiguous(memory_format=CL)).argmax(1)
+                            for i in range(0, len(x), 2000)]).eq(y).float().mean())
 
 
 def run(ctx: Context) -> dict:
