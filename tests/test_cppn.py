@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from app.fooling.base import last, model_score_fn, ten_crop_score
-from app.fooling.cppn import _FUNCS, N_IN, WEIGHT_RANGE, CppnEncoding, coordinates, hls_to_rgb
+from app.fooling.color import hls_to_rgb
+from app.fooling.cppn import _FUNCS, N_IN, WEIGHT_RANGE, CppnEncoding, coordinates
 from app.fooling.evolution import EvolutionParams, map_elites
 from app.fooling.methods import build
 from app.serving.imaging import to_png

@@ -2,10 +2,10 @@
 code, for a whole population at once.
 
 A genome is a feed-forward network over a fixed number of node slots: 4 inputs (x, y, distance
-from the centre, bias), the outputs (1 grey value, or H, L, S), and up to ``max_hidden`` hidden
-slots that start empty. Every individual's network is a set of tensors with a leading population
-dimension, so mutation is a handful of masked tensor ops and rendering is one batched loop over
-node ranks, never a Python loop over individuals or pixels.
+from the centre, bias), the outputs (1 grey value, or 3 colour values: H, L, S by default), and up
+to ``max_hidden`` hidden slots that start empty. Every individual's network is a set of tensors
+with a leading population dimension, so mutation is a handful of masked tensor ops and rendering
+is one batched loop over node ranks, never a Python loop over individuals or pixels.
 
 Feed-forward order: each node has an order key (inputs 0, outputs 1, hidden strictly between);
 a link src -> dst may exist only when key[src] < key[dst]. Splitting a link gives the new node a
@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from app.fooling.color import COLORS, to_rgb
 from app.fooling.direct import polynomial_mutation
 
 N_IN = 4  # x, y, d, bias
@@ -65,23 +66,26 @@ def activate(pre: torch.Tensor, act: torch.Tensor, out: torch.Tensor | None = No
     return out
 
 
-def hls_to_rgb(h: torch.Tensor, lum: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Vectorised HLS -> RGB (all in [0, 1]); the paper's code reads CPPN outputs as OpenCV HLS."""
-    a = s * torch.minimum(lum, 1 - lum)
-    chans = []
-    for n in (0, 8, 4):
-        k = (n + h * 12) % 12
-        chans.append(lum - a * torch.clamp(torch.minimum(k - 3, 9 - k), -1, 1))
-    return torch.stack(chans, 1)
+CPPN_INPUTS = ("unit", "pixels")
 
 
-def coordinates(height: int, width: int, device, dtype=torch.float32) -> torch.Tensor:
-    """(4, H*W): x and y in [-1, 1], distance from the centre, bias. Normalised coordinates make a
-    CPPN a continuous function of position, so the same genome renders at any resolution."""
+def coordinates(height: int, width: int, device, dtype=torch.float32, inputs: str = "unit") -> torch.Tensor:
+    """(4, H*W): x, y, distance from the centre, bias. ``unit`` (this lab's default): x and y in
+    [-1, 1] and the distance rescaled to [-1, 1], so a CPPN is a continuous function of position and
+    the same genome renders at any resolution. ``pixels`` (the paper's code): x and y are raw
+    column and row indices (0 .. size - 1), the distance is measured on the grid normalised to
+    [-1, 1] (0 .. sqrt 2)."""
+    if inputs not in CPPN_INPUTS:
+        raise ValueError(f"cppn_inputs must be one of {', '.join(CPPN_INPUTS)}, not {inputs!r}")
     ys = torch.linspace(-1, 1, height, device=device, dtype=dtype)
     xs = torch.linspace(-1, 1, width, device=device, dtype=dtype)
     y, x = torch.meshgrid(ys, xs, indexing="ij")
-    d = torch.sqrt(x * x + y * y) / math.sqrt(2) * 2 - 1  # [-1, 1] like the code's normalised grid
+    if inputs == "pixels":
+        d = torch.sqrt(x * x + y * y)
+        row, col = torch.meshgrid(torch.arange(height, device=device, dtype=dtype),
+                                  torch.arange(width, device=device, dtype=dtype), indexing="ij")
+        return torch.stack([col, row, d, torch.ones_like(x)]).flatten(1)
+    d = torch.sqrt(x * x + y * y) / math.sqrt(2) * 2 - 1
     return torch.stack([x, y, d, torch.ones_like(x)]).flatten(1)
 
 
@@ -94,11 +98,17 @@ class CppnEncoding:
     def __init__(self, shape: tuple[int, int, int], device, max_hidden: int = 24, eta: float = 15.0,
                  coord_scale: float = 1.0, p_add_link: float = 0.5, p_del_link: float = 0.3,
                  p_add_node: float = 0.5, p_del_node: float = 0.2, p_act: float = 0.1,
-                 render_chunk: int = 1 << 24, group_render: bool | None = None) -> None:
+                 render_chunk: int = 1 << 24, group_render: bool | None = None, color: str = "hls",
+                 inputs: str = "unit") -> None:
         self.shape, self.device, self.eta = shape, torch.device(device), eta
         channels = shape[0]
         if channels not in (1, 3):
             raise ValueError(f"CPPN images need 1 or 3 channels, not {channels}")
+        if color not in COLORS:
+            raise ValueError(f"color must be one of {', '.join(COLORS)}, not {color!r}")
+        if inputs not in CPPN_INPUTS:
+            raise ValueError(f"cppn_inputs must be one of {', '.join(CPPN_INPUTS)}, not {inputs!r}")
+        self.color, self.inputs = color, inputs  # outputs read as this colour space; coordinate inputs
         self.n_out = channels
         self.first_hidden = N_IN + self.n_out
         self.slots = self.first_hidden + max_hidden
@@ -211,7 +221,7 @@ class CppnEncoding:
     # -- rendering ------------------------------------------------------------------------------
     def grid(self, height: int, width: int) -> torch.Tensor:
         if (height, width) not in self._coords:
-            c = coordinates(height, width, self.device)
+            c = coordinates(height, width, self.device, inputs=self.inputs)
             c[:2] *= self.coord_scale
             self._coords[(height, width)] = c
         return self._coords[(height, width)]
@@ -263,6 +273,4 @@ class CppnEncoding:
         last = g.alive.sum(1)[:, None] - self.n_out + torch.arange(self.n_out, device=self.device)
         vals = vals.gather(1, last[:, :, None].expand(n, self.n_out, vals.shape[2]))
         outs = vals.abs().clamp_(0, 1)  # pixel = |out|, as the code does
-        if self.n_out == 1:
-            return outs
-        return hls_to_rgb(outs[:, 0], outs[:, 1], outs[:, 2])
+        return to_rgb(outs, self.color)

@@ -13,7 +13,8 @@ import math
 import torch
 from torch import nn
 
-from app.fooling.cppn import _FUNCS, coordinates, hls_to_rgb
+from app.fooling.color import hls_to_rgb
+from app.fooling.cppn import _FUNCS, coordinates
 
 
 class CppnImage(nn.Module):

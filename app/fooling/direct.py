@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from app.fooling.color import COLORS, to_rgb
+
 
 def polynomial_mutation(x: torch.Tensor, rate: float, eta: float, gen: torch.Generator) -> torch.Tensor:
     """Deb's polynomial mutation as in the paper's Sferes code: each gene, independently with
@@ -30,13 +32,42 @@ def polynomial_mutation(x: torch.Tensor, rate: float, eta: float, gen: torch.Gen
     return out.view_as(x)
 
 
+CROSS_RATE = 0.5  # the paper's code: a pair of parents is crossed with this probability ...
+ETA_C = 10.0  # ... by SBX with this distribution index, each gene with probability 1/2
+
+
+def sbx(a: torch.Tensor, b: torch.Tensor, gen: torch.Generator, eta: float = ETA_C) -> torch.Tensor:
+    """Deb's simulated binary crossover, bounded to [0, 1], as in the paper's Sferes code: for each
+    row, one of the two children of parents a[i] and b[i]. Each gene is crossed with probability
+    1/2 (and only where the parents differ); the two children's genes are swapped with probability
+    1/2, so the child kept is either one."""
+    y1, y2 = torch.minimum(a, b), torch.maximum(a, b)
+    gap = (y2 - y1).clamp_min(1e-14)
+    u = torch.rand(a.shape, generator=gen, device=a.device)
+    e = 1.0 / (eta + 1.0)
+
+    def spread(beta: torch.Tensor) -> torch.Tensor:
+        alpha = 2.0 - beta.pow(-(eta + 1.0))
+        return torch.where(u <= 1.0 / alpha, (u * alpha).pow(e), (1.0 / (2.0 - u * alpha)).pow(e))
+
+    c1 = (0.5 * ((y1 + y2) - spread(1.0 + 2.0 * y1 / gap) * gap)).clamp(0, 1)
+    c2 = (0.5 * ((y1 + y2) + spread(1.0 + 2.0 * (1.0 - y2) / gap) * gap)).clamp(0, 1)
+    swap = torch.rand(a.shape, generator=gen, device=a.device) < 0.5
+    child = torch.where(swap, c2, c1)
+    crossed = (torch.rand(a.shape, generator=gen, device=a.device) < 0.5) & ((a - b).abs() > 1e-14)
+    return torch.where(crossed, child, a)
+
+
 class DirectEncoding:
-    """Genomes are (N, C, H, W) images on the 8-bit grid."""
+    """Genomes are (N, C, H, W) genes in [0, 1]: the image itself, read as ``color`` (rgb, hsv or hls)
+    where it has three channels."""
 
     name = "direct"
 
-    def __init__(self, shape: tuple[int, int, int], device, eta: float = 15.0) -> None:
-        self.shape, self.device, self.eta = shape, device, eta
+    def __init__(self, shape: tuple[int, int, int], device, eta: float = 15.0, color: str = "rgb") -> None:
+        if color not in COLORS:
+            raise ValueError(f"color must be one of {', '.join(COLORS)}, not {color!r}")
+        self.shape, self.device, self.eta, self.color = shape, device, eta, color
 
     def init(self, n: int, gen: torch.Generator) -> torch.Tensor:
         return torch.rand((n, *self.shape), generator=gen, device=self.device)
@@ -44,8 +75,16 @@ class DirectEncoding:
     def mutate(self, genomes: torch.Tensor, gen: torch.Generator, rate: float) -> torch.Tensor:
         return polynomial_mutation(genomes, rate, self.eta, gen)
 
+    def crossover(self, genomes: torch.Tensor, partners: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Row i crossed with partners[i] (SBX) with probability CROSS_RATE, else row i as it was."""
+        rows = (torch.rand(len(genomes), generator=gen, device=genomes.device) < CROSS_RATE).nonzero().squeeze(1)
+        out = genomes.clone()
+        if len(rows):
+            out[rows] = sbx(genomes[rows], partners[rows], gen)
+        return out
+
     def render(self, genomes: torch.Tensor) -> torch.Tensor:
-        return genomes
+        return to_rgb(genomes, self.color)
 
     @staticmethod
     def take(genomes: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

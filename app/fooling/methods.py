@@ -13,7 +13,7 @@ from app.fooling.baseline import random_images
 from app.fooling.cppn import CppnEncoding
 from app.fooling.cppn_param import CppnImage
 from app.fooling.direct import DirectEncoding
-from app.fooling.evolution import EvolutionParams, evolve, map_elites
+from app.fooling.evolution import EvolutionParams, check_crossover, evolve, map_elites
 from app.fooling.gradient import GradientParams, gradient_ascent
 from app.fooling.info import ADVERSARIAL, ENCODED, ENCODINGS, GRADIENT, METHODS
 from app.models.entry import ModelEntry
@@ -40,6 +40,24 @@ def _params(cls, options: dict, seed: int):
     if unknown:
         raise MethodError(f"unknown parameter(s) {sorted(unknown)} for this method; known: {sorted(names)}")
     return cls(**{**options, "seed": seed})
+
+
+PAPER_GENES = ("color", "cppn_inputs")  # how genes become pixels: evolution and random images only
+
+
+def _encoding(encoding: str, entry: ModelEntry, device, options: dict):
+    """The encoding with its gene options taken out of ``options``: ``color`` (rgb, hsv, hls; a grey
+    model has no colour, so it changes nothing there) and, for CPPNs, ``cppn_inputs`` (unit, pixels)."""
+    eta = float(options.pop("eta", 15.0))
+    try:
+        if encoding == "cppn":
+            return CppnEncoding(entry.input_shape, device, eta=eta, max_hidden=int(options.pop("max_hidden", 24)),
+                                color=options.pop("color", "hls"), inputs=options.pop("cppn_inputs", "unit"))
+        if "cppn_inputs" in options:
+            raise MethodError("cppn_inputs applies to the cppn encoding (--encoding cppn)")
+        return DirectEncoding(entry.input_shape, device, eta=eta, color=options.pop("color", "rgb"))
+    except ValueError as exc:
+        raise MethodError(str(exc)) from None
 
 
 def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn, targets: list[int] | None,
@@ -73,6 +91,10 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
     if targets is None:
         raise MethodError("targets are required")
     if method == "gradient":
+        for key in PAPER_GENES:
+            if key in options:
+                raise MethodError(f"{key} applies to {', '.join(m for m in ENCODED if m not in GRADIENT)}: "
+                                  "gradient ascent has no genes")
         chunk = int(options.pop("chunk", 0) or 0)  # at most this many targets per step (0: all at once)
         cppn = None
         if encoding == "cppn":
@@ -96,11 +118,7 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
         slices = [targets[i:i + chunk] for i in range(0, len(targets), chunk)]
         return interleave([part(t, seed + j) for j, t in enumerate(slices)], slices, entry.input_shape,
                           entry.num_classes)
-    if encoding == "cppn":
-        enc = CppnEncoding(entry.input_shape, device, eta=float(options.pop("eta", 15.0)),
-                           max_hidden=int(options.pop("max_hidden", 24)))
-    else:
-        enc = DirectEncoding(entry.input_shape, device, eta=float(options.pop("eta", 15.0)))
+    enc = _encoding(encoding, entry, device, options)
     if method == "random":
         unknown = set(options) - {"batches", "batch_size"}
         if unknown:
@@ -108,6 +126,10 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
         return random_images(score, enc, targets, entry.num_classes, seed=seed,
                              **{k: int(v) for k, v in options.items()})
     params = _params(EvolutionParams, options, seed)
+    try:
+        check_crossover(params, enc)
+    except ValueError as exc:  # refused at submit, not at the first step
+        raise MethodError(str(exc)) from None
     if method == "evolve" and params.stepping_stones != "targets":  # refused at submit, not at the first step
         raise MethodError("stepping_stones applies to map-elites (evolve keeps one population per target)")
     if method == "evolve" and "parents" in options:

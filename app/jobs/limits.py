@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from app.fooling.color import COLORS
+from app.fooling.cppn import CPPN_INPUTS
 from app.fooling.evolution import EvolutionParams
 
 # name: (lowest, highest), inclusive. Names not listed are refused by the method itself.
@@ -26,7 +28,8 @@ INTEGER_PARAMS = {"halve_every", "jitter", "blur_every", "width", "layers", "max
 NULLABLE_PARAMS = {"stop_at", "lr"}  # null: the method's default (stop_at: never stop early)
 FLAG_PARAMS = {"ten_crop", "random_start"}
 CHOICE_PARAMS = {"start": ("noise", "grey", "image"), "stepping_stones": ("targets", "all"),
-                 "parents": ("unfinished", "uniform")}
+                 "parents": ("unfinished", "uniform"), "cppn_inputs": CPPN_INPUTS, "color": COLORS,
+                 "crossover": ("none", "sbx")}
 BACKWARD = 3  # a forward and a backward pass cost about three forwards
 TEN_CROP = 10
 

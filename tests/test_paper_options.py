@@ -1,0 +1,131 @@
+"""The paper's code as options: colour genes (rgb / hsv / hls), raw-index CPPN inputs, SBX crossover.
+Each is checked against its definition, and through the engine, the API and the command line."""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import math
+
+import pytest
+import torch
+
+from app.fooling.base import last, model_score_fn
+from app.fooling.color import to_rgb
+from app.fooling.cppn import CppnEncoding, coordinates
+from app.fooling.direct import DirectEncoding, sbx
+from app.fooling.evolution import EvolutionParams, evolve, map_elites
+from app.fooling.methods import MethodError, build
+
+
+@pytest.fixture(scope="module")
+def lenet(lab):
+    return lab.registry.model("lenet-mnist")
+
+
+@pytest.mark.parametrize("space,reference", [("hsv", colorsys.hsv_to_rgb), ("hls", colorsys.hls_to_rgb)])
+def test_colour_genes_convert_as_colorsys_does(space, reference):
+    genes = torch.rand(1, 3, 7, 5, generator=torch.Generator().manual_seed(1))
+    rgb = to_rgb(genes, space)
+    for y in range(7):
+        for x in range(5):
+            assert torch.allclose(rgb[0, :, y, x], torch.tensor(reference(*genes[0, :, y, x].tolist())), atol=1e-5)
+    assert to_rgb(genes, "rgb") is genes
+    grey = torch.rand(2, 1, 4, 4)
+    assert to_rgb(grey, "hls") is grey  # a grey value has no colour space
+
+
+def test_direct_genes_are_read_in_their_colour_space():
+    genes = DirectEncoding((3, 8, 8), "cpu").init(4, torch.Generator().manual_seed(0))
+    assert torch.equal(DirectEncoding((3, 8, 8), "cpu").render(genes), genes)
+    hls = DirectEncoding((3, 8, 8), "cpu", color="hls").render(genes)
+    assert torch.allclose(hls, to_rgb(genes, "hls")) and not torch.allclose(hls, genes)
+    with pytest.raises(ValueError, match="color"):
+        DirectEncoding((3, 8, 8), "cpu", color="cmyk")
+
+
+def test_pixel_inputs_are_raw_indices_and_change_the_image():
+    c = coordinates(5, 7, "cpu", inputs="pixels").view(4, 5, 7)
+    assert c[0, 2].tolist() == list(range(7)) and c[1, :, 3].tolist() == list(range(5))  # x: column, y: row
+    assert abs(float(c[2, 2, 3])) < 1e-6 and math.isclose(float(c[2, 0, 0]), math.sqrt(2), rel_tol=1e-6)  # on the [-1, 1] grid
+    assert (c[3] == 1).all()
+    unit, pixels = CppnEncoding((1, 28, 28), "cpu"), CppnEncoding((1, 28, 28), "cpu", inputs="pixels")
+    g = unit.init(8, torch.Generator().manual_seed(3))
+    assert not torch.allclose(unit.render(g), pixels.render(g))
+    rgb = CppnEncoding((3, 16, 16), "cpu", color="rgb")
+    g3 = rgb.init(4, torch.Generator().manual_seed(3))
+    assert not torch.allclose(rgb.render(g3), CppnEncoding((3, 16, 16), "cpu").render(g3))  # hls by default
+
+
+def test_sbx_children_stay_in_bounds_and_keep_the_parents_mean():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.full((400, 784), 0.2), torch.full((400, 784), 0.8)
+    child = sbx(a, b, gen)
+    assert child.min() >= 0 and child.max() <= 1
+    crossed = (child != a).float().mean().item()
+    assert 0.45 < crossed < 0.55  # each gene with probability 1/2
+    moved = child[child != a]
+    assert abs(moved.mean().item() - 0.5) < 0.02  # the two children are symmetric about the parents' mean
+    assert torch.equal(sbx(a, a.clone(), gen), a)  # equal parents: nothing to cross
+    near = sbx(a, b, gen, eta=1e6)[child != a]  # a huge distribution index: children at the parents
+    assert ((near - 0.2).abs() < 1e-3).logical_or((near - 0.8).abs() < 1e-3).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("engine", [map_elites, evolve])
+def test_crossover_changes_the_search_and_stays_reproducible(lenet, engine):
+    def run(crossover: str, seed: int = 0):
+        return list(engine(model_score_fn(lenet), DirectEncoding((1, 28, 28), "cpu"), [1, 7], 10,
+                           EvolutionParams(population=40, generations=30, seed=seed, stop_at=None,
+                                           crossover=crossover)))
+    steps, b, plain = run("sbx"), run("sbx")[-1], run("none")[-1]
+    a = steps[-1]
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, plain.images)
+    assert a.evaluations == plain.evaluations and (a.confidence > steps[0].confidence).all()  # it still climbs
+    with pytest.raises(ValueError, match="direct encoding"):
+        last(engine(model_score_fn(lenet), CppnEncoding((1, 28, 28), "cpu"), [1], 10,
+                    EvolutionParams(generations=1, crossover="sbx")))
+
+
+def test_build_takes_the_options_and_refuses_them_where_they_mean_nothing(lab, lenet):
+    entry = lab.registry.get("lenet-mnist")
+    score = model_score_fn(lenet)
+    for encoding, options in (("cppn", {"cppn_inputs": "pixels", "color": "hsv"}), ("direct", {"color": "hls"}),
+                              ("direct", {"crossover": "sbx"})):
+        snap = last(build("map-elites", entry, lenet, score, [2], encoding, 0, {**options, "generations": 2}))
+        assert snap.step == 2
+    for encoding, method, options, says in (
+            ("cppn", "map-elites", {"crossover": "sbx"}, "direct encoding"),
+            ("direct", "map-elites", {"cppn_inputs": "pixels"}, "cppn encoding"),
+            ("direct", "gradient", {"color": "hls"}, "no genes"),
+            ("cppn", "evolve", {"color": "cmyk"}, "color must be one of")):
+        with pytest.raises(MethodError, match=says):
+            build(method, entry, lenet, score, [2], encoding, 0, options)
+
+
+def test_the_options_through_the_api(client):
+    base = {"model": "lenet-mnist", "method": "map-elites", "targets": [3], "generations": 2}
+    for encoding, params in (("cppn", {"cppn_inputs": "pixels", "color": "hls"}), ("direct", {"crossover": "sbx"})):
+        r = client.post("/api/v1/jobs", json={**base, "encoding": encoding, "params": params})
+        assert r.status_code == 201, r.text
+    for encoding, params, field in (("direct", {"crossover": "two-point"}, "params.crossover"),
+                                    ("direct", {"color": "cmyk"}, "params.color"),
+                                    ("cppn", {"cppn_inputs": "degrees"}, "params.cppn_inputs"),
+                                    ("cppn", {"crossover": "sbx"}, "params")):
+        r = client.post("/api/v1/jobs", json={**base, "encoding": encoding, "params": params})
+        assert r.status_code == 422 and r.json()["field"] == field, r.text
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    props = next(s["properties"]["params"]["properties"] for s in schemas.values()
+                 if "color" in s.get("properties", {}).get("params", {}).get("properties", {}))
+    assert props["color"]["enum"] == ["rgb", "hsv", "hls"] and props["crossover"]["enum"] == ["none", "sbx"]
+    assert props["cppn_inputs"]["enum"] == ["unit", "pixels"]
+
+
+def test_the_options_as_plain_words_on_the_command_line(tmp_path):
+    from app.cli.main import main  # in this process (test_cli.py runs the script itself)
+
+    for encoding, param in (("cppn", "cppn_inputs=pixels"), ("direct", "color=hls"), ("direct", "crossover=sbx")):
+        out = tmp_path / param.split("=")[0]
+        assert main(["fool", "--model", "lenet-mnist", "--method", "map-elites", "--encoding", encoding,
+                     "--targets", "4", "--generations", "3", "--param", param, "--out", str(out), "--quiet"]) == 0
+        key, value = param.split("=")
+        assert json.loads((out / "summary.json").read_text())["settings"]["params"][key] == value
