@@ -129,3 +129,36 @@ def test_the_options_as_plain_words_on_the_command_line(tmp_path):
                      "--targets", "4", "--generations", "3", "--param", param, "--out", str(out), "--quiet"]) == 0
         key, value = param.split("=")
         assert json.loads((out / "summary.json").read_text())["settings"]["params"][key] == value
+
+
+@pytest.mark.parametrize("model_id", ["lenet-mnist", "efficientnet-lite0-imagenet"])
+def test_every_model_says_what_it_makes_of_noise(client, lab, model_id):
+    """GET /api/v1/models/{id} carries the noise baseline, measured through the server's scoring:
+    the same numbers as scoring the same noise directly, and kept after the first request."""
+    from app.fooling.baseline import noise_images, noise_summary
+
+    first = client.get(f"/api/v1/models/{model_id}")
+    assert first.status_code == 200
+    got = first.json()["noise_baseline"]
+    entry = lab.registry.get(model_id)
+    with torch.inference_mode():
+        x = noise_images(entry.input_shape)
+        want = noise_summary(torch.cat([torch.softmax(lab.registry.model(model_id)(x[i:i + 50]), 1)
+                                        for i in range(0, len(x), 50)]), entry.labels)
+    assert got["n"] == want["n"] == len(x) and got["top_label"] == want["top_label"] in entry.labels
+    assert abs(got["median"] - want["median"]) < 1e-3 and abs(got["p95"] - want["p95"]) < 1e-3
+    assert 0 <= got["median"] <= got["p95"] <= 1
+    assert client.get(f"/api/v1/models/{model_id}").json()["noise_baseline"] == got
+    assert "noise_baseline" not in client.get("/api/v1/models").json()["models"][0]  # the list stays cheap
+
+
+def test_the_run_page_loads_the_noise_line_beside_the_run(client):
+    job = client.post("/api/v1/jobs", json={"model": "lenet-mnist", "method": "map-elites", "targets": [3],
+                                            "generations": 2}).json()
+    page = client.get(f"/jobs/{job['id']}").text
+    assert 'hx-get="/models/lenet-mnist/noise"' in page
+    line = client.get("/models/lenet-mnist/noise")
+    b = client.get("/api/v1/models/lenet-mnist").json()["noise_baseline"]
+    assert line.status_code == 200 and f"{b['n']} uniform-noise images" in line.text
+    assert f"{b['median'] * 100:.1f}%" in line.text and b["top_label"] in line.text
+    assert client.get("/models/no-such-model/noise").status_code == 204

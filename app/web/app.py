@@ -19,6 +19,7 @@ from app.classroom.quiz import QuizPool
 from app.classroom.store import ClassroomStore
 from app.classroom.wall import Tiles
 from app.experiments.runner import ExperimentRunner
+from app.fooling.baseline import NoiseBaselines
 from app.jobs.runner import make_runner
 from app.jobs.store import JobStore
 from app.serving import compute
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.tiles = Tiles(app.state.runner)
         app.state.feeds = RoomFeeds(app.state.classroom, app.state.runner, app.state.tiles)
         app.state.lineages = Lineages()
+        app.state.noise = NoiseBaselines()
 
         # Loading happens beside the server so /healthz answers at once and /readyz tells when done.
         def loaded(_) -> None:

@@ -20,6 +20,9 @@ MODEL = {"id": "lenet-mnist", "title": "LeNet (Caffe) on MNIST", "task": "mnist-
          "source": "models/lenet-mnist.pt",
          "meta": {"test_accuracy": 0.9949, "command": "python -m app train-lenet --seed 0 --epochs 8"},
          "labels": ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]}
+MODEL_DETAIL = {**MODEL, "noise_baseline": {"n": 1000, "median": 0.99, "p95": 0.9995, "top_label": "8",
+                                             "top_label_share": 1.0, "images": "uniform noise on the 8-bit grid",
+                                             "seed": 0}}
 UNAVAILABLE = {"id": "alexnet-imagenet", "title": "AlexNet (the paper's ImageNet network) on ImageNet-1k (torchvision)",
                "task": "imagenet-1k", "input_shape": [3, 224, 224], "num_classes": 1000, "device": "cpu",
                "available": False, "differentiable": True, "source": "torchvision alexnet IMAGENET1K_V1",

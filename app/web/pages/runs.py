@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.files import write_whole
 from app.jobs.runner import JobError, Runner
+from app.models.entry import UnknownModel
 from app.serving.imaging import decode, stack, to_model_input
 from app.serving.lab import Lab
 from app.web import streams, views
@@ -36,6 +37,20 @@ async def job_page(request: Request, job_id: str = Path(pattern=views.JOB_ID), d
     ctx = views.panel_context(view, focus) | {"demo": demo, "rerun": views.rerun_link(view["settings"]),
                                               "others": others} | _viewer(request, run, job_id)
     return templates.TemplateResponse(request, "job.html", ctx)
+
+
+@router.get("/models/{model_id}/noise", response_class=HTMLResponse)
+async def noise_line(request: Request, model_id: str = Path(max_length=100), state: Lab = Depends(lab)) -> Response:
+    """The run page's line on what the model makes of random images (loaded after the page: the first
+    look at an ImageNet model measures it)."""
+    try:
+        entry = state.registry.get(model_id)
+    except UnknownModel:
+        return Response(status_code=204)
+    if not entry.available:
+        return Response(status_code=204)
+    b = await request.app.state.noise.get(entry.id, entry.input_shape, entry.labels, state.scorer.probabilities)
+    return templates.TemplateResponse(request, "_noise.html", {"b": b, "model": entry.id})
 
 
 def _viewer(request: Request, run: Runner, job_id: str) -> dict:
