@@ -47,7 +47,8 @@ def test_direct_genes_are_read_in_their_colour_space():
 def test_pixel_inputs_are_raw_indices_and_change_the_image():
     c = coordinates(5, 7, "cpu", inputs="pixels").view(4, 5, 7)
     assert c[0, 2].tolist() == list(range(7)) and c[1, :, 3].tolist() == list(range(5))  # x: column, y: row
-    assert abs(float(c[2, 2, 3])) < 1e-6 and math.isclose(float(c[2, 0, 0]), math.sqrt(2), rel_tol=1e-6)  # on the [-1, 1] grid
+    assert abs(float(c[2, 2, 3])) < 1e-6  # the distance is measured on the [-1, 1] grid
+    assert math.isclose(float(c[2, 0, 0]), math.sqrt(2), rel_tol=1e-6)
     assert (c[3] == 1).all()
     unit, pixels = CppnEncoding((1, 28, 28), "cpu"), CppnEncoding((1, 28, 28), "cpu", inputs="pixels")
     g = unit.init(8, torch.Generator().manual_seed(3))

@@ -17,6 +17,7 @@ from app.classroom.breed import Lineages
 from app.classroom.feed import RoomFeeds
 from app.classroom.quiz import QuizPool
 from app.classroom.store import ClassroomStore
+from app.classroom.studies import StudyStore
 from app.classroom.wall import Tiles
 from app.experiments.runner import ExperimentRunner
 from app.fooling.baseline import NoiseBaselines
@@ -32,6 +33,7 @@ from app.web.api import health, models, score
 from app.web.api import jobs as jobs_api
 from app.web.api import quiz as quiz_api
 from app.web.api import rooms as rooms_api
+from app.web.api import studies as studies_api
 from app.web.identity import Gatekeeper
 from app.web.middleware import GuardMiddleware, body_limits
 from app.web.pages import classroom as classroom_pages
@@ -109,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.feeds = RoomFeeds(app.state.classroom, app.state.runner, app.state.tiles)
         app.state.lineages = Lineages()
         app.state.noise = NoiseBaselines()
+        app.state.studies = StudyStore(settings.data_dir)
 
         # Loading happens beside the server so /healthz answers at once and /readyz tells when done.
         def loaded(_) -> None:
@@ -121,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runner.close()
         app.state.experiments.close()
         app.state.classroom.close()
+        app.state.studies.close()
         store.close()
         lab.close()
 
@@ -151,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(experiments_api.router)
     app.include_router(rooms_api.router)
     app.include_router(quiz_api.router)
+    app.include_router(studies_api.router)
     app.include_router(breed_api.router)
     app.include_router(lab_pages.router)
     app.include_router(run_pages.router)

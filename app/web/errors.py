@@ -82,10 +82,11 @@ def error_responses(*codes: int, **described: str) -> dict:
 
 class ApiError(StarletteHTTPException):
     def __init__(self, status: int, detail: str, field: str | None = None, headers: dict | None = None,
-                 policy: tuple[str, int] | None = None):
+                 policy: tuple[str, int] | None = None, extra: dict | None = None):
         super().__init__(status, detail, headers)
         self.field = field
         self.policy = policy  # a 429's quota: (name, size), sent as RateLimit-Policy
+        self.extra = extra or {}  # more fields of the error body (e.g. the runs a study still needs)
 
 
 def rate_limit_headers(policy: tuple[str, int], retry_after: int) -> dict[str, str]:
@@ -153,6 +154,7 @@ def install(app: FastAPI) -> None:
         body = {"error": CODES.get(exc.status_code, "error"), "detail": exc.detail}
         if getattr(exc, "field", None):
             body["field"] = exc.field
+        body.update(getattr(exc, "extra", None) or {})
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:
             methods = allowed_methods(request.app, request.scope)

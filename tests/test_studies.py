@@ -1,0 +1,162 @@
+"""Human studies: a frozen design, blocks without feedback, no image twice, results with intervals,
+and an export that states the design (REST; the browser flow is in test_browser.py)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.classroom.studies import block_results, wilson
+from app.main import create_app
+from app.settings import ROOT
+from tests.conftest import make_settings, wait_ready
+from tests.helpers import browser, wait
+
+ADMIN = "study-admin-token"
+# Runs that stop once every target is at 99.5% (the study's floor is 99%), made side by side
+RUNS = [{"method": "map-elites", "encoding": "direct", "targets": "all", "generations": 3000, "population": 100},
+        {"method": "map-elites", "encoding": "cppn", "targets": [0, 1, 3, 7], "generations": 3000, "population": 100},
+        {"method": "gradient", "encoding": "direct", "targets": "all", "steps": 300}]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    data = tmp_path_factory.mktemp("studies")
+    (data / "MNIST").symlink_to(ROOT / "data" / "MNIST")  # real digits for the controls, read-only
+    settings = make_settings(preload="lenet-mnist", data_dir=data, admin_token=ADMIN)
+    application = create_app(settings)
+    with TestClient(application) as c:
+        wait_ready(c)
+        yield application
+
+
+def design(**over) -> dict:
+    return {"models": ["lenet-mnist"], "trials_per_block": 4, **over}
+
+
+def test_a_design_without_its_images_names_the_runs_to_make(app):
+    owner = browser(app)
+    r = owner.post("/api/v1/studies", json=design())
+    assert r.status_code == 409, r.text
+    runs = r.json()["runs"]
+    assert {(x["method"], x["encoding"]) for x in runs} == {("map-elites", "direct"), ("map-elites", "cppn"),
+                                                            ("gradient", "direct")}
+    for bad, field in (({"models": []}, "models"), ({"tasks": ["guess"]}, "tasks.0"),
+                       ({"min_confidence": 0.2}, "min_confidence"), ({"exposure_ms": 5}, "exposure_ms"),
+                       ({"trials_per_block": 0}, "trials_per_block"), ({"colour": 1}, "colour")):
+        r = owner.post("/api/v1/studies", json=design(**bad))
+        assert r.status_code == 422 and r.json()["field"] == field, r.text
+    assert owner.post("/api/v1/studies", json=design(models=["no-such-model"])).status_code == 422
+    assert TestClient(app).post("/api/v1/studies", json=design()).status_code == 403  # no cookie: no study
+
+
+@pytest.fixture(scope="module")
+def study(app):
+    maker = browser(app)
+    jobs = [maker.post("/api/v1/jobs", json={"model": "lenet-mnist", "seed": 1, "params": {"stop_at": 0.995}, **run})
+            .json() for run in RUNS]
+    for job in jobs:
+        wait(maker, job["id"], timeout=300)
+    r = maker.post("/api/v1/studies", json=design(title="Can you tell?"))
+    assert r.status_code == 201, r.text
+    return maker, r.json()
+
+
+def take_part(c: TestClient, study_id: str, pick) -> tuple[list[dict], list[dict]]:
+    """Answer every trial with ``pick(trial)``; return (trials seen, answers' replies)."""
+    seen, replies = [], []
+    while (r := c.get(f"/api/v1/studies/{study_id}/next")).status_code == 200:
+        trial = r.json()
+        assert c.get(f"/api/v1/studies/{study_id}/next").json()["trial"] == trial["trial"]  # the open one again
+        assert "label" not in trial and "source" not in trial and "confidence" not in trial
+        assert c.get(trial["image"]).headers["content-type"] == "image/png"
+        seen.append(trial)
+        reply = c.post(f"/api/v1/studies/{study_id}/answers", json={"trial": trial["trial"], "answer": pick(trial)})
+        assert reply.status_code == 201, reply.text
+        replies.append(reply.json())
+    assert r.status_code == 204
+    return seen, replies
+
+
+def test_two_participants_get_no_feedback_until_a_block_ends_and_never_an_image_twice(app, study):
+    maker, made = study
+    sid = made["id"]
+    assert [b["task"] for b in made["blocks"]] == ["forced_choice", "options"]
+    assert [b["chance"] for b in made["blocks"]] == [0.5, 0.25]
+    a, b = browser(app), browser(app)
+    seen_a, replies_a = take_part(a, sid, lambda t: t["options"][0])
+    seen_b, _ = take_part(b, sid, lambda t: t["options"][-1])
+    for seen in (seen_a, seen_b):
+        assert len(seen) == 8 and [t["task"] for t in seen] == ["forced_choice"] * 4 + ["options"] * 4
+        assert all(len(t["options"]) == 2 for t in seen[:4]) and all(t["options"][-1] == "none of these"
+                                                                      for t in seen[4:])
+        images = [a.get(t["image"]).content if seen is seen_a else b.get(t["image"]).content for t in seen]
+        assert len({hashlib.sha256(i).hexdigest() for i in images}) == 8  # never the same image twice
+    assert [r["feedback"] is None for r in replies_a] == [True, True, True, False] * 2
+    assert replies_a[3]["feedback"]["trials"] == 4 and replies_a[3]["feedback"]["chance"] == 0.5
+    # hostile: someone else's trial, an answer not offered, a second answer, no cookie
+    trial = seen_a[0]
+    assert b.post(f"/api/v1/studies/{sid}/answers", json={"trial": trial["trial"], "answer": "x"}).status_code == 404
+    assert b.get(trial["image"]).status_code == 404
+    c = browser(app)
+    t = c.get(f"/api/v1/studies/{sid}/next").json()
+    assert c.post(f"/api/v1/studies/{sid}/answers", json={"trial": t["trial"], "answer": "giraffe"}).status_code == 422
+    assert c.post(f"/api/v1/studies/{sid}/answers", json={"trial": t["trial"], "answer": t["options"][0]}).status_code \
+        == 201
+    assert c.post(f"/api/v1/studies/{sid}/answers", json={"trial": t["trial"], "answer": t["options"][0]}).status_code \
+        == 409
+    assert TestClient(app).get(f"/api/v1/studies/{sid}/next").status_code == 403
+
+
+def test_results_csv_and_sheet_are_the_makers_and_state_the_design(app, study):
+    maker, made = study
+    sid = made["id"]
+    for path in ("results", "trials.csv", "sheet.json"):
+        assert browser(app).get(f"/api/v1/studies/{sid}/{path}").status_code == 403
+        assert TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}).get(
+            f"/api/v1/studies/{sid}/{path}").status_code == 200
+    res = maker.get(f"/api/v1/studies/{sid}/results").json()
+    assert [b["task"] for b in res["blocks"]] == ["forced_choice", "options"]
+    first = res["blocks"][0]
+    assert first["chance"] == 0.5 and first["participants"] >= 2 and first["trials"] >= 8
+    assert len(first["ci95"]) == 2 and first["ci95"][0] <= first["agreement"] <= first["ci95"][1]
+    assert all(len(p["ci95"]) == 2 for p in first["per_participant"])
+    assert {i["condition"] for i in first["images"]} <= {"gradient", "evolution-direct", "evolution-cppn", "control"}
+    rows = list(csv.DictReader(io.StringIO(maker.get(f"/api/v1/studies/{sid}/trials.csv").text)))
+    assert len(rows) == sum(b["trials"] for b in res["blocks"])
+    assert all(r["agreed"] == str(int(r["answer"] == r["network_label"])) for r in rows)
+    sheet = maker.get(f"/api/v1/studies/{sid}/sheet.json").json()
+    assert sheet["design"]["min_confidence"] == 0.99 and sheet["design"]["trials_per_block"] == 4
+    assert {s["condition"] for s in sheet["stimuli"]} == {"gradient", "evolution-direct", "evolution-cppn", "control"}
+    assert all(s["source"].startswith("mnist:") for s in sheet["stimuli"] if s["kind"] == "control")
+    someone = browser(app)
+    trial = someone.get(f"/api/v1/studies/{sid}/next").json()
+    assert hashlib.sha256(someone.get(trial["image"]).content).hexdigest() in {s["sha256"] for s in sheet["stimuli"]}
+    assert all(s["confidence"] >= 0.99 for s in sheet["stimuli"] if s["kind"] == "fooling")
+    assert all(len(s["sha256"]) == 64 for s in sheet["stimuli"]) and sheet["consent"]
+
+
+def test_intervals():
+    assert wilson(0, 0) is None
+    lo, hi = wilson(8, 10)
+    assert 0.49 < lo < 0.5 and 0.94 < hi < 0.95  # the textbook Wilson interval for 8 of 10
+    rows = [{"participant": p, "agreed": a, "answer": "x"} for p, a in
+            [("a", 1), ("a", 1), ("a", 0), ("a", 1), ("b", 0), ("b", 1), ("b", 0), ("b", 0)]]
+    r = block_results(rows, 0.5)
+    assert r["participants"] == 2 and r["agreement"] == 0.5  # the mean of 0.75 and 0.25
+    assert r["ci95"][0] == 0.0 and r["ci95"][1] == 1.0  # two people who disagree tell us little
+    assert r["above_chance"] is False
+
+
+def test_controls_are_real_images_the_model_gets_right(app):
+    c = browser(app)
+    body = c.get("/api/v1/controls?model=lenet-mnist").json()
+    assert len(body["controls"]) >= 25
+    for item in body["controls"][:3]:
+        assert set(item) >= {"url", "label", "licence", "source"}
+        assert c.get(item["url"]).headers["content-type"] == "image/png"
+    assert c.get("/api/v1/controls?model=nope").status_code == 404
