@@ -92,3 +92,9 @@ document.addEventListener("submit", (ev) => {
   const q = ev.target.closest("form[data-confirm]")?.dataset.confirm;
   if (q && !window.confirm(q)) ev.preventDefault();
 });
+
+// A study's exposure time: its image hides this many milliseconds after it has loaded.
+document.querySelectorAll("img[data-expose-ms]").forEach((img) => {
+  const hide = () => setTimeout(() => img.classList.add("exposed"), Number(img.dataset.exposeMs));
+  if (img.complete) hide(); else img.addEventListener("load", hide, { once: true });
+});

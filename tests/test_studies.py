@@ -160,3 +160,36 @@ def test_controls_are_real_images_the_model_gets_right(app):
         assert set(item) >= {"url", "label", "licence", "source"}
         assert c.get(item["url"]).headers["content-type"] == "image/png"
     assert c.get("/api/v1/controls?model=nope").status_code == 404
+
+
+def test_the_pages_make_a_study_and_take_a_participant_through_it(app, study):
+    maker, made = study
+    page = maker.get("/studies")
+    assert page.status_code == 200 and 'name="trials_per_block"' in page.text
+    r = maker.post("/studies", data={"models": "lenet-mnist", "tasks": "forced_choice", "conditions": "gradient",
+                                     "trials_per_block": "3", "min_confidence": "0.99", "exposure_ms": "800",
+                                     "title": "Gradient only"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    results_url = r.headers["location"]
+    sid = results_url.split("/")[2]
+    assert "studies/" + sid in maker.get(results_url).text
+    bad = maker.post("/studies", data={"models": "lenet-mnist", "tasks": "forced_choice", "trials_per_block": "0"})
+    assert bad.status_code == 422 and "trials_per_block" in bad.text
+    p = browser(app)
+    first = p.get(f"/studies/{sid}")
+    assert "data-consent" in first.text and "data-begin" in first.text and "data-trial" not in first.text
+    assert "fool" not in first.text.split("data-consent")[1].split("</form>")[0].lower()  # no hypothesis stated
+    for i in range(3):
+        trial_page = p.get(f"/studies/{sid}?begin=1").text
+        assert 'data-expose-ms="800"' in trial_page and "data-feedback" not in trial_page
+        trial = trial_page.split('data-trial="')[1].split('"')[0]
+        answer = trial_page.split('name="answer" value="')[1].split('"')[0]
+        r = p.post(f"/studies/{sid}/answer", data={"trial": trial, "answer": answer}, follow_redirects=False)
+        if i < 2:
+            assert r.status_code == 303
+        else:
+            assert r.status_code == 200 and "data-feedback" in r.text and "of 3" in r.text
+    assert "data-done" in p.get(f"/studies/{sid}?begin=1").text
+    assert '<td data-label="Participants">1</td>' in maker.get(results_url).text
+    assert browser(app).get(results_url).status_code == 403
+    assert p.post(f"/studies/{sid}/answer", data={"trial": "x", "answer": "y"}).status_code == 422

@@ -302,6 +302,11 @@ class StudyStore:
         s["design"], s["stimuli"] = json.loads(s["design"]), json.loads(s["stimuli"])
         return s
 
+    def owned(self, owner: str, limit: int = 50) -> list[dict]:
+        rows = self._all("SELECT id, title, created FROM studies WHERE owner=? ORDER BY created DESC LIMIT ?",
+                         (owner, limit))
+        return rows
+
     def count(self, owner: str | None = None) -> int:
         q, args = ("SELECT COUNT(*) FROM studies", ()) if owner is None else \
             ("SELECT COUNT(*) FROM studies WHERE owner=?", (owner,))

@@ -41,6 +41,7 @@ from app.web.pages import experiments as experiment_pages
 from app.web.pages import instructor as instructor_pages
 from app.web.pages import lab as lab_pages
 from app.web.pages import runs as run_pages
+from app.web.pages import studies as study_pages
 from app.web.pages import tools as tool_pages
 from app.web.streams import StreamLimiter
 
@@ -159,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(breed_api.router)
     app.include_router(lab_pages.router)
     app.include_router(run_pages.router)
+    app.include_router(study_pages.router)
     app.include_router(experiment_pages.router)
     app.include_router(tool_pages.router)
     app.include_router(api_docs.router)
