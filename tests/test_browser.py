@@ -243,7 +243,7 @@ def test_every_page_fits_a_phone_and_a_projector(server, browser):
              "demo": "/demo", "run": f"/jobs/{job['id']}", "run-demo": f"/jobs/{job['id']}?demo=1",
              "transfer": f"/jobs/{job['id']}/transfer", "docs": "/docs", "redoc": "/redoc",
              "instructor": "/instructor", "room": f"/r/{room}", "wall": f"/r/{room}/wall", "quiz": "/quiz",
-             "quiz-results": "/quiz/results", "breed": "/breed", "lineage": f"/breed/{lineage}"}
+             "quiz-results": "/quiz/results", "breed": "/breed", "lineage": f"/breed/{lineage}", "studies": "/studies"}
     for width, height in ((390, 844), (1920, 1080)):
         ctx = browser.new_context(viewport={"width": width, "height": height})
         pg = ctx.new_page()
@@ -442,3 +442,67 @@ def test_a_class_in_one_room_wall_spotlight_quiz_and_breeding(server, browser):
         ctx.close()
     t_ctx.close()
     assert not any(seen.values()), seen
+
+
+def test_a_study_from_its_form_to_two_participants_and_its_results(server, browser):
+    """Someone designs a study on /studies; two participants (phone and desktop) take part: consent,
+    each image hidden after the exposure time, no feedback until a part ends, thanks at the end;
+    the results page counts both, per part, with 95% intervals."""
+    import httpx
+
+    runs = [{"method": "map-elites", "encoding": "direct", "targets": "all", "generations": 3000, "population": 100},
+            {"method": "map-elites", "encoding": "cppn", "targets": [0, 1, 3, 7], "generations": 3000,
+             "population": 100},
+            {"method": "gradient", "targets": "all", "steps": 300}]
+    ids = [httpx.post(server.url + "/api/v1/jobs", json={"model": "lenet-mnist", "seed": 4,
+                                                         "params": {"stop_at": 0.995}, **r}).json()["id"]
+           for r in runs]
+    t0 = time.time()
+    while any(httpx.get(f"{server.url}/api/v1/jobs/{i}").json()["status"] != "done" for i in ids):
+        assert time.time() - t0 < 120
+        time.sleep(0.2)
+
+    mctx = browser.new_context(viewport={"width": 1920, "height": 1080})
+    maker = mctx.new_page()
+    problems = {"maker": _watch(maker)}
+    maker.goto(server.url + "/studies", wait_until="load")
+    maker.fill("input[name=title]", "Can people see it?")
+    maker.fill("input[name=trials_per_block]", "2")
+    maker.fill("input[name=exposure_ms]", "300")
+    maker.locator("[data-study-form] button[type=submit]").click()
+    maker.wait_for_selector("[data-share]")
+    link = maker.locator("[data-share]").inner_text().strip()
+    assert re.match(r"^http://127\.0\.0\.1:\d+/studies/[A-Za-z0-9_-]+$", link), link
+
+    for who, size in (("phone", {"width": 390, "height": 844}), ("desktop", {"width": 1280, "height": 900})):
+        ctx = browser.new_context(viewport=size)
+        pg = ctx.new_page()
+        problems[who] = _watch(pg)
+        pg.goto(link, wait_until="load")
+        pg.wait_for_selector("[data-consent]")
+        shot(pg, f"study-consent-{size['width']}")
+        pg.locator("[data-begin]").click()
+        for part in range(2):
+            for i in range(2):
+                pg.wait_for_selector("[data-trial]")
+                assert pg.locator("[data-feedback]").count() == 0  # nothing said before the part ends
+                until(pg, "document.querySelector('img[data-expose-ms]').classList.contains('exposed')", 10)
+                if part == 0 and i == 0:
+                    shot(pg, f"study-trial-{size['width']}")
+                options = pg.locator("[data-option]")
+                (options.first if who == "phone" else options.last).click()
+            pg.wait_for_selector("[data-feedback]")
+            assert "of 2" in pg.locator("[data-feedback]").inner_text()
+            pg.locator("[data-continue]").click()
+        pg.wait_for_selector("[data-done]")
+        shot(pg, f"study-done-{size['width']}")
+        ctx.close()
+
+    maker.reload(wait_until="load")
+    cells = maker.locator("[data-block] tbody tr:first-child td[data-label='Participants']").all_inner_texts()
+    assert cells == ["2", "2"]
+    intervals = maker.locator("[data-block] tbody tr:first-child td[data-label='95% interval']").all_inner_texts()
+    assert all(re.match(r"^\d+\.\d–\d+\.\d%$", t) for t in intervals), intervals
+    shot(maker, "study-results-1920")
+    mctx.close()
+    assert not any(problems.values()), problems

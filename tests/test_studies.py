@@ -150,6 +150,9 @@ def test_intervals():
     assert r["participants"] == 2 and r["agreement"] == 0.5  # the mean of 0.75 and 0.25
     assert r["ci95"][0] == 0.0 and r["ci95"][1] == 1.0  # two people who disagree tell us little
     assert r["above_chance"] is False
+    same = block_results([{**row, "agreed": 1 - row["agreed"]} if row["participant"] == "b" else row
+                          for row in rows], 0.5)
+    assert same["agreement"] == 0.75 and same["ci95"] == wilson(6, 8)  # equal shares: the trials' interval
 
 
 def test_controls_are_real_images_the_model_gets_right(app):

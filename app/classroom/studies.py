@@ -193,8 +193,9 @@ def t95(df: int) -> float:
 
 def block_results(rows: list[dict], chance: float) -> dict:
     """Agreement in one block: per participant (share and Wilson interval over their trials) and
-    overall (the mean of the participants' shares, with a t interval across participants: people,
-    not trials, are the unit; with one participant, the Wilson interval over the trials)."""
+    overall: the mean of the participants' shares (people, not trials, are the unit), with the wider
+    of a t interval across participants and a Wilson interval over all trials (a few participants
+    who happen to agree equally must not make the interval vanish)."""
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["participant"], []).append(r)
@@ -205,12 +206,14 @@ def block_results(rows: list[dict], chance: float) -> dict:
                        "ci95": wilson(k, len(rs)), "none": sum(r["answer"] == NONE for r in rs)})
     shares = [p["agreement"] for p in people]
     k, n = sum(p["agreed"] for p in people), len(rows)
+    pooled = wilson(k, n)
     if len(shares) >= 2:
         mean, sd = statistics.mean(shares), statistics.stdev(shares)
         half = t95(len(shares) - 1) * sd / math.sqrt(len(shares))
-        agreement, ci = round(mean, 4), [round(max(0.0, mean - half), 4), round(min(1.0, mean + half), 4)]
+        agreement = round(mean, 4)
+        ci = [round(min(max(0.0, mean - half), pooled[0]), 4), round(max(min(1.0, mean + half), pooled[1]), 4)]
     else:
-        agreement, ci = (round(k / n, 4) if n else None), wilson(k, n)
+        agreement, ci = (round(k / n, 4) if n else None), pooled
     named = [r for r in rows if r["answer"] != NONE]
     return {"chance": chance, "participants": len(people), "trials": n, "agreement": agreement, "ci95": ci,
             "above_chance": None if ci is None else ci[0] > chance,

@@ -279,8 +279,8 @@ async def answer(request: Request, body: TrialAnswer, study_id: str = Path(patte
             responses=error_responses(403, 404, 422))
 async def study_results(request: Request, study_id: str = Path(pattern=STUDY_ID)) -> dict:
     """Per block: `task`, `chance`, `participants`, `trials`, `agreement` and `ci95` ([low, high]):
-    the mean of the participants' agreement with a t interval across them (with one participant,
-    a Wilson interval over the trials); per participant, per condition and per image beside the
+    the mean of the participants' agreement, and the wider of a t interval across them and a Wilson
+    interval over all trials; per participant (Wilson), per condition and per image beside the
     network's confidence. For the study's maker and the instructor."""
     study = _study(request, study_id)
     _owner_only(request, study, "the results")
