@@ -36,8 +36,9 @@ PRESETS = [
            "school bus in a colourful pattern.",
            {"model": "efficientnet-lite0-imagenet", "method": "gradient", "encoding": "cppn",
             "targets": ["school bus"], "steps": 300, "seed": 0, "params": {"stop_at": 0.99}}),
-    Preset("invisible-7-to-3", "An invisible change turns a 7 into a 3",
-           "Targeted PGD on a real test digit: a change of at most 0.2 per pixel, and LeNet reads 3.",
+    Preset("invisible-7-to-3", "A small change turns a 7 into a 3",
+           "Targeted PGD on a real test digit: a change of at most 0.2 per pixel (faint, but visible if you "
+           "look), and LeNet reads 3.",
            {"model": "lenet-mnist", "method": "pgd", "targets": [3], "steps": 40, "seed": 0,
             "params": {"epsilon": 0.2, "step_size": 0.01}}, sample_image="mnist-test-7.png"),
     Preset("showcase-gradient", "Ten ImageNet classes by gradient ascent",
