@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install data lint browser bench bench-fooling train-lenet docs-images clean
+.PHONY: run test install data lint browser bench bench-fooling train-lenet docs-images docs-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ run: install
 	$(VENV)/bin/fooling-lab serve
 
 lint: install
-	$(PY) -m ruff check app tests bench docs/examples docs/make_images.py
+	$(PY) -m ruff check app tests bench docs/examples docs/make_images.py docs/figures.py
 
 # Browser tests drive Debian's Chromium (never a downloaded browser); install it when missing.
 browser:
@@ -30,8 +30,13 @@ browser:
 		|| (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) \
 		|| echo "warning: could not install chromium; browser tests will fail (FOOLING_SKIP_BROWSER=1 skips them)"
 
+# Every figure in README.md and docs/ that comes from bench/results or docs/images/runs.json
+# equals its JSON (docs/figures.py; `python docs/figures.py` rewrites them)
+docs-check: install
+	$(PY) docs/figures.py --check
+
 # Two workers (pytest-xdist), each module's tests together: its server and fixtures are made once
-test: install data lint browser
+test: install data lint browser docs-check
 	$(PY) -m pytest -n 2 --dist loadfile
 
 bench: install

@@ -29,6 +29,8 @@ class ErrorBody(BaseModel):
     detail: str = Field(description="what went wrong, in words for a person")
     field: str | None = Field(None, description="the request field at fault, where there is one")
     errors: list[FieldError] | None = Field(None, description="422 from validation: every field at fault")
+    runs: list[dict] | None = Field(None, description="409 from POST /api/v1/studies: the runs to make first "
+                                                      "(model, method, encoding, min_confidence)")
 
 
 _JOB = "AbCdEfGh12345678"

@@ -147,3 +147,52 @@ LINEAGE_REQUESTS = {"new": {"summary": "A new lineage", "value": {"model": "lene
                                "value": {"branch": LINEAGE_ID, "generation": 3}}}
 NEXT_REQUESTS = {"person": {"summary": "Breed from the images I picked", "value": {"picks": [0, 5]}},
                  "network": {"summary": "Let the network choose", "value": {"by": "network"}}}
+
+# -- studies ---------------------------------------------------------------------------------------
+STUDY = "Qm3v8Hq2Lx0a"
+TRIAL = "tR9x2b4KcQ1mZ8pW"
+_STUDY_LINKS = {"page": f"/studies/{STUDY}", "next": f"/api/v1/studies/{STUDY}/next",
+                "answers": f"/api/v1/studies/{STUDY}/answers", "results": f"/api/v1/studies/{STUDY}/results",
+                "trials_csv": f"/api/v1/studies/{STUDY}/trials.csv", "sheet": f"/api/v1/studies/{STUDY}/sheet.json"}
+_BLOCKS = [{"block": 0, "task": "forced_choice", "chance": 0.5,
+            "instruction": "Which of the two labels fits this image better? Pick one, even if you are unsure."},
+           {"block": 1, "task": "options", "chance": 0.25,
+            "instruction": "Which label fits this image best? Pick one, or \"none of these\"."}]
+STUDY_REQUESTS = {
+    "class": {"summary": "Both tasks, LeNet, 10 images a part",
+              "value": {"models": ["lenet-mnist"], "tasks": ["forced_choice", "options"], "trials_per_block": 10,
+                        "title": "Can you tell?"}},
+    "cppn-brief": {"summary": "CPPN images only, shown for one second, the paper's 99.6% floor",
+                   "value": {"models": ["lenet-mnist"], "conditions": ["evolution-cppn"], "min_confidence": 0.996,
+                             "exposure_ms": 1000, "tasks": ["forced_choice"]}}}
+STUDY_CREATED = {"id": STUDY, "links": _STUDY_LINKS, "stimuli": 40, "blocks": _BLOCKS}
+STUDY_INFO = {"id": STUDY, "title": "Can you tell?", "created": 1764770000.0, "links": _STUDY_LINKS,
+              "blocks": _BLOCKS, "trials_per_block": 10, "exposure_ms": None,
+              "consent": "Taking part is voluntary and anonymous: ...", "stimuli": 40}
+STUDY_TRIAL = {"trial": TRIAL, "block": 0, "task": "forced_choice", "instruction": _BLOCKS[0]["instruction"],
+               "position": 3, "of": 10, "blocks": 2, "image": f"/api/v1/studies/{STUDY}/trials/{TRIAL}.png",
+               "options": ["7", "1"], "exposure_ms": None}
+STUDY_ANSWER_REQUESTS = {"label": {"summary": "Pick an option", "value": {"trial": TRIAL, "answer": "7"}}}
+STUDY_ANSWERED = {"recorded": True, "block": 0, "block_complete": False, "feedback": None}
+_AGREE = {"chance": 0.5, "participants": 24, "trials": 240, "agreement": 0.71, "ci95": [0.63, 0.79],
+          "above_chance": True, "agreement_among_named": 0.71}
+STUDY_RESULTS = {"id": STUDY, "title": "Can you tell?", "blocks": [
+    {"block": 0, "task": "forced_choice", **_AGREE,
+     "per_participant": [{"participant": "3f9a0c1d2e", "trials": 10, "agreed": 8, "agreement": 0.8,
+                          "ci95": [0.4902, 0.9433], "none": 0}],
+     "conditions": {"evolution-cppn": _AGREE},
+     "images": [{"stimulus": 4, "condition": "evolution-cppn", "model": "lenet-mnist", "label": "7",
+                 "confidence": 0.99991, "trials": 6, "agreement": 0.8333}]}]}
+STUDY_SHEET = {"id": STUDY, "title": "Can you tell?", "created": "2026-12-03T15:00:00Z",
+               "design": {"models": ["lenet-mnist"], "tasks": ["forced_choice", "options"],
+                          "conditions": ["gradient", "evolution-direct", "evolution-cppn"], "controls": True,
+                          "min_confidence": 0.99, "trials_per_block": 10, "exposure_ms": None, "room": None,
+                          "blocks": _BLOCKS},
+               "consent": "Taking part is voluntary and anonymous: ...",
+               "stimuli": [{"id": 0, "kind": "fooling", "condition": "evolution-cppn", "model": "lenet-mnist",
+                            "source": f"job:{JOB}:7", "label": "7", "confidence": 0.99991, "runner_up": "1",
+                            "sha256": "9f2c" + "0" * 60}],
+               "software": "Fooling Lab 0.1.0", "results": _STUDY_LINKS["results"]}
+CONTROLS = {"model": "lenet-mnist", "controls": [
+    {"url": "/api/v1/controls/mnist/0.png", "label": "7", "licence": "MNIST (LeCun, Cortes & Burges), CC BY-SA 3.0",
+     "source": "MNIST test set, image 0", "confidence": 0.99998}]}

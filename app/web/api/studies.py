@@ -8,7 +8,7 @@ import time
 from typing import Literal
 
 import torch
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +18,7 @@ from app.classroom import studies
 from app.classroom.store import CODE_PATTERN
 from app.serving.imaging import to_png
 from app.serving.lab import Lab
+from app.web.api import examples
 from app.web.deps import classroom_compute, identity, lab, open_room, require_member
 from app.web.errors import ApiError, error_responses
 
@@ -131,9 +132,12 @@ def _read_png(path) -> tuple[bytes, torch.Tensor]:
 
 
 @router.post("/studies", status_code=201, summary="Design a study (its stimuli are frozen now)",
-             responses=error_responses(403, 409, 422, 429, _409="the design's stimuli do not exist yet: `runs` "
-                                                                 "names the runs to make"))
-async def create_study(request: Request, design: StudyDesign, state: Lab = Depends(lab)) -> dict:
+             responses={201: examples.json_example(examples.STUDY_CREATED),
+                        **error_responses(403, 409, 422, 429, 507, _409="the design's stimuli do not exist yet: "
+                                                                        "`runs` names the runs to make"),
+                        })
+async def create_study(request: Request, design: StudyDesign = Body(openapi_examples=examples.STUDY_REQUESTS),
+                       state: Lab = Depends(lab)) -> dict:
     """Freeze a study: its design, and the images it shows (copied, with their sha256). Every
     (model, condition) of the design needs finished runs with images at `min_confidence` or above,
     and enough images for every block without showing one twice: otherwise 409, with the runs to
@@ -195,8 +199,10 @@ async def create_study(request: Request, design: StudyDesign, state: Lab = Depen
 
 
 @router.get("/studies/{study_id}", summary="A study's design (for anyone who has its link)",
-            responses=error_responses(404, 422))
+            responses={200: examples.json_example(examples.STUDY_INFO), **error_responses(404, 422)})
 async def get_study(request: Request, study_id: str = Path(pattern=STUDY_ID)) -> dict:
+    """What a participant may know before taking part: the title, the parts with their tasks,
+    instructions and chance, the number of images per part, the exposure time and the consent line."""
     study = _study(request, study_id)
     d = study["design"]
     return {"id": study["id"], "title": study["title"], "created": study["created"], "links": _links(study["id"]),
@@ -223,7 +229,8 @@ def _may_take_part(request: Request, study: dict) -> str:
 
 
 @router.get("/studies/{study_id}/next", summary="This browser's next trial (204 when it is done)",
-            responses={204: {"description": "every block is done"}, **error_responses(403, 404, 422, 429)})
+            responses={200: examples.json_example(examples.STUDY_TRIAL), 204: {"description": "every block is done"},
+                       **error_responses(403, 404, 422, 429)})
 async def next_trial(request: Request, study_id: str = Path(pattern=STUDY_ID), state: Lab = Depends(lab)) -> Response:
     """The open trial again, or a new one: an image this browser has not seen in this study, and the
     options of its block's task. No feedback until a block is done."""
@@ -244,6 +251,8 @@ async def next_trial(request: Request, study_id: str = Path(pattern=STUDY_ID), s
             responses={200: {"content": {"image/png": {}}}, **error_responses(403, 404, 422)})
 async def trial_image(request: Request, study_id: str = Path(pattern=STUDY_ID),
                       trial_id: str = Path(pattern=TRIAL_ID)) -> Response:
+    """The image of one of this browser's trials. Its URL names the trial, not the image: it says
+    nothing of where the image came from."""
     _study(request, study_id)  # 404 for an unknown study
     participant = _participant(request)
     mine = {t["id"]: t for t in await run_in_threadpool(_store(request).trials, study_id, participant)}
@@ -254,8 +263,10 @@ async def trial_image(request: Request, study_id: str = Path(pattern=STUDY_ID),
 
 
 @router.post("/studies/{study_id}/answers", status_code=201, summary="Answer a trial",
-             responses=error_responses(403, 404, 409, 422))
-async def answer(request: Request, body: TrialAnswer, study_id: str = Path(pattern=STUDY_ID)) -> dict:
+             responses={201: examples.json_example(examples.STUDY_ANSWERED),
+                        **error_responses(403, 404, 409, 422, _409="that trial is already answered")})
+async def answer(request: Request, body: TrialAnswer = Body(openapi_examples=examples.STUDY_ANSWER_REQUESTS),
+                 study_id: str = Path(pattern=STUDY_ID)) -> dict:
     """Record the answer. Until the block's last trial is answered the reply says nothing of the
     network's label; then `feedback` holds this participant's agreement in that block."""
     study = _study(request, study_id)
@@ -276,7 +287,7 @@ async def answer(request: Request, body: TrialAnswer, study_id: str = Path(patte
 
 
 @router.get("/studies/{study_id}/results", summary="Agreement per block, participant, condition and image",
-            responses=error_responses(403, 404, 422))
+            responses={200: examples.json_example(examples.STUDY_RESULTS), **error_responses(403, 404, 422)})
 async def study_results(request: Request, study_id: str = Path(pattern=STUDY_ID)) -> dict:
     """Per block: `task`, `chance`, `participants`, `trials`, `agreement` and `ci95` ([low, high]):
     the mean of the participants' agreement, and the wider of a t interval across them and a Wilson
@@ -294,6 +305,9 @@ async def study_results(request: Request, study_id: str = Path(pattern=STUDY_ID)
 @router.get("/studies/{study_id}/trials.csv", response_class=Response, summary="Every answered trial as CSV",
             responses={200: {"content": {"text/csv": {}}}, **error_responses(403, 404, 422)})
 async def trials_csv(request: Request, study_id: str = Path(pattern=STUDY_ID)) -> Response:
+    """One row per answered trial: block, task, the image's condition, model, the network's label and
+    confidence, the options in the order shown, the answer, agreement and response time.
+    Participants appear as per-study pseudonyms. For the study's maker and the instructor."""
     study = _study(request, study_id)
     _owner_only(request, study, "the trials")
     rows = studies.scored(study, await run_in_threadpool(_store(request).trials, study_id))
@@ -303,7 +317,7 @@ async def trials_csv(request: Request, study_id: str = Path(pattern=STUDY_ID)) -
 
 
 @router.get("/studies/{study_id}/sheet.json", summary="The study sheet: design, stimuli and their hashes, dates",
-            responses=error_responses(403, 404, 422))
+            responses={200: examples.json_example(examples.STUDY_SHEET), **error_responses(403, 404, 422)})
 async def sheet(request: Request, study_id: str = Path(pattern=STUDY_ID)) -> dict:
     """Everything needed to run the study again and cite it: the design, each block's task, chance,
     instruction, the consent line, and every stimulus with its condition, model, the network's label
@@ -321,7 +335,7 @@ MNIST_LICENCE = "MNIST (LeCun, Cortes & Burges), CC BY-SA 3.0"
 
 
 @router.get("/controls", summary="The real control images for a model",
-            responses=error_responses(404, 409, 422))
+            responses={200: examples.json_example(examples.CONTROLS), **error_responses(404, 409, 422)})
 async def controls(request: Request, model: str = Query("lenet-mnist", max_length=100),
                    state: Lab = Depends(lab)) -> dict:
     """Real images a study shows beside fooling images, each with `url`, `label` (what it shows),
@@ -360,6 +374,7 @@ async def controls(request: Request, model: str = Query("lenet-mnist", max_lengt
 @router.get("/controls/mnist/{index}.png", response_class=Response, summary="An MNIST control digit",
             responses={200: {"content": {"image/png": {}}}, **error_responses(404, 422)})
 async def mnist_control(request: Request, index: int = Path(ge=0, lt=MNIST_CONTROLS)) -> Response:
+    """One of the MNIST test digits listed as controls, as the PNG a study shows."""
     data = await run_in_threadpool(request.app.state.quiz.mnist)
     if data is None:
         raise ApiError(404, "the MNIST test set is not on this server (make data)", "index")
