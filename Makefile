@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# MNIST (sha256-checked) and the control photos (from Debian packages, sha256-checked; without apt-get
+# the ImageNet controls are only the sample photo, said plainly)
 data: install
 	$(PY) -m app fetch-mnist
+	$(PY) -m app fetch-photos || echo "warning: no control photos (see the message above); studies on ImageNet models have fewer controls"
 
 run: install
 	$(VENV)/bin/fooling-lab serve

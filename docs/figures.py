@@ -6,6 +6,9 @@ NAME is defined below: which results file it comes from and how its text is made
     .venv/bin/python docs/figures.py           # rewrite every marked figure from its JSON
     .venv/bin/python docs/figures.py --check   # (make docs-check) fail on any that disagrees
 
+Whole tables stand between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`: those listed in
+BLOCKS are what the bench script's markdown() makes of its JSON, checked the same way.
+
 --check also fails on a marker whose name is not defined here, and on a defined figure that no
 page uses, so that neither side can drift away from the other.
 """
@@ -67,6 +70,9 @@ FIGURES: dict[str, Callable[[], str]] = {
     "digits-direct-seeds": lambda: f"{to_all_digits('map-elites', 'direct')['seeds']} seeds",
     "digits-cppn-median": lambda: f"{to_all_digits('map-elites', 'cppn')['median_s']:.1f} s",
     "digits-cppn-reached": lambda: "{reached} of {seeds} seeds".format(**to_all_digits('map-elites', 'cppn')),
+    "digits-direct-worst": lambda: f"{to_all_digits('map-elites', 'direct')['worst_s']:.1f} s",
+    "digits-direct-evals": lambda: f"{to_all_digits('map-elites', 'direct')['median_evals']:,}",
+    "digits-uniform-evals": lambda: f"{to_all_digits('map-elites', 'direct', parents='uniform')['median_evals']:,}",
     "digits-gradient-worst": lambda: f"{to_all_digits('gradient', 'direct')['worst_s']:.1f} s",
     # random images (bench/results/noise.json)
     "noise-lenet-n": lambda: f"{noise('lenet-mnist')['n']:,}",
@@ -87,6 +93,37 @@ FIGURES: dict[str, Callable[[], str]] = {
 }
 
 
+def _bench(script: str):
+    """A bench script as a module, for its markdown() (the tables it prints after a run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{script}", ROOT / "bench" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Whole tables: `<!-- bench:NAME -->` ... `<!-- /bench:NAME -->` hold what the script prints from its JSON.
+BLOCKS: dict[str, Callable[[], str]] = {
+    "fooling": lambda: _bench("fooling").markdown(load("bench/results/fooling.json")),
+}
+BLOCK = re.compile(r"(<!-- bench:([a-z0-9-]+) -->\n)(.*?)(\n<!-- /bench:\2 -->)", re.S)
+
+
+def render_blocks(text: str, problems: list[str], used: set[str]) -> str:
+    def fix(m: re.Match) -> str:
+        name = m.group(2)
+        if name not in BLOCKS:
+            return m.group(0)  # a table no JSON can make yet (its script prints it while it measures)
+        used.add(f"bench:{name}")
+        value = BLOCKS[name]().strip("\n")
+        if value != m.group(3).strip("\n"):
+            problems.append(f"bench:{name}: the table differs from what bench/{name}.py makes of its JSON")
+        return m.group(1) + value + m.group(4)
+
+    return BLOCK.sub(fix, text)
+
+
 def render(text: str) -> tuple[str, list[str], set[str]]:
     """The text with every figure made again; the problems found; the names used."""
     problems, used = [], set()
@@ -97,12 +134,16 @@ def render(text: str) -> tuple[str, list[str], set[str]]:
         if name not in FIGURES:
             problems.append(f"unknown figure {name!r}")
             return m.group(0)
-        value = FIGURES[name]()
+        try:
+            value = FIGURES[name]()
+        except (OSError, KeyError, ValueError) as exc:  # a results file or an entry in it is missing
+            problems.append(f"{name}: its results cannot be read ({type(exc).__name__}: {exc})")
+            return m.group(0)
         if value != m.group(2):
             problems.append(f"{name}: the text says {m.group(2)!r}, the results say {value!r}")
         return f"<!-- fig:{name} -->{value}<!-- /fig -->"
 
-    return MARK.sub(fix, text), problems, used
+    return render_blocks(MARK.sub(fix, text), problems, used), problems, used
 
 
 def main() -> int:
@@ -117,7 +158,8 @@ def main() -> int:
         failed += [f"{page.relative_to(ROOT)}: {p}" for p in problems]
         if not args.check and new != text:
             page.write_text(new)
-    failed += [f"figure {name!r} is defined but no page uses it" for name in sorted(set(FIGURES) - used)]
+    defined = set(FIGURES) | {f"bench:{name}" for name in BLOCKS}
+    failed += [f"figure {name!r} is defined but no page uses it" for name in sorted(defined - used)]
     for line in failed:
         print(line, file=sys.stderr)
     if args.check and failed:

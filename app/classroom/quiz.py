@@ -59,13 +59,31 @@ class QuizPool:
         self._mnist: tuple[torch.Tensor, torch.Tensor] | None = None
         self._photos: list[dict] | None = None
 
+    def photo_folders(self) -> dict[str, Path]:
+        """Folders holding a photos.json: the shipped samples, then each folder under DATA/photos
+        (the Debian photos of `make data`, and any an operator adds)."""
+        found = {"samples": self.photos_dir} if self.photos_dir else {}
+        extra = self.data_dir / "photos"
+        if extra.is_dir():
+            found |= {d.name: d for d in sorted(extra.iterdir()) if (d / "photos.json").is_file()}
+        return found
+
     def photos(self) -> list[dict]:
-        """Real photos the project ships (photos.json: file, ImageNet label, where it is from), read
-        once: they are part of the checkout and do not change while the server runs."""
+        """Real photos (each folder's photos.json: file, ImageNet label, licence, where it is from),
+        read once: they do not change while the server runs. Each gets ``key`` (folder/file), by
+        which it is named in a source ("photo:<key>") and a URL, and ``path``."""
         if self._photos is None:
-            index = self.photos_dir / "photos.json" if self.photos_dir else None
-            listed = json.loads(index.read_text()) if index is not None and index.is_file() else []
-            self._photos = [p for p in listed if (self.photos_dir / p["file"]).is_file()]
+            out = []
+            for name, where in self.photo_folders().items():
+                try:
+                    listed = json.loads((where / "photos.json").read_text())
+                except (OSError, ValueError):
+                    continue  # an operator's broken list is skipped, not fatal
+                for p in listed if isinstance(listed, list) else []:
+                    if isinstance(p, dict) and {"file", "label"} <= set(p) and "/" not in str(p["file"]) \
+                            and (where / str(p["file"])).is_file():
+                        out.append({**p, "key": f"{name}/{p['file']}", "path": where / str(p["file"])})
+            self._photos = out
         return self._photos
 
     def mnist(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -96,9 +114,11 @@ class QuizPool:
             data = self.mnist()
             return None if data is None else data[0][int(ref)]
         if kind == "photo":  # at an ImageNet model's input: shorter side 256, centre 224
-            if not any(p["file"] == ref for p in self.photos()):
+            ref = ref if "/" in ref else f"samples/{ref}"  # items kept before photos had folders
+            photo = next((p for p in self.photos() if p["key"] == ref), None)
+            if photo is None:
                 return None
-            with Image.open(self.photos_dir / ref) as img:
+            with Image.open(photo["path"]) as img:
                 return to_model_input(img.convert("RGB"), PHOTO_SHAPE, "center-crop")
         job_id, _, position = ref.rpartition(":")
         path = self.jobs.root / job_id / f"{int(position)}.png"
@@ -137,8 +157,8 @@ async def make_item(pool: QuizPool, score: Score, labels: dict[str, list[str]], 
                 if f"mnist:{i}" not in recent]
     for photo in pool.photos():  # ImageNet controls, for each ImageNet model here (read once, small)
         for model, names in labels.items():
-            if len(names) == 1000 and photo["label"] in names and f"photo:{photo['file']}" not in recent:
-                real.append(Candidate(f"photo:{photo['file']}", "real", "photo", model, names.index(photo["label"])))
+            if len(names) == 1000 and photo["label"] in names and f"photo:{photo['key']}" not in recent:
+                real.append(Candidate(f"photo:{photo['key']}", "real", "photo", model, names.index(photo["label"])))
     for _ in range(4):  # a candidate may be gone, or a real image the network gets wrong
         source = real if real and (not fooling or rng.random() < REAL_SHARE) else fooling
         if not source:

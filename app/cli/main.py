@@ -2,6 +2,7 @@
 
 serve          start the web app (same as uvicorn app.main:app)
 fetch-mnist    download and verify MNIST into the data directory
+fetch-photos   download and verify the control photos (Debian packages) into the data directory
 fetch-weights  download torchvision ImageNet weights into torch's cache
 train-lenet    train the bundled LeNet reproducibly
 fool           make fooling images with one method
@@ -40,6 +41,10 @@ def build_parser(prog: str = "fooling-lab") -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=settings.port)
 
     p = sub.add_parser("fetch-mnist", help="download and verify MNIST")
+    p.add_argument("--data-dir", default=str(settings.data_dir))
+    _output_flags(p)
+
+    p = sub.add_parser("fetch-photos", help="download and verify the real control photos (Debian packages)")
     p.add_argument("--data-dir", default=str(settings.data_dir))
     _output_flags(p)
 
@@ -106,6 +111,18 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     uvicorn.run("app.main:app", host=args.host, port=args.port, timeout_graceful_shutdown=5)
+    return 0
+
+
+def _fetch_photos(args: argparse.Namespace) -> int:
+    from app.data import photos
+
+    try:
+        path = photos.fetch(Path(args.data_dir), log=(lambda m: None) if args.quiet else
+                            (lambda m: print(m, file=sys.stderr)))
+    except photos.PhotosUnavailable as exc:
+        return _error(str(exc))
+    _emit(args, {"path": str(path), "photos": len(photos.PHOTOS)}, str(path))
     return 0
 
 
@@ -181,7 +198,8 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": _serve, "fetch-mnist": _fetch_mnist, "fetch-weights": _fetch_weights,
+COMMANDS = {"serve": _serve, "fetch-mnist": _fetch_mnist, "fetch-photos": _fetch_photos,
+            "fetch-weights": _fetch_weights,
             "train-lenet": _train_lenet, "fool": _fool, "experiment": _experiment}
 
 

@@ -96,7 +96,7 @@ def _links(study_id: str) -> dict:
 
 
 async def _controls(request: Request, state: Lab, design: studies.Design, want: int) -> list[dict]:
-    """Real images for the design's models: MNIST test digits (LeNet) and the shipped photos (ImageNet)."""
+    """Real images for the design's models: MNIST test digits (LeNet) and the control photos (ImageNet)."""
     pool = request.app.state.quiz
     out: list[dict] = []
     for model in design.models:
@@ -110,10 +110,10 @@ async def _controls(request: Request, state: Lab, design: studies.Design, want: 
         elif entry.num_classes == 1000:
             for photo in await run_in_threadpool(pool.photos):
                 if photo["label"] in entry.labels:
-                    x = await run_in_threadpool(pool.image, _candidate(f"photo:{photo['file']}"))
+                    x = await run_in_threadpool(pool.image, _candidate(f"photo:{photo['key']}"))
                     if x is not None:
                         out.append({"kind": "control", "condition": studies.CONTROL, "model": model,
-                                    "source": f"photo:{photo['file']}", "truth": photo["label"], "x": x})
+                                    "source": f"photo:{photo['key']}", "truth": photo["label"], "x": x})
     return out
 
 
@@ -339,8 +339,9 @@ MNIST_LICENCE = "MNIST (LeCun, Cortes & Burges), CC BY-SA 3.0"
 async def controls(request: Request, model: str = Query("lenet-mnist", max_length=100),
                    state: Lab = Depends(lab)) -> dict:
     """Real images a study shows beside fooling images, each with `url`, `label` (what it shows),
-    `licence` and `source`: MNIST test digits for an MNIST model, the shipped photos for an
-    ImageNet model. Listed only where the model names them correctly (its top-1 is the label)."""
+    `licence` and `source`: MNIST test digits for an MNIST model; for an ImageNet model, the
+    photos of `make data` (from Debian packages) and any an operator adds under DATA/photos/.
+    Listed only where the model names them correctly (its top-1 is the label)."""
     try:
         entry = state.registry.get(model)
     except Exception:
@@ -357,10 +358,10 @@ async def controls(request: Request, model: str = Query("lenet-mnist", max_lengt
                               f"MNIST test set, image {i}", data[0][i]))
     elif entry.num_classes == 1000:
         for photo in await run_in_threadpool(pool.photos):
-            x = await run_in_threadpool(pool.image, _candidate(f"photo:{photo['file']}"))
+            x = await run_in_threadpool(pool.image, _candidate(f"photo:{photo['key']}"))
             if x is not None and photo["label"] in entry.labels:
-                items.append((f"/static/samples/{photo['file']}", photo["label"], photo.get("licence", "see source"),
-                              photo["source"], x))
+                items.append((f"/api/v1/controls/photos/{photo['key']}", photo["label"],
+                              photo.get("licence", "not stated"), photo.get("source", "not stated"), x))
     out = []
     if items:
         probs = await state.scorer.probabilities(entry.id, torch.stack([it[4] for it in items]))
@@ -380,3 +381,16 @@ async def mnist_control(request: Request, index: int = Path(ge=0, lt=MNIST_CONTR
         raise ApiError(404, "the MNIST test set is not on this server (make data)", "index")
     return Response(to_png(data[0][index]), media_type="image/png",
                     headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/controls/photos/{folder}/{name}", response_class=Response, summary="A control photo",
+            responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, **error_responses(404, 422)})
+async def control_photo(request: Request, folder: str = Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$"),
+                        name: str = Path(pattern=r"^[A-Za-z0-9_.-]{1,128}$")) -> Response:
+    """One of the listed control photos, as its folder holds it (only files a photos.json lists)."""
+    photos = await run_in_threadpool(request.app.state.quiz.photos)
+    photo = next((p for p in photos if p["key"] == f"{folder}/{name}"), None)
+    if photo is None:
+        raise ApiError(404, f"no control photo {folder}/{name}", "name")
+    kind = "image/png" if name.lower().endswith(".png") else "image/jpeg"
+    return Response(photo["path"].read_bytes(), media_type=kind, headers={"Cache-Control": "public, max-age=86400"})
