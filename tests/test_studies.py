@@ -27,7 +27,8 @@ RUNS = [{"method": "map-elites", "encoding": "direct", "targets": "all", "genera
 def app(tmp_path_factory):
     data = tmp_path_factory.mktemp("studies")
     (data / "MNIST").symlink_to(ROOT / "data" / "MNIST")  # real digits for the controls, read-only
-    settings = make_settings(preload="lenet-mnist", data_dir=data, admin_token=ADMIN)
+    lenets = ",".join(["lenet-mnist"] + [f"lenet-mnist-s{i}" for i in range(1, 5)])  # transfer to other seeds
+    settings = make_settings(preload=lenets, data_dir=data, admin_token=ADMIN)
     application = create_app(settings)
     with TestClient(application) as c:
         wait_ready(c)
@@ -137,6 +138,11 @@ def test_results_csv_and_sheet_are_the_makers_and_state_the_design(app, study):
     trial = someone.get(f"/api/v1/studies/{sid}/next").json()
     assert hashlib.sha256(someone.get(trial["image"]).content).hexdigest() in {s["sha256"] for s in sheet["stimuli"]}
     assert all(s["confidence"] >= 0.99 for s in sheet["stimuli"] if s["kind"] == "fooling")
+    # how each image fools the other LeNets (other seeds): a confidence in the same label per network
+    transfer = [s["transfer"] for s in sheet["stimuli"] if s["kind"] == "fooling"]
+    assert all(set(t) == {"lenet-mnist-s1", "lenet-mnist-s2", "lenet-mnist-s3", "lenet-mnist-s4"} for t in transfer)
+    assert all(0 <= v <= 1 for t in transfer for v in t.values())
+    assert all("transfer" in i for b in res["blocks"] for i in b["images"])
     assert all(len(s["sha256"]) == 64 for s in sheet["stimuli"]) and sheet["consent"]
 
 

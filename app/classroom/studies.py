@@ -238,6 +238,7 @@ def results(study: dict, rows: list[dict]) -> dict:
                              for c, v in sorted(conds.items())}
         res["images"] = [{"stimulus": s, "condition": stimuli[s]["condition"], "model": stimuli[s]["model"],
                           "label": stimuli[s]["label"], "confidence": stimuli[s]["confidence"],
+                          "transfer": stimuli[s].get("transfer", {}),
                           "trials": len(v), "agreement": round(sum(r["agreed"] for r in v) / len(v), 4)}
                          for s, v in sorted(images.items())]
         out.append(res)

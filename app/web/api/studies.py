@@ -167,6 +167,9 @@ async def create_study(request: Request, design: StudyDesign = Body(openapi_exam
                             f"{d.min_confidence:.0%} or more), then design the study again", "models",
                        extra={"runs": missing})
     labels = {m: state.registry.get(m).labels for m in d.models}
+    # Other available networks with the same classes and input (e.g. LeNets of other seeds), at most 4
+    peers = {m: [e.id for e in state.registry.list() if e.available and e.id != m and e.labels == labels[m]
+                 and e.input_shape == state.registry.get(m).input_shape][:4] for m in d.models}
     async with classroom_compute(request, "study"):
         controls = await _controls(request, state, d, need) if d.controls else []
         chosen = studies.pick_stimuli(candidates, controls, d, seed=int(time.time()))
@@ -184,9 +187,13 @@ async def create_study(request: Request, design: StudyDesign = Body(openapi_exam
                 continue  # scored again as saved: below the floor after all
             if c["kind"] == "control" and label != c["truth"]:
                 continue  # controls are images the network gets right
+            transfer = {}
+            for other in peers[c["model"]]:  # how far the image fools the other networks of its kind
+                p_other = (await state.scorer.probabilities(other, x[None]))[0]
+                transfer[other] = round(float(p_other[int(top[0])]), 6)
             stimuli.append({"id": len(stimuli), "kind": c["kind"], "condition": c["condition"], "model": c["model"],
                             "source": c["source"], "label": label, "confidence": round(float(conf[0]), 6),
-                            "runner_up": labels[c["model"]][int(top[1])],
+                            "runner_up": labels[c["model"]][int(top[1])], "transfer": transfer,
                             "sha256": hashlib.sha256(png).hexdigest()})
             pngs.append(png)
     if sum(s["kind"] == "fooling" for s in stimuli) == 0 or len(stimuli) < need:
