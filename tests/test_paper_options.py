@@ -16,6 +16,7 @@ from app.fooling.cppn import CppnEncoding, coordinates
 from app.fooling.direct import DirectEncoding, sbx
 from app.fooling.evolution import EvolutionParams, evolve, map_elites
 from app.fooling.methods import MethodError, build
+from app.settings import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +164,25 @@ def test_the_run_page_loads_the_noise_line_beside_the_run(client):
     assert line.status_code == 200 and f"{b['n']} uniform-noise images" in line.text
     assert f"{b['median'] * 100:.1f}%" in line.text and b["top_label"] in line.text
     assert client.get("/models/no-such-model/noise").status_code == 204
+
+
+def test_the_mean_image_lenet_subtracts_it_itself_and_can_be_fooled(tmp_path):
+    """lenet-mnist-mean (`train-lenet --mean-image`, as the paper's Caffe LeNet) takes images in [0, 1]
+    like every model and subtracts the training set's mean image inside its wrapper."""
+    from app.models.builtin import MEAN_LENET
+    from app.models.registry import Registry
+    from tests.conftest import make_settings
+
+    registry = Registry(make_settings(preload=MEAN_LENET))
+    registry.load_all()
+    entry = registry.get(MEAN_LENET)
+    assert entry.available and "mean image" in entry.title and entry.meta["test_accuracy"] > 0.98
+    model = registry.model(MEAN_LENET)
+    mean = torch.load(ROOT / "models" / f"{MEAN_LENET}.mean.pt", weights_only=True)
+    assert mean.shape == (1, 1, 28, 28) and 0.05 < float(mean.mean()) < 0.2  # MNIST is mostly black
+    x = torch.rand(4, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.allclose(model(x), model.net(x - mean), atol=1e-5)
+    snap = last(map_elites(model_score_fn(model), DirectEncoding((1, 28, 28), "cpu"), [3], 10,
+                           EvolutionParams(population=100, generations=400, seed=0)))
+    assert float(snap.confidence[0]) > 0.99

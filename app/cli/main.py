@@ -57,6 +57,8 @@ def build_parser(prog: str = "fooling-lab") -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--out", default=str(settings.models_dir))
     p.add_argument("--model-id", default="lenet-mnist")
+    p.add_argument("--mean-image", action="store_true",
+                   help="subtract the training set's mean image, as the paper's Caffe LeNet (lenet-mnist-mean)")
     p.add_argument("--data-dir", default=str(settings.data_dir))
     _output_flags(p)
 
@@ -169,7 +171,7 @@ def _train_lenet(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
 
     meta = train(Path(args.data_dir), Path(args.out), seed=args.seed, epochs=args.epochs,
-                 model_id=args.model_id, log=log)
+                 model_id=args.model_id, log=log, mean_image=args.mean_image)
     _emit(args, meta, f"test accuracy {meta['test_accuracy']:.4%}, {meta['seconds']} s -> {args.out}")
     return 0
 

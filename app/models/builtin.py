@@ -35,6 +35,7 @@ def imagenet_labels() -> list[str]:
 
 def lenet_entry(models_dir: Path, model_id: str = "lenet-mnist") -> ModelEntry:
     weights, meta_path = models_dir / f"{model_id}.pt", models_dir / f"{model_id}.meta.json"
+    mean_path = models_dir / f"{model_id}.mean.pt"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
 
     def load() -> torch.nn.Module:
@@ -44,20 +45,23 @@ def lenet_entry(models_dir: Path, model_id: str = "lenet-mnist") -> ModelEntry:
             )
         net = LeNet()
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        # Caffe's LeNet reads pixels scaled to [0, 1] with no mean subtraction.
-        return Classifier(net, mean=(0.0,), std=(1.0,), channels_last=True)
+        # Our LeNets read pixels in [0, 1]; one trained with --mean-image (as Caffe's LeNet was)
+        # subtracts the training set's mean image, which is kept beside its weights.
+        mean = torch.load(mean_path, map_location="cpu", weights_only=True) if mean_path.is_file() else (0.0,)
+        return Classifier(net, mean=mean, std=(1.0,), channels_last=True)
 
     seed = meta.get("seed")
     return ModelEntry(
         id=model_id,
-        title="LeNet (Caffe) on MNIST" + (f", seed {seed}" if model_id != "lenet-mnist" and seed is not None else ""),
+        title="LeNet (Caffe) on MNIST" + (", input minus the mean image" if mean_path.is_file() else "")
+        + (f", seed {seed}" if model_id != "lenet-mnist" and seed is not None else ""),
         task="mnist-digits",
         input_shape=(1, 28, 28),
         labels=[str(i) for i in range(10)],
         preprocess="mnist",
         source=str(weights),
         loader=load,
-        meta={k: meta[k] for k in ("test_accuracy", "sha256", "command") if k in meta},
+        meta={k: meta[k] for k in ("test_accuracy", "sha256", "command", "input") if k in meta},
     )
 
 
@@ -142,6 +146,9 @@ def torchvision_entry(model_id: str) -> ModelEntry:
     return entry
 
 
+MEAN_LENET = "lenet-mnist-mean"  # trained with the mean image subtracted, as the paper's Caffe LeNet
+
+
 def lenet_variants(models_dir: Path) -> list[str]:
     """Extra LeNets trained with other seeds (`python -m app train-lenet --seed S --model-id
     lenet-mnist-sS`), for the ensemble and transfer experiments."""
@@ -152,6 +159,8 @@ def entries(settings: Settings) -> list[ModelEntry]:
     return [
         lenet_entry(settings.models_dir),
         *(lenet_entry(settings.models_dir, mid) for mid in lenet_variants(settings.models_dir)),
+        *([lenet_entry(settings.models_dir, MEAN_LENET)] if (settings.models_dir / f"{MEAN_LENET}.pt").is_file()
+          else []),
         efficientnet_entry(),
         *(torchvision_entry(mid) for mid in TORCHVISION),
     ]

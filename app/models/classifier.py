@@ -17,14 +17,18 @@ class Classifier(nn.Module):
     def __init__(
         self,
         net: nn.Module,
-        mean: Sequence[float],
+        mean: Sequence[float] | torch.Tensor,
         std: Sequence[float],
         channels_last: bool = False,
     ) -> None:
+        """``mean``: one value per channel, or a whole (1, C, H, W) mean image (Caffe's LeNet)."""
         super().__init__()
         self.net = net
-        c = len(mean)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1))
+        c = len(std)
+        if isinstance(mean, torch.Tensor):
+            self.register_buffer("mean", mean.detach().float().reshape(1, c, *mean.shape[-2:]).clone())
+        else:
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1))
         # channels_last roughly doubles conv throughput on CPU (measured: LeNet, EfficientNet-Lite0).
         self.channels_last = channels_last

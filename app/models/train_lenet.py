@@ -48,11 +48,17 @@ def train(
     lr: float = 0.05,
     model_id: str = "lenet-mnist",
     log=print,
+    mean_image: bool = False,
 ) -> dict:
+    """``mean_image``: subtract the training set's mean image from every input, as the paper's Caffe
+    LeNet did (mnist_mean.binaryproto); it is saved beside the weights (<model_id>.mean.pt) and the
+    model subtracts it itself, so its callers still give it images in [0, 1]."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x_train, y_train = mnist.load(data_dir, train=True)
     x_test, y_test = mnist.load(data_dir, train=False)
+    mean = x_train.mean(0, keepdim=True) if mean_image else torch.zeros(1, 1, 28, 28)
+    x_train, x_test = x_train - mean, x_test - mean
     net = LeNet().to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     steps = epochs * (len(x_train) // batch_size)
@@ -76,10 +82,13 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / f"{model_id}.pt"
     torch.save(net.state_dict(), weights)
+    if mean_image:
+        torch.save(mean.clone(), out_dir / f"{model_id}.mean.pt")
     meta = {
         "model": model_id,
         "architecture": "Caffe LeNet: conv20@5x5, maxpool2, conv50@5x5, maxpool2, fc500, ReLU, fc10",
-        "input": "1x28x28 grayscale in [0, 1], no mean subtraction",
+        "input": "1x28x28 grayscale in [0, 1], " + ("minus the training set's mean image (as Caffe's LeNet)"
+                                                      if mean_image else "no mean subtraction"),
         "test_accuracy": acc,
         "seed": seed,
         "epochs": epochs,
@@ -89,6 +98,7 @@ def train(
         "torch": torch.__version__,
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         "command": f"python -m app train-lenet --seed {seed} --epochs {epochs}"
+        + (f" --model-id {model_id}" if model_id != "lenet-mnist" else "") + (" --mean-image" if mean_image else "")
         + ("" if out_dir.resolve() == (ROOT / "models").resolve() else f" --out {out_dir}"),
     }
     (out_dir / f"{model_id}.meta.json").write_text(json.dumps(meta, indent=2) + "\n")
