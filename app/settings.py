@@ -94,6 +94,9 @@ class Settings:
     max_members_per_room: int = 500
     max_rooms_per_client: int = 20  # rooms one browser may join
     max_experiments: int = 500  # experiment folders kept
+    max_studies: int = 200  # human studies kept (each holds up to 120 images)
+    max_study_trials: int = 200_000  # their trials, answered or not
+    max_studies_per_address: int = 50  # studies made from one network (every browser and script at it)
     # Request bodies: JSON and form bodies get this; routes that take images or arrays their own
     max_json_bytes: int = 1 * 2**20
     instructor_session_s: float = 12 * 3600.0  # an instructor sign-in lasts this long

@@ -4,12 +4,14 @@ and an export that states the design (REST; the browser flow is in test_browser.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 
 import pytest
 from fastapi.testclient import TestClient
 
+from app.classroom import studies
 from app.classroom.studies import block_results, wilson
 from app.main import create_app
 from app.settings import ROOT
@@ -123,12 +125,14 @@ def test_results_csv_and_sheet_are_the_makers_and_state_the_design(app, study):
     res = maker.get(f"/api/v1/studies/{sid}/results").json()
     assert [b["task"] for b in res["blocks"]] == ["forced_choice", "options"]
     first = res["blocks"][0]
-    assert first["chance"] == 0.5 and first["participants"] >= 2 and first["trials"] >= 8
+    assert first["chance"] == 0.5 and first["participants"] >= 2 and first["images_counted"] == "fooling"
+    assert first["trials"] + first["controls"]["trials"] >= 8  # the controls are counted on their own
     assert len(first["ci95"]) == 2 and first["ci95"][0] <= first["agreement"] <= first["ci95"][1]
     assert all(len(p["ci95"]) == 2 for p in first["per_participant"])
     assert {i["condition"] for i in first["images"]} <= {"gradient", "evolution-direct", "evolution-cppn", "control"}
     rows = list(csv.DictReader(io.StringIO(maker.get(f"/api/v1/studies/{sid}/trials.csv").text)))
-    assert len(rows) == sum(b["trials"] for b in res["blocks"])
+    assert len(rows) == sum(b["trials"] + b["controls"]["trials"] for b in res["blocks"])
+    assert sum(r["condition"] == "control" for r in rows) == sum(b["controls"]["trials"] for b in res["blocks"])
     assert all(r["agreed"] == str(int(r["answer"] == r["network_label"])) for r in rows)
     sheet = maker.get(f"/api/v1/studies/{sid}/sheet.json").json()
     assert sheet["design"]["min_confidence"] == 0.99 and sheet["design"]["trials_per_block"] == 4
@@ -202,3 +206,56 @@ def test_the_pages_make_a_study_and_take_a_participant_through_it(app, study):
     assert '<td data-label="Participants">1</td>' in maker.get(results_url).text
     assert browser(app).get(results_url).status_code == 403
     assert p.post(f"/studies/{sid}/answer", data={"trial": "x", "answer": "y"}).status_code == 422
+
+
+def test_one_browser_asking_at_once_gets_one_trial_and_options_are_fixed_per_image(app, study):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, made = study
+    sid = made["id"]
+    c = browser(app)
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda _: c.get(f"/api/v1/studies/{sid}/next").json()["trial"], range(8)))
+    assert len(set(ids)) == 1  # a double click or two tabs never open two trials
+    sheet = study[0].get(f"/api/v1/studies/{sid}/sheet.json").json()
+    by_hash = {s["sha256"]: s for s in sheet["stimuli"]}
+    for _ in range(2):  # the same image shows the same labels to everyone (only their order changes)
+        other = browser(app)
+        t = other.get(f"/api/v1/studies/{sid}/next").json()
+        stim = by_hash[hashlib.sha256(other.get(t["image"]).content).hexdigest()]
+        assert sorted(t["options"]) == sorted(stim["options"]["forced_choice"])
+        foils = [o for o in t["options"] if o != stim["label"]]
+        assert foils and all(f in {s["label"] for s in sheet["stimuli"] if s["kind"] == "fooling"} for f in foils)
+
+
+def test_the_headline_counts_fooling_images_and_the_controls_apart():
+    stimuli = [{"id": 0, "kind": "fooling", "condition": "gradient", "model": "m", "label": "7", "confidence": 1},
+               {"id": 1, "kind": "control", "condition": "control", "model": "m", "label": "3", "confidence": 1}]
+    study = {"id": "s", "title": "", "stimuli": stimuli,
+             "design": {"blocks": [{"block": 0, "task": "forced_choice", "chance": 0.5}]}}
+    rows = [{"participant": p, "block": 0, "stimulus": st, "answer": a, "agreed": int(a in ("7", "3"))}
+            for p in ("a", "b") for st, a in ((0, "7"), (0, "1"), (1, "3"), (1, "3"))]
+    block = studies.results(study, rows)["blocks"][0]
+    assert block["agreement"] == 0.5 and block["trials"] == 4  # the fooling images only
+    assert block["controls"]["agreement"] == 1.0 and block["controls"]["trials"] == 4
+
+
+def test_a_study_is_bounded_and_its_maker_deletes_it(app, study):
+    maker, made = study
+    owner = browser(app)
+    assert owner.post("/api/v1/studies", json=design(models=["lenet-mnist", "lenet-mnist"])).status_code == 422
+    budget = app.state.budgets["studies"]
+    app.state.budgets["studies"] = dataclasses.replace(budget, limit=0)
+    try:
+        r = owner.post("/api/v1/studies", json=design())
+        assert r.status_code == 507 and r.json()["budget"] == "studies"
+    finally:
+        app.state.budgets["studies"] = budget
+    r = owner.post("/api/v1/studies", json=design(trials_per_block=2, tasks=["options"]))
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert (app.state.studies.root / sid).is_dir()
+    assert browser(app).delete(f"/api/v1/studies/{sid}").status_code == 403
+    assert owner.delete(f"/api/v1/studies/{sid}").status_code == 204
+    assert owner.get(f"/api/v1/studies/{sid}").status_code == 404 and not (app.state.studies.root / sid).exists()
+    assert app.state.studies.sweep(0.0) == {"studies": 0} and app.state.studies.get(made["id"])  # newer: kept

@@ -24,6 +24,7 @@ import json
 import math
 import random
 import secrets
+import shutil
 import statistics
 import threading
 import time
@@ -69,7 +70,8 @@ CREATE TABLE IF NOT EXISTS study_trials (
     answered REAL,
     ms INTEGER
 );
-CREATE INDEX IF NOT EXISTS study_trials_who ON study_trials (study, participant, block, position);
+CREATE UNIQUE INDEX IF NOT EXISTS study_trials_slot ON study_trials (study, participant, block, position);
+CREATE UNIQUE INDEX IF NOT EXISTS study_trials_seen ON study_trials (study, participant, stimulus);
 CREATE INDEX IF NOT EXISTS studies_owner ON studies (owner);
 """
 
@@ -136,8 +138,9 @@ def missing_runs(candidates: list[dict], design: Design) -> list[dict]:
 
 
 def pick_stimuli(candidates: list[dict], controls: list[dict], design: Design, seed: int) -> list[dict]:
-    """A balanced, frozen set: as many of each (model, condition) as the smallest has (at least what
-    the blocks need), plus controls at about a quarter of the set."""
+    """A frozen set: up to an equal share of MAX_STIMULI * 3/4 from each (model, condition) (a group
+    with fewer gives what it has), no two images alike (by sha256, checked when they are read), plus
+    controls at about a quarter of the set."""
     rng = random.Random(seed)
     groups: dict[tuple[str, str], list[dict]] = {}
     for c in candidates:
@@ -156,20 +159,20 @@ def pick_stimuli(candidates: list[dict], controls: list[dict], design: Design, s
     return chosen[:MAX_STIMULI]
 
 
-def make_options(task: str, stim: dict, stimuli: list[dict], labels: list[str], rng: random.Random) -> list[str]:
-    """A trial's options, in random order ("none of these" last)."""
-    right = stim["label"]
-    if task == "forced_choice":  # another fooling image's label (another label of the model if none differs)
-        foils = sorted({s["label"] for s in stimuli if s["model"] == stim["model"] and s["label"] != right
-                        and s["kind"] == "fooling"})
-        foil = rng.choice(foils) if foils else rng.choice([x for x in labels if x != right])
-        options = [right, foil]
-        rng.shuffle(options)
-        return options
-    others = [x for x in labels if x not in (right, stim["runner_up"])]
-    options = [right, stim["runner_up"], rng.choice(others)]
-    rng.shuffle(options)
-    return options + [NONE]
+def freeze_options(stimuli: list[dict], labels: dict[str, list[str]], rng: random.Random) -> None:
+    """Each image's options, fixed when the study is made (a participant who sees the same image
+    under several cookies learns nothing from which labels come back): for ``forced_choice`` the
+    network's label and the label of another fooling image of the study, drawn as Zhou & Firestone
+    did (so a foil label is as common as the labels it stands beside); for ``options`` the
+    network's label, its runner-up and a random other label ("none of these" is added per trial)."""
+    fooling = [s for s in stimuli if s["kind"] == "fooling"]
+    for stim in stimuli:
+        right, names = stim["label"], labels[stim["model"]]
+        others = [s["label"] for s in fooling if s["model"] == stim["model"] and s["label"] != right]
+        foil = rng.choice(others) if others else rng.choice([x for x in names if x != right] or [right])
+        spare = [x for x in names if x not in (right, stim["runner_up"])]
+        stim["options"] = {"forced_choice": [right, foil],
+                           "options": [right, stim["runner_up"], *([rng.choice(spare)] if spare else [])]}
 
 
 # -- statistics ---------------------------------------------------------------------------------------
@@ -193,9 +196,9 @@ def t95(df: int) -> float:
 
 def block_results(rows: list[dict], chance: float) -> dict:
     """Agreement in one block: per participant (share and Wilson interval over their trials) and
-    overall: the mean of the participants' shares (people, not trials, are the unit), with the wider
-    of a t interval across participants and a Wilson interval over all trials (a few participants
-    who happen to agree equally must not make the interval vanish)."""
+    overall: the mean of the participants' shares (people, not trials, are the unit), with an
+    interval that covers both a t interval across participants and a Wilson interval over all
+    trials (a few participants who happen to agree equally must not make the interval vanish)."""
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["participant"], []).append(r)
@@ -228,7 +231,12 @@ def results(study: dict, rows: list[dict]) -> dict:
     out = []
     for b in study["design"]["blocks"]:
         rs = [r for r in rows if r["block"] == b["block"] and r["answer"] is not None]
-        res = {"block": b["block"], "task": b["task"], **block_results(rs, b["chance"])}
+        # The headline is the fooling images': the controls (which people nearly always get) apart
+        fooling = [r for r in rs if stimuli[r["stimulus"]]["kind"] == "fooling"]
+        res = {"block": b["block"], "task": b["task"], "images_counted": "fooling",
+               **block_results(fooling, b["chance"])}
+        controls = [r for r in rs if stimuli[r["stimulus"]]["kind"] != "fooling"]
+        res["controls"] = {k: v for k, v in block_results(controls, b["chance"]).items() if k != "per_participant"}
         conds: dict[str, list[dict]] = {}
         images: dict[int, list[dict]] = {}
         for r in rs:
@@ -311,11 +319,36 @@ class StudyStore:
                          (owner, limit))
         return rows
 
-    def count(self, owner: str | None = None) -> int:
-        q, args = ("SELECT COUNT(*) FROM studies", ()) if owner is None else \
-            ("SELECT COUNT(*) FROM studies WHERE owner=?", (owner,))
+    def count(self, owner: str | None = None, address: str | None = None) -> int:
+        q, args = "SELECT COUNT(*) FROM studies", ()
+        if owner is not None:
+            q, args = q + " WHERE owner=?", (owner,)
+        elif address is not None:
+            q, args = q + " WHERE address=?", (address,)
         with self._lock:
             return self._db.execute(q, args).fetchone()[0]
+
+    def count_trials(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM study_trials").fetchone()[0]
+
+    def participants(self, study_id: str) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT DISTINCT participant FROM study_trials WHERE study=?",
+                                                    (study_id,))}
+
+    def delete(self, study_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM study_trials WHERE study=?", (study_id,))
+            self._db.execute("DELETE FROM studies WHERE id=?", (study_id,))
+        shutil.rmtree(self.root / study_id, ignore_errors=True)
+
+    def sweep(self, cutoff: float) -> dict[str, int]:
+        """Retention: studies made before ``cutoff``, with their trials and images."""
+        old = [r["id"] for r in self._all("SELECT id FROM studies WHERE created < ?", (cutoff,))]
+        for study_id in old:
+            self.delete(study_id)
+        return {"studies": len(old)}
 
     def trials(self, study_id: str, participant: str | None = None) -> list[dict]:
         q = "SELECT * FROM study_trials WHERE study=?" + (" AND participant=?" if participant else "")
@@ -325,12 +358,25 @@ class StudyStore:
             r["options"] = json.loads(r["options"])
         return rows
 
-    def add_trial(self, trial: dict) -> None:
+    def open_or_new(self, study_id: str, participant: str, make) -> dict | None:
+        """This participant's open trial, or the one ``make(their trials)`` returns, added: the
+        read and the insert under one lock, so two requests at once never open two trials."""
         with self._lock:
-            self._db.execute("INSERT INTO study_trials (id, study, participant, block, position, stimulus, options, "
-                             "shown) VALUES (?,?,?,?,?,?,?,?)",
-                             (trial["id"], trial["study"], trial["participant"], trial["block"], trial["position"],
-                              trial["stimulus"], json.dumps(trial["options"]), trial["shown"]))
+            rows = [dict(r) for r in self._db.execute(
+                "SELECT * FROM study_trials WHERE study=? AND participant=? ORDER BY block, position",
+                (study_id, participant)).fetchall()]
+            for r in rows:
+                r["options"] = json.loads(r["options"])
+            open_ = [r for r in rows if r["answer"] is None]
+            if open_:
+                return open_[0]
+            trial = make(rows)
+            if trial is not None:
+                self._db.execute("INSERT INTO study_trials (id, study, participant, block, position, stimulus, "
+                                 "options, shown) VALUES (?,?,?,?,?,?,?,?)",
+                                 (trial["id"], trial["study"], trial["participant"], trial["block"],
+                                  trial["position"], trial["stimulus"], json.dumps(trial["options"]), trial["shown"]))
+            return trial
 
     def answer(self, trial_id: str, answer: str, ms: int) -> bool:
         with self._lock:
@@ -351,31 +397,32 @@ def scored(study: dict, rows: list[dict]) -> list[dict]:
     return [{**r, "agreed": agreed(study, r)} for r in rows]
 
 
-def next_trial(store: StudyStore, study: dict, participant: str, labels: dict[str, list[str]]) -> dict | None:
+def next_trial(store: StudyStore, study: dict, participant: str) -> dict | None:
     """This participant's open trial, or a new one, or None when every block is done. Each block is
-    ``trials_per_block`` images that this participant has not seen, drawn at random."""
+    ``trials_per_block`` images that this participant has not seen (by content: no two with the same
+    sha256), drawn at random; the options were fixed per image when the study was made."""
     design = study["design"]
-    mine = store.trials(study["id"], participant)
-    open_ = [t for t in mine if t["answer"] is None]
-    if open_:
-        return open_[0]
     per = design["trials_per_block"]
-    if len(mine) >= per * len(design["blocks"]):
-        return None
-    block, position = divmod(len(mine), per)
-    seen = {t["stimulus"] for t in mine}
-    rng = random.Random(secrets.randbits(64))
-    unseen = [i for i in range(len(study["stimuli"])) if i not in seen]
-    if not unseen:
-        return None
-    stim_i = rng.choice(unseen)
-    stim = study["stimuli"][stim_i]
-    task = design["blocks"][block]["task"]
-    trial = {"id": secrets.token_urlsafe(12), "study": study["id"], "participant": participant, "block": block,
-             "position": position, "stimulus": stim_i, "shown": time.time(),
-             "options": make_options(task, stim, study["stimuli"], labels[stim["model"]], rng)}
-    store.add_trial(trial)
-    return trial
+
+    def make(mine: list[dict]) -> dict | None:
+        if len(mine) >= per * len(design["blocks"]):
+            return None
+        block, position = divmod(len(mine), per)
+        seen = {study["stimuli"][t["stimulus"]]["sha256"] for t in mine}
+        unseen = [s["id"] for s in study["stimuli"] if s["sha256"] not in seen]
+        if not unseen:
+            return None
+        rng = random.Random(secrets.randbits(64))
+        stim = study["stimuli"][rng.choice(unseen)]
+        task = design["blocks"][block]["task"]
+        options = list(stim["options"][task])
+        rng.shuffle(options)
+        if task == "options":
+            options.append(NONE)
+        return {"id": secrets.token_urlsafe(12), "study": study["id"], "participant": participant, "block": block,
+                "position": position, "stimulus": stim["id"], "shown": time.time(), "options": options}
+
+    return store.open_or_new(study["id"], participant, make)
 
 
 def block_feedback(study: dict, trials: list[dict], block: int) -> dict | None:

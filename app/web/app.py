@@ -66,13 +66,14 @@ The same document as a reference page: [/redoc](/redoc). Python clients: docs/ap
 
 
 def budgets_for(settings: Settings, store: JobStore, rooms: ClassroomStore, experiments: ExperimentRunner,
-                reserved: Callable[[], int]) -> dict:
+                reserved: Callable[[], int], studies: StudyStore) -> dict:
     """The server-wide budgets (app.budgets), by name: GET /api/v1/budgets reports them. The disk
     counts saved jobs and uploads, what running jobs may still write (``reserved``), experiment
     folders and the databases."""
     data = Path(settings.data_dir)
     disk = DiskBudget.at_start(settings.disk_budget_bytes, data, [
         store.bytes_used, reserved, lambda: files_bytes(experiments.root.rglob("*")),
+        lambda: files_bytes(studies.root.rglob("*")),
         lambda: files_bytes(data.glob("*.sqlite3*"))])
     keep = f"retention removes them after FOOLING_RETENTION_DAYS ({settings.retention_days:g} days)"
     return {"disk": disk,
@@ -83,7 +84,11 @@ def budgets_for(settings: Settings, store: JobStore, rooms: ClassroomStore, expe
             "members": RowBudget("room members", "MAX_MEMBERS", settings.max_members, lambda: rooms.count("members"),
                                  f"closed rooms' members: {keep} (the instructor closes rooms no longer used)"),
             "experiments": RowBudget("experiments", "MAX_EXPERIMENTS", settings.max_experiments, experiments.count,
-                                     keep)}
+                                     keep),
+            "studies": RowBudget("studies", "MAX_STUDIES", settings.max_studies, studies.count,
+                                 f"{keep} (export their trials first); their makers and the instructor delete them"),
+            "study_trials": RowBudget("study trials", "MAX_STUDY_TRIALS", settings.max_study_trials,
+                                      studies.count_trials, f"{keep}, with their studies")}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -100,11 +105,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runner = make_runner(lab, store)
         app.state.experiments = ExperimentRunner(settings)
         app.state.classroom = ClassroomStore(settings.data_dir)
+        app.state.studies = StudyStore(settings.data_dir)
         app.state.budgets = budgets_for(settings, store, app.state.classroom, app.state.experiments,
-                                        app.state.runner.reserved_bytes)
+                                        app.state.runner.reserved_bytes, app.state.studies)
         app.state.runner.disk = app.state.budgets["disk"]
         sweepers = {"jobs": app.state.runner.expire, "classroom": app.state.classroom.sweep,
-                    "experiments": app.state.experiments.sweep}
+                    "experiments": app.state.experiments.sweep, "studies": app.state.studies.sweep}
         app.state.retention = retention = Retention(sweepers, settings.retention_days,
                                                     settings.sweep_interval_s).start()
         app.state.quiz = QuizPool(store, settings.data_dir, ROOT / "static" / "samples")
@@ -112,7 +118,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.feeds = RoomFeeds(app.state.classroom, app.state.runner, app.state.tiles)
         app.state.lineages = Lineages()
         app.state.noise = NoiseBaselines()
-        app.state.studies = StudyStore(settings.data_dir)
 
         # Loading happens beside the server so /healthz answers at once and /readyz tells when done.
         def loaded(_) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import random
+import secrets
 import time
 from typing import Literal
 
@@ -26,13 +28,13 @@ router = APIRouter(prefix="/api/v1", tags=["studies"])
 STUDY_ID = r"^[A-Za-z0-9_-]{8,32}$"
 TRIAL_ID = r"^[A-Za-z0-9_-]{8,64}$"
 MAX_STUDIES_PER_CLIENT = 20
-MAX_STUDIES = 1000
 MAX_PARTICIPANTS = 1000  # per study: each has at most trials_per_block x blocks rows
 
 
 class StudyDesign(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    models: list[str] = Field(min_length=1, max_length=4, description="model ids whose fooling images are shown")
+    models: list[str] = Field(min_length=1, max_length=4, json_schema_extra={"uniqueItems": True},
+                              description="model ids whose fooling images are shown (each once)")
     tasks: list[Literal["forced_choice", "options"]] = Field(
         ["forced_choice", "options"], min_length=1, max_length=2,
         description="one block per task, in this order: forced_choice (Zhou & Firestone: the network's label "
@@ -143,7 +145,7 @@ async def create_study(request: Request, design: StudyDesign = Body(openapi_exam
     and enough images for every block without showing one twice: otherwise 409, with the runs to
     make in `runs`."""
     who = identity(request)
-    owner = _participant(request)
+    owner = who.client if who.instructor else _participant(request)  # the instructor may sign in by token alone
     store = _store(request)
     for model in design.models:
         try:
@@ -154,10 +156,17 @@ async def create_study(request: Request, design: StudyDesign = Body(openapi_exam
             raise ApiError(409, f"model {model} is not available here: {entry.reason}", "models")
     if design.room:
         require_member(request, open_room(request, design.room), "studies", "room")
-    if await run_in_threadpool(store.count, owner) >= MAX_STUDIES_PER_CLIENT and not who.instructor:
-        raise ApiError(429, f"a browser may make at most {MAX_STUDIES_PER_CLIENT} studies", "studies")
-    if await run_in_threadpool(store.count) >= MAX_STUDIES:
-        raise ApiError(507, f"this server keeps at most {MAX_STUDIES} studies", "studies")
+    if len(set(design.models)) != len(design.models):
+        raise ApiError(422, "models: each model once", "models")
+    if not who.instructor:
+        if await run_in_threadpool(store.count, owner) >= MAX_STUDIES_PER_CLIENT:
+            raise ApiError(429, f"a browser may make at most {MAX_STUDIES_PER_CLIENT} studies: delete one first",
+                           "studies")
+        most = state.settings.max_studies_per_address
+        if await run_in_threadpool(store.count, None, who.address) >= most:
+            raise ApiError(429, f"your network (every browser and script at your address) has made {most} studies, "
+                                "the most this server takes from one (FOOLING_MAX_STUDIES_PER_ADDRESS)", "studies")
+    await run_in_threadpool(request.app.state.budgets["studies"].check)
     d = studies.Design(**design.model_dump(exclude={"title"}))
     candidates = await run_in_threadpool(studies.fooling_candidates, request.app.state.runner.store, d)
     need = d.trials_per_block * len(d.tasks)
@@ -173,13 +182,16 @@ async def create_study(request: Request, design: StudyDesign = Body(openapi_exam
     async with classroom_compute(request, "study"):
         controls = await _controls(request, state, d, need) if d.controls else []
         chosen = studies.pick_stimuli(candidates, controls, d, seed=int(time.time()))
-        stimuli, pngs = [], []
+        stimuli, pngs, hashes = [], [], set()
         for c in chosen:
             if c["kind"] == "fooling":
                 png, x = await run_in_threadpool(_read_png, c["path"])
             else:
                 x = c["x"]
                 png = await run_in_threadpool(to_png, x)
+            digest = hashlib.sha256(png).hexdigest()
+            if digest in hashes:
+                continue  # the same image twice (runs with equal seeds, a control for two models): once
             probs = (await state.scorer.probabilities(c["model"], x[None]))[0]
             conf, top = probs.topk(2)
             label = labels[c["model"]][int(top[0])]
@@ -194,12 +206,15 @@ async def create_study(request: Request, design: StudyDesign = Body(openapi_exam
             stimuli.append({"id": len(stimuli), "kind": c["kind"], "condition": c["condition"], "model": c["model"],
                             "source": c["source"], "label": label, "confidence": round(float(conf[0]), 6),
                             "runner_up": labels[c["model"]][int(top[1])], "transfer": transfer,
-                            "sha256": hashlib.sha256(png).hexdigest()})
+                            "sha256": digest})
             pngs.append(png)
+            hashes.add(digest)
     if sum(s["kind"] == "fooling" for s in stimuli) == 0 or len(stimuli) < need:
         raise ApiError(409, f"the design shows {need} images to each participant ({d.trials_per_block} per block), "
                             f"and only {len(stimuli)} qualify: make more runs like these", "trials_per_block",
                        extra={"runs": studies.missing_runs([], d)})
+    studies.freeze_options(stimuli, labels, random.Random(secrets.randbits(64)))
+    await run_in_threadpool(request.app.state.budgets["disk"].check, sum(len(p) for p in pngs))
     study = await run_in_threadpool(store.create, owner, who.address, design.title, d, stimuli, pngs)
     return {"id": study["id"], "links": _links(study["id"]), "stimuli": len(stimuli),
             "blocks": study["design"]["blocks"]}
@@ -235,23 +250,41 @@ def _may_take_part(request: Request, study: dict) -> str:
     return participant
 
 
+async def open_trial(request: Request, study: dict) -> dict | None:
+    """This browser's open or next trial of the study (None when it is done): the checks and caps of
+    taking part, then one atomic read-or-add in the store."""
+    participant = _may_take_part(request, study)
+    store = _store(request)
+    started = await run_in_threadpool(store.participants, study["id"])
+    if participant not in started:
+        if len(started) >= MAX_PARTICIPANTS:
+            raise ApiError(429, f"this study has its {MAX_PARTICIPANTS} participants", "study_id")
+        await run_in_threadpool(request.app.state.budgets["study_trials"].check,
+                                study["design"]["trials_per_block"] * len(study["design"]["blocks"]))
+    return await run_in_threadpool(studies.next_trial, store, study, participant)
+
+
 @router.get("/studies/{study_id}/next", summary="This browser's next trial (204 when it is done)",
             responses={200: examples.json_example(examples.STUDY_TRIAL), 204: {"description": "every block is done"},
-                       **error_responses(403, 404, 422, 429)})
-async def next_trial(request: Request, study_id: str = Path(pattern=STUDY_ID), state: Lab = Depends(lab)) -> Response:
+                       **error_responses(403, 404, 422, 429, 507)})
+async def next_trial(request: Request, study_id: str = Path(pattern=STUDY_ID)) -> Response:
     """The open trial again, or a new one: an image this browser has not seen in this study, and the
     options of its block's task. No feedback until a block is done."""
     study = _study(request, study_id)
-    participant = _may_take_part(request, study)
-    store = _store(request)
-    started = {t["participant"] for t in await run_in_threadpool(store.trials, study_id)}
-    if participant not in started and len(started) >= MAX_PARTICIPANTS:
-        raise ApiError(429, f"this study has its {MAX_PARTICIPANTS} participants", "study_id")
-    labels = {m: state.registry.get(m).labels for m in {s["model"] for s in study["stimuli"]}}
-    t = await run_in_threadpool(studies.next_trial, store, study, participant, labels)
+    t = await open_trial(request, study)
     if t is None:
         return Response(status_code=204)
     return JSONResponse(_trial_view(study, t), headers={"Cache-Control": "no-store"})
+
+
+@router.delete("/studies/{study_id}", status_code=204, summary="Delete a study, its images and its trials",
+               responses={204: {"description": "deleted"}, **error_responses(403, 404, 422)})
+async def delete_study(request: Request, study_id: str = Path(pattern=STUDY_ID)) -> Response:
+    """For the study's maker and the instructor. Export the trials first: nothing of it is kept."""
+    study = _study(request, study_id)
+    _owner_only(request, study, "deleting")
+    await run_in_threadpool(_store(request).delete, study_id)
+    return Response(status_code=204)
 
 
 @router.get("/studies/{study_id}/trials/{trial_id}.png", response_class=Response, summary="A trial's image",
@@ -296,10 +329,11 @@ async def answer(request: Request, body: TrialAnswer = Body(openapi_examples=exa
 @router.get("/studies/{study_id}/results", summary="Agreement per block, participant, condition and image",
             responses={200: examples.json_example(examples.STUDY_RESULTS), **error_responses(403, 404, 422)})
 async def study_results(request: Request, study_id: str = Path(pattern=STUDY_ID)) -> dict:
-    """Per block: `task`, `chance`, `participants`, `trials`, `agreement` and `ci95` ([low, high]):
-    the mean of the participants' agreement, and the wider of a t interval across them and a Wilson
-    interval over all trials; per participant (Wilson), per condition and per image beside the
-    network's confidence. For the study's maker and the instructor."""
+    """Per block: `task`, `chance`, `participants`, `trials`, `agreement` and `ci95` ([low, high])
+    on the fooling images: the mean of the participants' agreement, with an interval covering both
+    a t interval across them and a Wilson interval over all trials; `controls` the same for the
+    real images; per participant (Wilson), per condition and per image beside the network's
+    confidence and its transfer. For the study's maker and the instructor."""
     study = _study(request, study_id)
     _owner_only(request, study, "the results")
     rows = await run_in_threadpool(_store(request).trials, study_id)
@@ -355,6 +389,9 @@ async def controls(request: Request, model: str = Query("lenet-mnist", max_lengt
         raise ApiError(404, f"unknown model {model!r}", "model") from None
     if not entry.available:
         raise ApiError(409, f"model {model} is not available here: {entry.reason}", "model")
+    cache = request.app.state.__dict__.setdefault("controls_cache", {})  # the photos do not change while it runs
+    if entry.id in cache:
+        return cache[entry.id]
     pool = request.app.state.quiz
     items: list[tuple[str, str, str, str, torch.Tensor]] = []
     if entry.input_shape == (1, 28, 28) and entry.num_classes == 10:
@@ -376,7 +413,8 @@ async def controls(request: Request, model: str = Query("lenet-mnist", max_lengt
             if entry.labels[int(p.argmax())] == label:
                 out.append({"url": url, "label": label, "licence": licence, "source": source,
                             "confidence": round(float(p.max()), 6)})
-    return {"model": entry.id, "controls": out}
+    cache[entry.id] = {"model": entry.id, "controls": out}  # bounded: one entry per registered model
+    return cache[entry.id]
 
 
 @router.get("/controls/mnist/{index}.png", response_class=Response, summary="An MNIST control digit",
@@ -400,4 +438,8 @@ async def control_photo(request: Request, folder: str = Path(pattern=r"^[A-Za-z0
     if photo is None:
         raise ApiError(404, f"no control photo {folder}/{name}", "name")
     kind = "image/png" if name.lower().endswith(".png") else "image/jpeg"
-    return Response(photo["path"].read_bytes(), media_type=kind, headers={"Cache-Control": "public, max-age=86400"})
+    try:
+        data = await run_in_threadpool(photo["path"].read_bytes)
+    except OSError:
+        raise ApiError(404, f"control photo {folder}/{name} is listed but gone from the disk", "name") from None
+    return Response(data, media_type=kind, headers={"Cache-Control": "public, max-age=86400"})

@@ -36,11 +36,9 @@ async def study_page(request: Request, study_id: str = StudyId, begin: int = Que
     ctx["feedback"] = [f for b in range(len(ctx["blocks"])) if (f := studies.block_feedback(study, mine, b))]
     if not mine and not begin:
         return templates.TemplateResponse(request, "study.html", ctx)  # consent and the first instruction
-    response = await studies_api.next_trial(request, study_id, state)
-    if response.status_code == 200:
-        trial = next(t for t in await run_in_threadpool(store.trials, study_id, who.client) if t["answer"] is None)
-        ctx["trial"] = studies_api._trial_view(study, trial)
-    ctx["done"] = ctx["trial"] is None
+    trial = await studies_api.open_trial(request, study)
+    ctx["trial"] = studies_api._trial_view(study, trial) if trial is not None else None
+    ctx["done"] = trial is None
     return templates.TemplateResponse(request, "study.html", ctx)
 
 
@@ -51,7 +49,12 @@ async def study_answer(request: Request, study_id: str = StudyId, trial: str = F
         body = studies_api.TrialAnswer(trial=trial, answer=answer)
     except ValidationError:
         raise ApiError(422, "trial is missing or malformed", "trial") from None
-    reply = await studies_api.answer(request, body, study_id)
+    try:
+        reply = await studies_api.answer(request, body, study_id)
+    except ApiError as exc:
+        if exc.status_code == 409:  # answered already (a second click, another tab): on to the next image
+            return RedirectResponse(f"/studies/{study_id}?begin=1", status_code=303)
+        raise
     if reply["block_complete"]:  # the block's feedback, then the next block when they are ready
         study = studies_api._study(request, study_id)
         ctx = {"study": study, "blocks": study["design"]["blocks"], "ended": reply["feedback"],
