@@ -160,6 +160,9 @@ def test_intervals():
     assert r["participants"] == 2 and r["agreement"] == 0.5  # the mean of 0.75 and 0.25
     assert r["ci95"][0] == 0.0 and r["ci95"][1] == 1.0  # two people who disagree tell us little
     assert r["above_chance"] is False
+    assert [p["dprime"] for p in r["per_participant"]] == [0.9539, -0.9539]  # sqrt(2) z(0.75), sqrt(2) z(0.25)
+    assert r["dprime"] == 0.0 and studies.dprime_2afc(4, 4) == 1.6268  # a perfect 4 of 4: sqrt(2) z(7/8)
+    assert "dprime" not in block_results(rows, 0.25)  # d' is for the two-label task
     same = block_results([{**row, "agreed": 1 - row["agreed"]} if row["participant"] == "b" else row
                           for row in rows], 0.5)
     assert same["agreement"] == 0.75 and same["ci95"] == wilson(6, 8)  # equal shares: the trials' interval
@@ -259,3 +262,27 @@ def test_a_study_is_bounded_and_its_maker_deletes_it(app, study):
     assert owner.delete(f"/api/v1/studies/{sid}").status_code == 204
     assert owner.get(f"/api/v1/studies/{sid}").status_code == 404 and not (app.state.studies.root / sid).exists()
     assert app.state.studies.sweep(0.0) == {"studies": 0} and app.state.studies.get(made["id"])  # newer: kept
+
+
+def test_a_room_runs_its_own_study(app):
+    """The instructor makes a room; its members' runs are the study's images; only members take part."""
+    teacher = TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"})
+    code = teacher.post("/api/v1/rooms", json={"title": "Study day"}).json()["code"]
+    alice, bob = browser(app), browser(app)
+    for who, name in ((alice, "Alice"), (bob, "Bob")):
+        assert who.post(f"/api/v1/rooms/{code}/join", json={"nickname": name}).status_code == 200
+    job = alice.post("/api/v1/jobs", json={"model": "lenet-mnist", "method": "gradient", "targets": "all",
+                                           "steps": 300, "seed": 9, "params": {"stop_at": 0.995}}).json()
+    wait(alice, job["id"])
+    spec = design(room=code, conditions=["gradient"], tasks=["forced_choice"], trials_per_block=3)
+    r = teacher.post("/api/v1/studies", json=spec)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    sheet = teacher.get(f"/api/v1/studies/{sid}/sheet.json").json()
+    assert {s["source"].split(":")[1] for s in sheet["stimuli"] if s["kind"] == "fooling"} == {job["id"]}
+    assert sheet["design"]["room"] == code
+    assert browser(app).get(f"/api/v1/studies/{sid}/next").status_code == 403  # not a member
+    seen, _ = take_part(bob, sid, lambda t: t["options"][0])
+    assert len(seen) == 3
+    res = teacher.get(f"/api/v1/studies/{sid}/results").json()["blocks"][0]
+    assert res["participants"] + res["controls"]["participants"] >= 1 and "dprime" in res

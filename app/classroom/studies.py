@@ -194,6 +194,13 @@ def t95(df: int) -> float:
     return T95.get(df) or T95[max(k for k in T95 if k <= df)]
 
 
+def dprime_2afc(k: int, n: int) -> float:
+    """d' for k of n correct in a two-alternative forced choice: sqrt(2) z(k/n), the proportion kept
+    off 0 and 1 by half a trial (so that a perfect score gives a finite d')."""
+    p = min(max(k / n, 0.5 / n), 1 - 0.5 / n)
+    return round(math.sqrt(2) * statistics.NormalDist().inv_cdf(p), 4)
+
+
 def block_results(rows: list[dict], chance: float) -> dict:
     """Agreement in one block: per participant (share and Wilson interval over their trials) and
     overall: the mean of the participants' shares (people, not trials, are the unit), with an
@@ -210,6 +217,9 @@ def block_results(rows: list[dict], chance: float) -> dict:
     shares = [p["agreement"] for p in people]
     k, n = sum(p["agreed"] for p in people), len(rows)
     pooled = wilson(k, n)
+    if chance == 0.5:  # two-alternative forced choice: sensitivity d' = sqrt(2) z(proportion agreeing)
+        for p in people:
+            p["dprime"] = dprime_2afc(p["agreed"], p["trials"])
     if len(shares) >= 2:
         mean, sd = statistics.mean(shares), statistics.stdev(shares)
         half = t95(len(shares) - 1) * sd / math.sqrt(len(shares))
@@ -218,7 +228,9 @@ def block_results(rows: list[dict], chance: float) -> dict:
     else:
         agreement, ci = (round(k / n, 4) if n else None), pooled
     named = [r for r in rows if r["answer"] != NONE]
-    return {"chance": chance, "participants": len(people), "trials": n, "agreement": agreement, "ci95": ci,
+    extra = {"dprime": round(statistics.mean(p["dprime"] for p in people), 4) if people else None} \
+        if chance == 0.5 else {}
+    return {"chance": chance, "participants": len(people), "trials": n, "agreement": agreement, "ci95": ci, **extra,
             "above_chance": None if ci is None else ci[0] > chance,
             "agreement_among_named": round(sum(r["agreed"] for r in named) / len(named), 4) if named else None,
             "per_participant": people}
