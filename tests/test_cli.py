@@ -27,7 +27,7 @@ def run(*args: str, **kw) -> subprocess.CompletedProcess:
 
 
 def commands(help_text: str) -> list[str]:
-    names = ["serve", "fetch-mnist", "fetch-weights", "train-lenet", "fool", "experiment"]
+    names = ["serve", "fetch-mnist", "fetch-photos", "fetch-weights", "train-lenet", "fool", "experiment"]
     return [n for n in names if n in help_text]
 
 

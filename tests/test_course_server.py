@@ -157,7 +157,8 @@ def test_a_full_disk_budget_is_507_naming_it_and_reported_to_the_instructor(app,
         disk.limit = saved
     assert browser(app).get("/api/v1/budgets").status_code == 403
     report = teacher(app).get("/api/v1/budgets").json()
-    assert set(report["budgets"]) == {"disk", "lineages", "quiz_items", "members", "experiments"}
+    assert set(report["budgets"]) == {"disk", "lineages", "quiz_items", "members", "experiments", "studies",
+                                      "study_trials"}
     assert report["budgets"]["disk"]["limit"] == saved and report["budgets"]["lineages"]["limit"] == 3
     assert 'data-budget="disk"' in TestClient(app, cookies=_signed_in(app)).get("/instructor").text
 

@@ -355,12 +355,12 @@ class StudyStore:
             self._db.execute("DELETE FROM studies WHERE id=?", (study_id,))
         shutil.rmtree(self.root / study_id, ignore_errors=True)
 
-    def sweep(self, cutoff: float) -> dict[str, int]:
-        """Retention: studies made before ``cutoff``, with their trials and images."""
+    def sweep(self, cutoff: float) -> int:
+        """Retention: studies made before ``cutoff``, with their trials and images; how many."""
         old = [r["id"] for r in self._all("SELECT id FROM studies WHERE created < ?", (cutoff,))]
         for study_id in old:
             self.delete(study_id)
-        return {"studies": len(old)}
+        return len(old)
 
     def trials(self, study_id: str, participant: str | None = None) -> list[dict]:
         q = "SELECT * FROM study_trials WHERE study=?" + (" AND participant=?" if participant else "")
