@@ -28,6 +28,7 @@ from app.serving.lab import Lab
 from app.settings import ROOT, Settings
 from app.web import api_docs, errors, openapi, paths  # noqa: F401 (paths registers URL convertors)
 from app.web.api import breed as breed_api
+from app.web.api import controls as controls_api
 from app.web.api import experiments as experiments_api
 from app.web.api import health, models, score
 from app.web.api import jobs as jobs_api
@@ -162,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rooms_api.router)
     app.include_router(quiz_api.router)
     app.include_router(studies_api.router)
+    app.include_router(controls_api.router)
     app.include_router(breed_api.router)
     app.include_router(lab_pages.router)
     app.include_router(run_pages.router)
