@@ -83,6 +83,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "noise-imagenet-median": lambda: pct(noise("efficientnet-lite0-imagenet")["median"]),
     "noise-imagenet-p95": lambda: pct(noise("efficientnet-lite0-imagenet")["p95"]),
     "noise-imagenet-label": lambda: noise("efficientnet-lite0-imagenet")["top_label"],
+    "noise-imagenet-share": lambda: pct(noise("efficientnet-lite0-imagenet")["top_label_share"], 0),
     # ImageNet CPPN evolution over seeds, through the CLI (bench/results/showcase-seeds.json)
     "showcase-median": lambda: pct(showcase()["median_of_medians"]),
     "showcase-range": lambda: f"{pct(showcase()['min_median'])}–{pct(showcase()['max_median'])}",

@@ -1,6 +1,6 @@
 """The honest baseline: how confident is the network on random images?
 
-The paper says random images get low confidence. We measure it: batches of uniform noise (or
+Random images are often said to get low confidence. We measure it: batches of uniform noise (or
 random CPPNs) are scored, the archive keeps the best per target, and ``extra`` reports the
 distribution (median top confidence, which class wins how often) so a LeNet that calls most
 noise "8" shows it.
@@ -57,7 +57,7 @@ def noise_images(shape: tuple[int, int, int], n: int | None = None, seed: int = 
 
 def noise_summary(probs: torch.Tensor, labels: list[str], seed: int = NOISE_SEED) -> dict:
     """What the network says of random images: their top-1 confidence (median, 95th percentile) and
-    the label it gives most often, with its share. The paper says random images get low confidence;
+    the label it gives most often, with its share. One might expect random images to get low confidence;
     this measures it per model (a LeNet calls most noise one digit, confidently)."""
     top, arg = probs.max(1)
     wins = torch.bincount(arg, minlength=len(labels))

@@ -1,15 +1,16 @@
 """How three genes (or three CPPN outputs) per pixel become an RGB pixel.
 
-The paper says HSV; its code reads both encodings' colour genes as OpenCV HLS. This lab's direct
-encoding reads them as RGB by default and its CPPNs as HLS (the code's); the ``color`` parameter
-picks any of the three for either encoding.
+The paper says HSV; its code reads both encodings' colour genes as OpenCV HLS on 8 bits, where a
+hue byte counts 2 degrees, so int(gene * 255) spans 510 degrees and wraps (``hls8``). This lab's
+direct encoding reads genes as RGB by default and its CPPNs as HLS with the hue over one turn
+(``hls``); the ``color`` parameter picks any of the four for either encoding.
 """
 
 from __future__ import annotations
 
 import torch
 
-COLORS = ("rgb", "hsv", "hls")
+COLORS = ("rgb", "hsv", "hls", "hls8")
 
 
 def hls_to_rgb(h: torch.Tensor, lum: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -38,6 +39,9 @@ def to_rgb(x: torch.Tensor, color: str) -> torch.Tensor:
         return x
     if color == "hls":
         return hls_to_rgb(x[:, 0], x[:, 1], x[:, 2])
+    if color == "hls8":  # the paper's code: int(gene * 255) as an 8-bit OpenCV hue, which counts 2 degrees
+        hue = (torch.floor(x[:, 0] * 255) * 2 / 360) % 1.0  # a step: hues wrap past 360 (0-150 twice as often)
+        return hls_to_rgb(hue, x[:, 1], x[:, 2])
     if color == "hsv":
         return hsv_to_rgb(x[:, 0], x[:, 1], x[:, 2])
     raise ValueError(f"color must be one of {', '.join(COLORS)}, not {color!r}")

@@ -33,14 +33,15 @@ def polynomial_mutation(x: torch.Tensor, rate: float, eta: float, gen: torch.Gen
 
 
 CROSS_RATE = 0.5  # the paper's code: a pair of parents is crossed with this probability ...
-ETA_C = 10.0  # ... by SBX with this distribution index, each gene with probability 1/2
+ETA_C = 10.0  # ... by SBX with this distribution index
 
 
 def sbx(a: torch.Tensor, b: torch.Tensor, gen: torch.Generator, eta: float = ETA_C) -> torch.Tensor:
-    """Deb's simulated binary crossover, bounded to [0, 1], as in the paper's Sferes code: for each
-    row, one of the two children of parents a[i] and b[i]. Each gene is crossed with probability
-    1/2 (and only where the parents differ); the two children's genes are swapped with probability
-    1/2, so the child kept is either one."""
+    """Deb's simulated binary crossover, bounded to [0, 1], as in the paper's Sferes code
+    (gen/evo_float_image.hpp): for each row, one of the two children of parents a[i] and b[i].
+    Every gene where the parents differ is crossed; the two children's genes are swapped with
+    probability 1/2, so the child kept is either one. Where they are equal the gene is kept (the
+    code leaves such a gene at its fresh child's 0.5, a quirk not copied: see docs/paper.md)."""
     y1, y2 = torch.minimum(a, b), torch.maximum(a, b)
     gap = (y2 - y1).clamp_min(1e-14)
     u = torch.rand(a.shape, generator=gen, device=a.device)
@@ -53,9 +54,7 @@ def sbx(a: torch.Tensor, b: torch.Tensor, gen: torch.Generator, eta: float = ETA
     c1 = (0.5 * ((y1 + y2) - spread(1.0 + 2.0 * y1 / gap) * gap)).clamp(0, 1)
     c2 = (0.5 * ((y1 + y2) + spread(1.0 + 2.0 * (1.0 - y2) / gap) * gap)).clamp(0, 1)
     swap = torch.rand(a.shape, generator=gen, device=a.device) < 0.5
-    child = torch.where(swap, c2, c1)
-    crossed = (torch.rand(a.shape, generator=gen, device=a.device) < 0.5) & ((a - b).abs() > 1e-14)
-    return torch.where(crossed, child, a)
+    return torch.where((a - b).abs() > 1e-14, torch.where(swap, c2, c1), a)
 
 
 class DirectEncoding:

@@ -46,7 +46,7 @@ PRESETS = [
            {"model": "efficientnet-lite0-imagenet", "method": "gradient", "encoding": "direct",
             "targets": SHOWCASE, "steps": 100, "seed": 0, "params": {"stop_at": 0.99}}),
     Preset("noise-baseline", "How sure is LeNet about pure noise?",
-           "The honest baseline: 10,000 uniform-noise images scored. The paper expects low confidence; "
+           "The honest baseline: 10,000 uniform-noise images scored. One might expect low confidence; "
            "see what this LeNet does.",
            {"model": "lenet-mnist", "method": "random", "targets": "all", "seed": 0,
             "params": {"batches": 10, "batch_size": 1000}}),

@@ -29,7 +29,8 @@ PARAM_NOTES = {
     "cppn_inputs": "evolution with the cppn encoding: coordinates in [-1, 1] (unit, the default) or raw pixel "
                    "indices (pixels, the paper's code)",
     "color": "evolution and random images: how three genes make a pixel: rgb (direct's default), hls (cppn's "
-             "default, the paper's code) or hsv (the paper's text); a grey model has no colour",
+             "default: HLS over one turn), hls8 (the paper's code: an 8-bit OpenCV hue, 510 degrees that wrap) or "
+             "hsv (the paper's text); a grey model has no colour",
     "crossover": "evolve, map-elites with the direct encoding: none (the default, the paper's text) or sbx "
                  "(simulated binary crossover, p 0.5, eta 10: the paper's code)",
 }
