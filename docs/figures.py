@@ -88,6 +88,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "showcase-median": lambda: pct(showcase()["median_of_medians"]),
     "showcase-range": lambda: f"{pct(showcase()['min_median'])}–{pct(showcase()['max_median'])}",
     "showcase-seeds": lambda: f"seeds {', '.join(map(str, showcase()['seeds']))}",
+    "showcase-generations": lambda: f"{showcase()['generations']:,}",
     "showcase-evals": lambda: f"{statistics.median(r['evaluations'] for r in showcase()['runs']):,.0f}",
     # PGD (bench/results/fooling.json)
     "pgd-success": lambda: "{ours_success} of {images}".format(**load("bench/results/fooling.json")["pgd"]),
