@@ -22,7 +22,7 @@ from app.classroom.store import CODE_PATTERN
 from app.serving.imaging import to_png
 from app.serving.lab import Lab
 from app.web.api import examples
-from app.web.deps import classroom_compute, identity, lab, open_room, require_member
+from app.web.deps import available_model, classroom_compute, identity, lab, open_room, require_member
 from app.web.errors import ApiError, error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["studies"])
@@ -144,11 +144,9 @@ async def create_study(request: Request, design: StudyDesign = Body(openapi_exam
     store = _store(request)
     for model in design.models:
         try:
-            entry = state.registry.get(model)
-        except Exception:
-            raise ApiError(422, f"unknown model {model!r}", "models") from None
-        if not entry.available:
-            raise ApiError(409, f"model {model} is not available here: {entry.reason}", "models")
+            available_model(state, model, "models")
+        except ApiError as exc:  # an unknown id is a bad design (422); an unavailable model, 409
+            raise ApiError(422 if exc.status_code == 404 else exc.status_code, exc.detail, "models") from None
     if design.room:
         require_member(request, open_room(request, design.room), "studies", "room")
     if len(set(design.models)) != len(design.models):
