@@ -76,12 +76,6 @@ CREATE INDEX IF NOT EXISTS studies_owner ON studies (owner);
 """
 
 
-class StudyError(ValueError):
-    def __init__(self, kind: str, detail: str, field: str | None = None, runs: list[dict] | None = None) -> None:
-        super().__init__(detail)
-        self.kind, self.detail, self.field, self.runs = kind, detail, field, runs
-
-
 @dataclass(frozen=True)
 class Design:
     models: list[str]
@@ -120,7 +114,7 @@ def fooling_candidates(jobs: JobStore, design: Design, limit: int = 500) -> list
             path = jobs.root / rec["id"] / f"{int(t['position'])}.png"
             if t["confidence"] >= design.min_confidence and path.is_file():
                 out.append({"kind": "fooling", "condition": cond, "model": spec["model"], "path": path,
-                            "source": f"job:{rec['id']}:{t['position']}", "target_label": t["label"]})
+                            "source": f"job:{rec['id']}:{t['position']}"})
     return out
 
 

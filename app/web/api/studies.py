@@ -314,7 +314,7 @@ async def answer(request: Request, body: TrialAnswer = Body(openapi_examples=exa
     ms = int(max(0.0, time.time() - trial["shown"]) * 1000)
     if not await run_in_threadpool(store.answer, body.trial, body.answer, ms):
         raise ApiError(409, "that trial is already answered", "trial")
-    mine = await run_in_threadpool(store.trials, study_id, participant)
+    trial["answer"] = body.answer  # as now stored: the block's feedback needs no second read
     feedback = studies.block_feedback(study, mine, trial["block"])
     return {"recorded": True, "block": trial["block"], "block_complete": feedback is not None, "feedback": feedback}
 
