@@ -97,6 +97,7 @@ class Settings:
     max_studies: int = 200  # human studies kept (each holds up to 120 images)
     max_study_trials: int = 200_000  # their trials, answered or not
     max_studies_per_address: int = 50  # studies made from one network (every browser and script at it)
+    max_study_trials_per_address: int = 50_000  # trials shown at one network: a quarter of all, a class's many times
     # Request bodies: JSON and form bodies get this; routes that take images or arrays their own
     max_json_bytes: int = 1 * 2**20
     instructor_session_s: float = 12 * 3600.0  # an instructor sign-in lasts this long

@@ -111,6 +111,7 @@ def _bench(script: str):
 # Whole tables: `<!-- bench:NAME -->` ... `<!-- /bench:NAME -->` hold what the script prints from its JSON.
 BLOCKS: dict[str, Callable[[], str]] = {
     "fooling": lambda: _bench("fooling").markdown(load("bench/results/fooling.json")),
+    "experiments": lambda: (lambda m: m.markdown(m.kept()))(_bench("experiments")),
 }
 BLOCK = re.compile(r"(<!-- bench:([a-z0-9-]+) -->\n)(.*?)(\n<!-- /bench:\2 -->)", re.S)
 

@@ -49,6 +49,20 @@ def test_alexnet_listed_and_unavailable_with_reason_when_not_cached(tmp_path, mo
     assert not e.available and str(tmp_path) in e.reason and "fetch-weights" in e.reason
 
 
+def test_the_copies_of_torchvisions_names_are_torchvisions():
+    # ImageNet's class names and the weights' file names are kept in app/ so that starting the
+    # server or the command line does not import torchvision; they must stay what torchvision says.
+    import os
+
+    import torchvision.models as tvm
+
+    for weights in (tvm.ResNet18_Weights, tvm.AlexNet_Weights, tvm.ResNet50_Weights):
+        assert builtin.imagenet_labels() == list(weights.IMAGENET1K_V1.meta["categories"])
+    for model_id, (arch, enum, *_, file) in builtin.TORCHVISION.items():
+        url = getattr(tvm, enum).IMAGENET1K_V1.url
+        assert os.path.basename(url) == file and hasattr(tvm, arch), model_id
+
+
 def test_torchvision_weights_load_when_cached(tmp_path, monkeypatch):
     # Stand in for a cached download: a real AlexNet state dict at torch's cache path.
     import torchvision

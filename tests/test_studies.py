@@ -264,6 +264,24 @@ def test_a_study_is_bounded_and_its_maker_deletes_it(app, study):
     assert app.state.studies.sweep(0.0) == 0 and app.state.studies.get(made["id"])  # newer: kept
 
 
+def test_one_network_cannot_take_every_trial(app, study):
+    # Scripts that make a fresh cookie per participant all share their address: the trials shown at
+    # it are capped, so that one network cannot fill the server's trial budget for every other study.
+    _, made = study
+    first = browser(app)
+    assert first.get(f"/api/v1/studies/{made['id']}/next").status_code == 200
+    shown = app.state.studies.count_trials("testclient")
+    assert shown >= 1 and shown == app.state.studies.count_trials()  # every trial so far came from this address
+    lab = app.state.lab
+    lab.settings = dataclasses.replace(lab.settings, max_study_trials_per_address=shown)
+    try:
+        r = browser(app).get(f"/api/v1/studies/{made['id']}/next")
+        assert r.status_code == 429 and "FOOLING_MAX_STUDY_TRIALS_PER_ADDRESS" in r.json()["detail"], r.text
+        assert first.get(f"/api/v1/studies/{made['id']}/next").status_code == 200  # one who started goes on
+    finally:
+        lab.settings = dataclasses.replace(lab.settings, max_study_trials_per_address=50_000)
+
+
 def test_a_room_runs_its_own_study(app):
     """The instructor makes a room; its members' runs are the study's images; only members take part."""
     teacher = TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"})

@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS study_trials (
     shown REAL NOT NULL,
     answer TEXT,
     answered REAL,
-    ms INTEGER
+    ms INTEGER,
+    address TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS study_trials_slot ON study_trials (study, participant, block, position);
 CREATE UNIQUE INDEX IF NOT EXISTS study_trials_seen ON study_trials (study, participant, stimulus);
@@ -293,6 +294,10 @@ class StudyStore:
         self.path = Path(data_dir) / "studies.sqlite3"
         self._db = connect(self.path, SCHEMA)
         self._lock = threading.Lock()
+        # the network each trial was shown to (a per-network cap); a database from before it gains the column
+        if "address" not in {r[1] for r in self._db.execute("PRAGMA table_info(study_trials)")}:
+            self._db.execute("ALTER TABLE study_trials ADD COLUMN address TEXT NOT NULL DEFAULT ''")
+        self._db.execute("CREATE INDEX IF NOT EXISTS study_trials_address ON study_trials (address)")
 
     def _all(self, query: str, args: tuple = ()) -> list[dict]:
         with self._lock:
@@ -334,9 +339,12 @@ class StudyStore:
         with self._lock:
             return self._db.execute(q, args).fetchone()[0]
 
-    def count_trials(self) -> int:
+    def count_trials(self, address: str | None = None) -> int:
+        """Trials shown, in all studies: all of them, or those shown at one network address."""
+        q, args = ("SELECT COUNT(*) FROM study_trials", ()) if address is None else \
+            ("SELECT COUNT(*) FROM study_trials WHERE address=?", (address,))
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM study_trials").fetchone()[0]
+            return self._db.execute(q, args).fetchone()[0]
 
     def participants(self, study_id: str) -> set[str]:
         with self._lock:
@@ -364,7 +372,7 @@ class StudyStore:
             r["options"] = json.loads(r["options"])
         return rows
 
-    def open_or_new(self, study_id: str, participant: str, make) -> dict | None:
+    def open_or_new(self, study_id: str, participant: str, make, address: str = "") -> dict | None:
         """This participant's open trial, or the one ``make(their trials)`` returns, added: the
         read and the insert under one lock, so two requests at once never open two trials."""
         with self._lock:
@@ -379,9 +387,10 @@ class StudyStore:
             trial = make(rows)
             if trial is not None:
                 self._db.execute("INSERT INTO study_trials (id, study, participant, block, position, stimulus, "
-                                 "options, shown) VALUES (?,?,?,?,?,?,?,?)",
+                                 "options, shown, address) VALUES (?,?,?,?,?,?,?,?,?)",
                                  (trial["id"], trial["study"], trial["participant"], trial["block"],
-                                  trial["position"], trial["stimulus"], json.dumps(trial["options"]), trial["shown"]))
+                                  trial["position"], trial["stimulus"], json.dumps(trial["options"]), trial["shown"],
+                                  address))
             return trial
 
     def answer(self, trial_id: str, answer: str, ms: int) -> bool:
@@ -403,7 +412,7 @@ def scored(study: dict, rows: list[dict]) -> list[dict]:
     return [{**r, "agreed": agreed(study, r)} for r in rows]
 
 
-def next_trial(store: StudyStore, study: dict, participant: str) -> dict | None:
+def next_trial(store: StudyStore, study: dict, participant: str, address: str = "") -> dict | None:
     """This participant's open trial, or a new one, or None when every block is done. Each block is
     ``trials_per_block`` images that this participant has not seen (by content: no two with the same
     sha256), drawn at random; the options were fixed per image when the study was made."""
@@ -428,7 +437,7 @@ def next_trial(store: StudyStore, study: dict, participant: str) -> dict | None:
         return {"id": secrets.token_urlsafe(12), "study": study["id"], "participant": participant, "block": block,
                 "position": position, "stimulus": stim["id"], "shown": time.time(), "options": options}
 
-    return store.open_or_new(study["id"], participant, make)
+    return store.open_or_new(study["id"], participant, make, address)
 
 
 def block_feedback(study: dict, trials: list[dict], block: int) -> dict | None:

@@ -110,6 +110,7 @@ def run_ensemble(ctx: Context) -> dict:
     ens = Ensemble(members).eval()
     targets = list(range(10))
     gens = 500 if ctx.quick else 5000
+    steps = 300 if ctx.quick else 2000  # the full ensemble needed about 500
     ctx.log("evolving against one network")
     _, single = evolve_fooling(members[0], targets, ctx.seed, gens)
     ctx.log(f"evolving against the ensemble of {len(members)}")
@@ -118,9 +119,10 @@ def run_ensemble(ctx: Context) -> dict:
 
     def gradient_steps(model: nn.Module) -> dict:
         snap, reached = None, None
-        for snap in gradient_ascent(model, targets, (1, 28, 28), 10, GradientParams(steps=2000, seed=ctx.seed)):
-            if reached is None and bool((snap.confidence >= SUCCESS).all()):
+        for snap in gradient_ascent(model, targets, (1, 28, 28), 10, GradientParams(steps=steps, seed=ctx.seed)):
+            if bool((snap.confidence >= SUCCESS).all()):
                 reached = snap.step
+                break  # the question is how many steps it takes; the rest would only cost time
         return {"steps_to_all_9999": reached, "steps": snap.step, "min_confidence": float(snap.confidence.min())}
 
     ctx.log("gradient ascent on one network and on the ensemble")

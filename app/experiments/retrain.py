@@ -69,7 +69,7 @@ def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def run(ctx: Context) -> dict:
     torch.manual_seed(ctx.seed)
-    iterations, runs, gens, epochs = (2, 2, 150, 1) if ctx.quick else (3, 5, 1000, 1)
+    iterations, runs, gens, epochs = (1, 2, 150, 1) if ctx.quick else (3, 5, 1000, 1)
     x_train, y_train = mnist.load(ctx.settings.data_dir, train=True)
     x_test, y_test = mnist.load(ctx.settings.data_dir, train=False)
     if ctx.quick:

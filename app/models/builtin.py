@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from functools import cache
 from pathlib import Path
 
@@ -17,20 +16,23 @@ from app.settings import Settings
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# torchvision classifiers offered, oldest first: AlexNet is the paper's ImageNet network.
+# torchvision classifiers offered, oldest first: AlexNet is the paper's ImageNet network. The weights'
+# file names are torchvision's IMAGENET1K_V1 URLs' (tests/test_registry.py checks them), so that
+# listing the models and finding cached weights does not import torchvision (1.5 s a process).
 TORCHVISION = {
-    "alexnet-imagenet": ("alexnet", "AlexNet_Weights", "AlexNet (the paper's ImageNet network)", 224),
-    "vgg16-imagenet": ("vgg16", "VGG16_Weights", "VGG-16", 224),
-    "googlenet-imagenet": ("googlenet", "GoogLeNet_Weights", "GoogLeNet", 224),
-    "resnet50-imagenet": ("resnet50", "ResNet50_Weights", "ResNet-50", 224),
+    "alexnet-imagenet": ("alexnet", "AlexNet_Weights", "AlexNet (the paper's ImageNet network)", 224,
+                         "alexnet-owt-7be5be79.pth"),
+    "vgg16-imagenet": ("vgg16", "VGG16_Weights", "VGG-16", 224, "vgg16-397923af.pth"),
+    "googlenet-imagenet": ("googlenet", "GoogLeNet_Weights", "GoogLeNet", 224, "googlenet-1378be20.pth"),
+    "resnet50-imagenet": ("resnet50", "ResNet50_Weights", "ResNet-50", 224, "resnet50-0676ba61.pth"),
 }
+LABELS = Path(__file__).with_name("imagenet_labels.json")
 
 
 @cache
 def imagenet_labels() -> list[str]:
-    from torchvision.models import ResNet18_Weights
-
-    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    """ImageNet-1k's class names as torchvision's weights name them (a copy, checked by a test)."""
+    return json.loads(LABELS.read_text())
 
 
 def lenet_entry(models_dir: Path, model_id: str = "lenet-mnist") -> ModelEntry:
@@ -91,13 +93,11 @@ def efficientnet_entry() -> ModelEntry:
 def _weights_enum(model_id: str):
     import torchvision.models as tvm
 
-    _, enum_name, _, _ = TORCHVISION[model_id]
-    return getattr(tvm, enum_name).IMAGENET1K_V1
+    return getattr(tvm, TORCHVISION[model_id][1]).IMAGENET1K_V1
 
 
 def cached_weights_path(model_id: str) -> Path:
-    url = _weights_enum(model_id).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION[model_id][4]
 
 
 def unavailable_reason(entry: ModelEntry, exc: Exception | None = None) -> str:
@@ -114,7 +114,7 @@ def download_torchvision_weights(entry: ModelEntry) -> None:
 
 
 def torchvision_entry(model_id: str) -> ModelEntry:
-    arch, _, title, size = TORCHVISION[model_id]
+    arch, _, title, size, _ = TORCHVISION[model_id]
 
     def load() -> torch.nn.Module:
         import torchvision.models as tvm

@@ -247,14 +247,20 @@ async def open_trial(request: Request, study: dict) -> dict | None:
     """This browser's open or next trial of the study (None when it is done): the checks and caps of
     taking part, then one atomic read-or-add in the store."""
     participant = _may_take_part(request, study)
+    address = identity(request).address
     store = _store(request)
     started = await run_in_threadpool(store.participants, study["id"])
     if participant not in started:
         if len(started) >= MAX_PARTICIPANTS:
             raise ApiError(429, f"this study has its {MAX_PARTICIPANTS} participants", "study_id")
-        await run_in_threadpool(request.app.state.budgets["study_trials"].check,
-                                study["design"]["trials_per_block"] * len(study["design"]["blocks"]))
-    return await run_in_threadpool(studies.next_trial, store, study, participant)
+        needs = study["design"]["trials_per_block"] * len(study["design"]["blocks"])
+        most = request.app.state.lab.settings.max_study_trials_per_address
+        if await run_in_threadpool(store.count_trials, address) + needs > most:
+            raise ApiError(429, f"your network (every browser and script at your address) has been shown {most} "
+                                "study trials, the most this server shows one (FOOLING_MAX_STUDY_TRIALS_PER_ADDRESS)",
+                           "studies")
+        await run_in_threadpool(request.app.state.budgets["study_trials"].check, needs)
+    return await run_in_threadpool(studies.next_trial, store, study, participant, address)
 
 
 @router.get("/studies/{study_id}/next", summary="This browser's next trial (204 when it is done)",
