@@ -110,7 +110,8 @@ def summary(r: dict) -> list[str]:
     lines = ["## What this machine found", ""]
     if r.get("retrain"):
         rows = r["retrain"]["rows"]
-        lines.append(f"- Retraining with a fooling class does not stop evolution on MNIST: fresh images at ≥ 99.99% "
+        verdict = "does not stop" if rows[-1]["at_9999"] else "stopped"
+        lines.append(f"- Retraining with a fooling class {verdict} evolution on MNIST: fresh images at ≥ 99.99% "
                      f"went from {rows[0]['at_9999']} to {rows[-1]['at_9999']} of {rows[-1]['evolved']} after "
                      f"{len(rows) - 1} iterations, test accuracy {pct(rows[0]['test_accuracy'])} -> "
                      f"{pct(rows[-1]['test_accuracy'])} (the paper: still fooled after 15).")
@@ -133,17 +134,19 @@ def summary(r: dict) -> list[str]:
         last, one = blur[-1], next(x for x in blur if x["strength"] == 1.0)
         bits = f["bit depth (bits)"]
         ev = r["smoothing"]["evolution_against_blur_sigma_1"]
-        lines.append(f"- Smoothing buys little: blur strong enough to cut confidence on fooling images to "
+        verdict = "buys little" if ev["at_9999"] >= 9 else "helps against evolution"
+        lines.append(f"- Smoothing {verdict}: blur strong enough to cut confidence on fooling images to "
                      f"{pct(last['fooling_confidence'], 1)} (σ = {last['strength']}) cuts test accuracy to "
                      f"{pct(last['test_accuracy'], 1)}; bit-depth reduction leaves fooling images at ≥ "
                      f"{pct(min(x['fooling_confidence'] for x in bits), 1)} down to 1 bit; and evolution against the "
                      f"network behind a σ = 1 blur ({pct(one['test_accuracy'], 1)} test accuracy) brings "
                      f"{ev['at_9999']} of 10 digits to 99.99%.")
     if r.get("volume"):
-        big = r["volume"]["rows"][-1]
-        lines.append(f"- Fooling regions are large: at L∞ radius {big['radius']}, {pct(big['fooling'], 0)} of random "
-                     f"perturbations keep a fooling image's label at ≥ 99%, against {pct(big['real'], 0)} around "
-                     f"real digits.")
+        rows = {x["radius"]: x for x in r["volume"]["rows"]}
+        said = "; ".join(f"radius {k}: {pct(rows[k]['fooling'], 0)} (real digits {pct(rows[k]['real'], 0)})"
+                         for k in (0.3, 0.5) if k in rows)
+        lines.append(f"- How large are fooling regions? The share of uniform random L∞ perturbations that keep a "
+                     f"fooling image's label at ≥ 99%, against the same around real test digits: {said}.")
     if r.get("blackbox"):
         b = r["blackbox"]
         lines.append(f"- A black box is no protection: evolution fooled LeNet served through ONNX on "

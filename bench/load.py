@@ -326,8 +326,10 @@ async def run(url: str, n: int, m: int, generations: int, pid: int | None, with_
             "hostile": tally if with_hostile else None}
 
 
-def markdown(rows: list[dict], workers: int) -> str:
-    out = [f"Server: lenet-mnist, {workers} job workers, 2-core CPU. Each student: map-elites, direct, "
+def markdown(rows: list[dict], workers: int | None = None) -> str:
+    workers = workers or rows[0]["workers"]
+    out = [f"Server: lenet-mnist, {workers} job workers, {rows[0].get('cores', 2)}-core CPU. "
+           "Each student: map-elites, direct, "
            f"all 10 digits, population 50, {rows[0]['generations']} generations, watching its SSE stream.", "",
            "| students | scoring clients | jobs done | rejected | events | wall s | score req/s | p50 ms | p99 ms "
            "| slowest job steps/s | fastest job steps/s | peak RSS MB | /healthz p99 ms |",
@@ -390,6 +392,7 @@ def main() -> int:
                                         server.data_dir if server else None)))
             rows[-1]["disk_budget_mb"] = args.disk_budget_mb if args.hostile else None
             rows[-1]["backend"] = args.backend
+            rows[-1] |= {"workers": args.workers, "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
             if args.backend == "ray":
                 rows[-1]["ray_scoring"] = args.ray_scoring
             if args.rss_jobs and pid:

@@ -6,8 +6,8 @@
 First POST /api/v1/score/tensor (a .npy batch per request, 1 and 2 clients). Then, for each
 model: images/s and p50/p99 latency with 1, 16 and 64 concurrent clients (one image per
 request), with dynamic batching on and off, and the model's raw forward throughput at batch 1 and
-at its best batch size, measured in the same run (while no server is running). Prints a Markdown
-table for docs/benchmarks.md.
+at its best batch size, measured in the same run (while no server is running). Keeps the results in
+bench/results/score.json and prints markdown() of them (docs/benchmarks.md holds it, checked).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
 import socket
 import statistics
@@ -221,6 +222,7 @@ def main() -> None:
     ap.add_argument("--clients", default="1,16,64")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--tensor-only", action="store_true", help="only POST /api/v1/score/tensor against raw")
+    ap.add_argument("--json", default="bench/results/score.json", help="where to keep the results ('' for nowhere)")
     args = ap.parse_args()
     models = args.models.split(",")
     clients = [int(c) for c in args.clients.split(",")]
@@ -249,32 +251,45 @@ def main() -> None:
                     print(f"{m} batching={batching} clients={c}: {r}", file=sys.stderr)
 
     device = "cuda" if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
-    print(f"\nDevice: {device}, torch {torch.__version__}, {args.seconds:.0f} s per row.\n")
-    print("POST /api/v1/score/tensor (one .npy array per request) against the raw forward rate:\n")
-    def best(m: str) -> tuple[int, float]:
-        return max(raw[m].items(), key=lambda kv: kv[1])
-
-    table(["model", "runtime", "raw best (img/s @ batch)", "rows per request", "clients", "API img/s",
-           "% of raw best", "errors"],
-          [[m, RUNTIME.get(m, "?"), f"{best(m)[1]:.0f} @ {best(m)[0]}", n, c, f"{r['ips']:.0f}",
-            f"{100 * r['ips'] / best(m)[1]:.0f}%", r["errors"]] for m, n, c, r in tensor_rows])
-    if not rows:
-        return
-    print("\nPOST /api/v1/score (one PNG per request):\n")
-    table(["model", "runtime", "raw batch 1 (img/s)", "raw best (img/s @ batch)", "batching", "clients",
-           "API img/s", "% of raw best", "p50 ms", "p99 ms", "errors"],
-          [[m, RUNTIME.get(m, "?"), f"{raw[m][1]:.0f}", f"{best(m)[1]:.0f} @ {best(m)[0]}",
-            "n/a" if batching is None else ("on" if batching else "off"), c, f"{r['rps']:.0f}",
-            f"{100 * r['rps'] / best(m)[1]:.0f}%", f"{r['p50']:.1f}", f"{r['p99']:.1f}", r["errors"]]
-           for m, batching, c, r in rows])
+    res = {"date": time.strftime("%Y-%m-%d"), "device": device, "torch": torch.__version__,
+           "seconds": args.seconds, "runtime": {m: RUNTIME.get(m, "?") for m in models},
+           "raw": {m: {str(bs): rate for bs, rate in raw[m].items()} for m in models},
+           "tensor": [{"model": m, "rows": n, "clients": c, **r} for m, n, c, r in tensor_rows],
+           "png": [{"model": m, "batching": batching, "clients": c, **r} for m, batching, c, r in rows]}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    print(markdown(res))
 
 
-def table(columns: list[str], rows: list[list]) -> None:
-    """A Markdown table on stdout."""
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row) + " |")
+def markdown(res: dict) -> str:
+    """The tables for docs/benchmarks.md, from one run's results (bench/results/score.json)."""
+    def best(m: str) -> tuple[str, float]:
+        return max(res["raw"][m].items(), key=lambda kv: kv[1])
+
+    out = [f"Device: {res['device']}, torch {res['torch']}, {res['date']}, {res['seconds']:.0f} s per row.", "",
+           "POST /api/v1/score/tensor (one .npy array per request) against the raw forward rate:", ""]
+    out += table(["model", "runtime", "raw best (img/s @ batch)", "rows per request", "clients", "API img/s",
+                  "% of raw best", "errors"],
+                 [[r["model"], res["runtime"][r["model"]], f"{best(r['model'])[1]:.0f} @ {best(r['model'])[0]}",
+                   r["rows"], r["clients"], f"{r['ips']:.0f}", f"{100 * r['ips'] / best(r['model'])[1]:.0f}%",
+                   r["errors"]] for r in res["tensor"]])
+    if res["png"]:
+        out += ["", "POST /api/v1/score (one PNG per request):", ""]
+        out += table(["model", "runtime", "raw batch 1 (img/s)", "raw best (img/s @ batch)", "batching", "clients",
+                      "API img/s", "% of raw best", "p50 ms", "p99 ms", "errors"],
+                     [[r["model"], res["runtime"][r["model"]], f"{res['raw'][r['model']]['1']:.0f}",
+                       f"{best(r['model'])[1]:.0f} @ {best(r['model'])[0]}",
+                       "n/a" if r["batching"] is None else ("on" if r["batching"] else "off"), r["clients"],
+                       f"{r['rps']:.0f}", f"{100 * r['rps'] / best(r['model'])[1]:.0f}%", f"{r['p50']:.1f}",
+                       f"{r['p99']:.1f}", r["errors"]] for r in res["png"]])
+    return "\n".join(out)
+
+
+def table(columns: list[str], rows: list[list]) -> list[str]:
+    """A Markdown table's lines."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *("| " + " | ".join(str(v) for v in row) + " |" for row in rows)]
 
 if __name__ == "__main__":
     main()

@@ -39,3 +39,24 @@ def test_the_pages_agree_with_the_results(capsys):
     finally:
         sys.argv = argv
     assert code == 0, capsys.readouterr().err
+
+
+def test_a_table_whose_results_are_missing_is_reported_not_a_crash(monkeypatch):
+    def missing() -> str:
+        return figures.load("bench/results/no-such-results.json")
+
+    monkeypatch.setitem(figures.BLOCKS, "score", missing)
+    page = "<!-- bench:score -->\nold table\n<!-- /bench:score -->"
+    text, problems, used = figures.render(page)
+    assert text == page and used == {"bench:score"}
+    assert problems and "no-such-results.json" in problems[0] and "cannot be read" in problems[0]
+
+
+def test_every_experiment_section_comes_from_its_kept_results():
+    experiments = figures._bench("experiments")
+    kept = experiments.kept()
+    assert set(kept) == set(experiments.NAMES)
+    text = experiments.markdown(kept)
+    for name, result in kept.items():
+        assert result is not None, f"bench/results/experiments/{name}.json is missing: run bench/experiments.py {name}"
+        assert f"`python -m app experiment {name} --seed {result['seed']}" in text and result["quick"] is False
