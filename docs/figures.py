@@ -162,6 +162,15 @@ FIGURES: dict[str, Callable[[], str]] = {
     "tensor-effnet-share": lambda: tensor_share("efficientnet-lite0-imagenet"),
     "tensor-over-png": lambda: f"{tensor_over_png('lenet-mnist'):.0f} times",
     "effnet-batching-16": lambda: "{on:.0f} against {off:.0f}".format(**png_rate("efficientnet-lite0-imagenet", 16)),
+    # the bundled LeNets (models/*.meta.json, written by train-lenet)
+    "lenet-accuracy": lambda: pct(meta("lenet-mnist")["test_accuracy"], 2),
+    "lenet-seeds-accuracy": lambda: "{}-{}".format(*(pct(f(seed_accuracies()), 2) for f in (min, max))),
+    "lenet-mean-accuracy": lambda: pct(meta("lenet-mnist-mean")["test_accuracy"], 2),
+    "lenet-train-seconds": lambda: f"about {meta('lenet-mnist')['seconds']:.0f} s",
+    "noise-imagenet-seconds": lambda: f"about {noise('efficientnet-lite0-imagenet')['seconds']:.0f} s",
+    # Ray against the local backend, 50 students on this machine (bench/results/load-*.json)
+    "ray-jobs-cost": lambda: pct(1 - ray_vs_local()[0], 0),
+    "ray-p99-lower": lambda: pct(1 - ray_vs_local()[1], 0),
     # the class wall (bench/results/wall*.json)
     "wall-per-tile": lambda: f"{load('bench/results/wall.json')['stream']['per_tile_median']:.2f}",
     "wall-single-before": lambda: f"{load('bench/results/wall-single-ec0cea3.json')['stream']['per_tile_median']:.2f}",
@@ -221,6 +230,21 @@ def capacity_table() -> str:
         out.append(f"| {n} x {g} | {k} | {k * jobs:,.0f} | {k * lenet:,.0f} | {k * e['engine_jobs']} | "
                    f"{k * e['engine_jobs'] * 5 * frame_ms / 1000:.2f} |")
     return "\n".join(out)
+
+
+def meta(model: str) -> dict:
+    return load(f"models/{model}.meta.json")
+
+
+def seed_accuracies() -> list[float]:
+    return [meta(f"lenet-mnist-s{i}")["test_accuracy"] for i in range(1, 5)]
+
+
+def ray_vs_local() -> tuple[float, float]:
+    """Ray's jobs a minute and scoring p99 as fractions of the local backend's."""
+    local, ray = (load(f"bench/results/{n}.json")[0] for n in ("load-local-50", "load-ray"))
+    rate = (ray["completed"] / ray["wall_s"]) / (local["completed"] / local["wall_s"])
+    return rate, ray["p99_ms"] / local["p99_ms"]
 
 
 def score() -> dict:
