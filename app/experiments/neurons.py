@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from app.experiments.common import Context
-from app.fooling.gradient import blur, jitter_image
+from app.fooling.gradient import jitter_image
+from app.models.filters import blur
 
 
 def visualise(model: nn.Module, layer: nn.Module, channels: list[int], shape: tuple[int, int, int], steps: int,

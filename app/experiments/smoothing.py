@@ -5,35 +5,23 @@ and whether evolution against the smoothed network still reaches 99.99%."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from app.data import mnist
 from app.experiments.common import Context, evolve_fooling, plot
-from app.fooling.gradient import blur
+from app.models import filters
 
 
 def gaussian(strength: float):
-    return (lambda x: x) if strength <= 0 else (lambda x: blur(x, strength))
+    return (lambda x: x) if strength <= 0 else (lambda x: filters.blur(x, strength))
 
 
 def median(strength: float):
-    k = int(strength)
-    if k <= 1:
-        return lambda x: x
-
-    def f(x: torch.Tensor) -> torch.Tensor:
-        pad = k // 2
-        patches = F.unfold(F.pad(x, (pad, pad, pad, pad), mode="reflect"), k)  # (N, C*k*k, H*W)
-        n, c = x.shape[:2]
-        return patches.view(n, c, k * k, -1).median(2).values.view_as(x)
-
-    return f
+    return lambda x: filters.median(x, int(strength))
 
 
 def bit_depth(strength: float):
-    levels = 2 ** int(strength) - 1
-    return lambda x: torch.round(x * levels) / levels
+    return lambda x: filters.bit_depth(x, int(strength))
 
 
 FILTERS = {  # name -> (make filter, strengths from none to strong)

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from app.fooling.base import EliteArchive, Snapshot, evaluate, model_device, model_score_fn
+from app.models.filters import blur
 
 
 @dataclass
@@ -26,16 +26,6 @@ class GradientParams:
     start: str = "noise"  # "noise", "grey", or "image" (then pass start_image)
     stop_at: float | None = 0.9999
     seed: int = 0
-
-
-def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of an image batch (reflect padding), differentiable."""
-    r = max(1, int(round(2 * sigma)))
-    k = torch.exp(-torch.arange(-r, r + 1, device=x.device, dtype=x.dtype) ** 2 / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def jitter_image(x: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:

@@ -59,6 +59,8 @@ class ModelEntry:
             "runtime_reason": self.runtime_reason,
             "source": self.source,
             "meta": self.meta,
+            # a defended model (MODEL+KIND): what it costs on real held-out data
+            **{k: self.meta[k] for k in ("clean_accuracy", "false_positive_rate") if k in self.meta},
         }
         if with_labels:
             out["labels"] = self.labels

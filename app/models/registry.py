@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from app.models import builtin, custom, runtime
+from app.errors import Refused
+from app.models import builtin, custom, defences, runtime
 from app.models.entry import ModelEntry, ModelUnavailable, UnknownModel
 from app.settings import Settings, resolve_device
 
 log = logging.getLogger(__name__)
+
+MAX_DEFENDED = 64  # defended models kept built (least recently used first out; rebuilt from their kept numbers)
+DEFENDED_PER_MINUTE = 30  # new ones built a minute, server-wide: each is a calibration's worth of compute
 
 
 class Registry:
@@ -29,6 +35,10 @@ class Registry:
         self.entries: dict[str, ModelEntry] = {}
         self._lock = threading.Lock()
         self.ready = threading.Event()
+        self._defended: OrderedDict[str, ModelEntry] = OrderedDict()
+        self._defence_lock = threading.Lock()
+        self._built_at: list[float] = []
+        self._mnist: tuple | None = None
         for entry in builtin.entries(settings) + custom.entries(settings.models_dir):
             if entry.id in self.entries:
                 log.warning("model id %s defined twice; keeping the first", entry.id)
@@ -38,10 +48,66 @@ class Registry:
 
     # -- lookup ---------------------------------------------------------------------------------
     def get(self, model_id: str) -> ModelEntry:
-        try:
-            return self.entries[model_id]
-        except KeyError:
-            raise UnknownModel(model_id) from None
+        """A registered model, or a defended one (``MODEL+KIND(args)``, built and calibrated on
+        first use); UnknownModel for an unknown model, DefenceError for a bad composition."""
+        entry = self.entries.get(model_id)
+        if entry is not None:
+            return entry
+        if "+" in model_id:
+            return self._defended_entry(model_id)
+        raise UnknownModel(model_id)
+
+    # -- defended models ------------------------------------------------------------------------
+    def _real_mnist(self) -> tuple:
+        if self._mnist is None:
+            from app.data import mnist
+
+            self._mnist = (*mnist.load(self.settings.data_dir, train=True), *mnist.load(self.settings.data_dir,
+                                                                                         train=False))
+        return self._mnist
+
+    def _defended_entry(self, model_id: str) -> ModelEntry:
+        name = defences.canonical(model_id)
+        base_id = name.split("+")[0]
+        base = self.get(base_id)  # an unknown base is an unknown model
+        with self._defence_lock:
+            entry = self._defended.get(name)
+            if entry is not None:
+                self._defended.move_to_end(name)
+                return entry
+            now = time.monotonic()
+            self._built_at = [t for t in self._built_at if now - t < 60]
+            if len(self._built_at) >= DEFENDED_PER_MINUTE:
+                raise Refused("busy", f"this server builds at most {DEFENDED_PER_MINUTE} new defended models a "
+                                      "minute (each is calibrated on real data): use one already built, or wait",
+                              "model", retry_after=int(60 - (now - self._built_at[0])) + 1,
+                              quota=("defended-models-per-minute", DEFENDED_PER_MINUTE))
+            self._built_at.append(now)
+
+            def resident(i: str) -> nn.Module:
+                e = self.load(i)
+                if not e.available:
+                    raise defences.DefenceError(f"model {i!r} is not available: {e.reason}")
+                return e.model
+
+            _, parts = defences.parse(name)
+            built = defences.build(base_id, parts, resident, set(self.entries), base.labels, base.task,
+                                   self._real_mnist if base.task == "mnist-digits" else None,
+                                   self.settings.data_dir / "defences", name)
+            entry = ModelEntry(
+                id=name, title=f"{base.title}, defended: {' + '.join(d.spec() for d in parts)}", task=base.task,
+                input_shape=base.input_shape, labels=built.labels, preprocess=base.preprocess,
+                source=f"{base.source}; defences in app/models/defences.py", loader=lambda: built.module,
+                differentiable=built.differentiable and base.differentiable, batch_limit=base.batch_limit,
+                meta={"base": base_id, "defences": [d.spec() for d in parts],
+                      "rejects": built.labels[-1] == defences.REJECTED, **built.numbers})
+            entry.model = built.module.to(self.device).requires_grad_(False)
+            entry.device, entry.available, entry.reason = self.device, True, None
+            entry.runtime, entry.runtime_reason = "torch", "a defended model runs in PyTorch (its network and defences)"
+            self._defended[name] = entry
+            while len(self._defended) > MAX_DEFENDED:
+                self._defended.popitem(last=False)
+            return entry
 
     def model(self, model_id: str) -> nn.Module:
         """The resident, eval-mode model; raises ModelUnavailable with the reason."""

@@ -29,6 +29,7 @@ from app.settings import ROOT, Settings
 from app.web import api_docs, errors, openapi, paths  # noqa: F401 (paths registers URL convertors)
 from app.web.api import breed as breed_api
 from app.web.api import controls as controls_api
+from app.web.api import defences as defences_api
 from app.web.api import experiments as experiments_api
 from app.web.api import health, models, score
 from app.web.api import jobs as jobs_api
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(GuardMiddleware, limits=limits, default_limit=default_limit, gatekeeper=gatekeeper)
     app.include_router(health.router)
     app.include_router(models.router)
+    app.include_router(defences_api.router)
     app.include_router(score.router)
     app.include_router(jobs_api.router)
     app.include_router(experiments_api.router)

@@ -30,6 +30,10 @@ class ModelInfo(BaseModel):
     source: str
     meta: dict
     labels: list[str] | None = None
+    clean_accuracy: float | None = Field(None, description="a defended model (MODEL+KIND): its accuracy on real "
+                                                           "held-out test images, a rejected one counting as wrong")
+    false_positive_rate: float | None = Field(None, description="a defended model: the share of real held-out test "
+                                                                "images its detector rejects (0 without a detector)")
 
 
 class NoiseBaseline(BaseModel):

@@ -10,7 +10,7 @@ import orjson
 import torch
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.models.entry import ModelEntry
@@ -36,6 +36,8 @@ class Prediction(BaseModel):
 class FileResult(BaseModel):
     filename: str
     top: list[Prediction]
+    rejected: bool | None = Field(None, description="through a detector (MODEL+msp and the like): whether it "
+                                                    "flagged this image; absent for other models")
 
 
 class ScoreResponse(BaseModel):
@@ -44,7 +46,7 @@ class ScoreResponse(BaseModel):
     elapsed_ms: float
 
 
-@router.post("/score", response_model=ScoreResponse, summary="Score images",
+@router.post("/score", response_model=ScoreResponse, response_model_exclude_none=True, summary="Score images",
              responses={200: examples.json_example(examples.SCORE),
                         **error_responses(400, 404, 409, 413, 415, 422, _404="unknown model",
                                           _409="model listed but unavailable (see its reason)",
@@ -125,6 +127,9 @@ async def score_tensor(request: Request,
     results = [{"filename": f"row-{n}", "top": [{"index": i, "label": labels[i], "confidence": v}
                                                  for v, i in zip(vs, ix, strict=True)]}
                for n, (vs, ix) in enumerate(zip(values, indices, strict=True))]
+    if entry.meta.get("rejects"):  # a flagged image puts (almost) all its probability on "rejected", the last class
+        for r, ix in zip(results, indices, strict=True):
+            r["rejected"] = ix[0] == entry.num_classes - 1
     body = {"model": entry.id, "results": results, "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)}
     return Response(orjson.dumps(body), media_type="application/json")
 
@@ -147,6 +152,9 @@ async def score_uploads(state: Lab, files: list[UploadFile], model: str, k: int)
             names.append(f.filename or "upload")
         probs = await state.scorer.probabilities(entry.id, stack(tensors), token)
     results = [{"filename": n, "top": top_k(p, entry.labels, k)} for n, p in zip(names, probs, strict=True)]
+    if entry.meta.get("rejects"):
+        for r, p in zip(results, probs, strict=True):
+            r["rejected"] = bool(p[-1] > 0.5)
     return {"model": entry.id, "results": results, "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)}
 
 

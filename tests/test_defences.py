@@ -1,0 +1,151 @@
+"""Defended models (MODEL+KIND): the id grammar and its refusals, detectors calibrated to their
+false-positive rate on real held-out digits, scores equal to the wrapped computation (and to the
+papers' formulas through pytorch-ood), and the API: GET /api/v1/defences, a defended model's
+numbers, scoring with `rejected`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.main import create_app
+from app.models import defences, filters, registry
+from app.settings import ROOT
+from tests.conftest import make_settings, png_bytes, wait_ready
+
+DETECTORS = ["msp", "energy", "mahalanobis", "squeeze"]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    data = tmp_path_factory.mktemp("defences")
+    (data / "MNIST").symlink_to(ROOT / "data" / "MNIST")  # the real digits detectors calibrate on, read-only
+    lenets = ",".join(["lenet-mnist"] + [f"lenet-mnist-s{i}" for i in range(1, 5)])
+    application = create_app(make_settings(preload=lenets, data_dir=data))
+    with TestClient(application) as c:
+        wait_ready(c)
+        yield application
+
+
+@pytest.fixture(scope="module")
+def reg(app):
+    return app.state.lab.registry
+
+
+@pytest.fixture(scope="module")
+def held_out(reg):
+    """1000 test digits the detectors were not calibrated on (the other half of the same seeded split)."""
+    _, _, x, y = reg._real_mnist()
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[defences.CALIBRATION:][:1000]
+    return x[order], y[order]
+
+
+def test_the_grammar_names_what_is_wrong():
+    assert defences.canonical("lenet-mnist+smooth(sigma=2.0)") == "lenet-mnist+smooth(sigma=2)"
+    assert defences.canonical("lenet-mnist+smooth(sigma=1)+msp(fpr=0.05)") == "lenet-mnist+smooth+msp"
+    for bad, says in (("lenet-mnist+nope", "unknown defence"), ("lenet-mnist+msp+smooth", "last"),
+                      ("lenet-mnist+msp+energy", "one detector"), ("lenet-mnist+smooth(sigma=9)", "between"),
+                      ("lenet-mnist+smooth(sigma=x)", "a number"), ("lenet-mnist+smooth(blur=1)", "not an argument"),
+                      ("lenet-mnist+smooth+ensemble(s1)", "ensemble comes first"), ("lenet-mnist+ensemble", "member"),
+                      ("lenet-mnist+smooth+smooth+smooth+msp", "at most 3"), ("lenet-mnist+msp(fpr=nan)", "between")):
+        with pytest.raises(defences.DefenceError, match=says):
+            defences.canonical(bad)
+
+
+@pytest.mark.parametrize("kind", DETECTORS)
+def test_a_detector_at_5_percent_rejects_3_to_7_percent_of_real_held_out_digits(reg, held_out, kind):
+    entry = reg.get(f"lenet-mnist+{kind}")
+    x, y = held_out
+    with torch.no_grad():
+        top = entry.model(x).argmax(1)
+    rejected = float((top == entry.num_classes - 1).float().mean())
+    assert entry.labels[-1] == "rejected" and entry.num_classes == 11
+    assert 0.03 <= rejected <= 0.07, (kind, rejected)
+    assert 0.03 <= entry.meta["false_positive_rate"] <= 0.07 and entry.meta["target_fpr"] == 0.05
+    assert entry.meta["clean_accuracy"] >= 0.9  # LeNet's 99% less what it rejects
+    assert entry.differentiable is (kind != "squeeze")
+
+
+def test_a_defended_score_is_the_wrapped_computation(reg, held_out):
+    from pytorch_ood.detector import EnergyBased, Mahalanobis, MaxSoftmax
+
+    base = reg.model("lenet-mnist")
+    x = torch.cat([held_out[0][:200], torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(1))])
+    with torch.no_grad():
+        logits = base(x)
+        p = torch.softmax(logits, -1)
+        for kind, formula, library in (("msp", -p.max(1).values, MaxSoftmax.score(logits)),
+                                       ("energy", -torch.logsumexp(logits, 1), EnergyBased.score(logits))):
+            det = reg.get(f"lenet-mnist+{kind}").model
+            _, score = det.logits_and_score(x)
+            assert torch.allclose(score, formula, atol=1e-6) and torch.allclose(score, library, atol=1e-6)
+            out = torch.softmax(det(x), -1)
+            accept = (score <= det.threshold).float()
+            assert torch.allclose(out[:, :10], p * accept[:, None], atol=1e-6)
+            assert torch.allclose(out[:, 10], 1 - accept, atol=1e-6)
+        det = reg.get("lenet-mnist+mahalanobis").model
+        _, score = det.logits_and_score(x)
+        feats = det._features[-1]
+        library = Mahalanobis(None)
+        library.mu, library.precision = det.mu, det.precision
+        assert torch.allclose(score, library.predict_features(feats), rtol=1e-4, atol=1e-3)
+        smooth = torch.softmax(reg.get("lenet-mnist+smooth(sigma=2)").model(x), -1)
+        assert torch.allclose(smooth, torch.softmax(base(filters.blur(x, 2.0)), -1), atol=1e-6)
+        members = [reg.model(i) for i in ["lenet-mnist", "lenet-mnist-s1", "lenet-mnist-s2"]]
+        ens = torch.softmax(reg.get("lenet-mnist+ensemble(s1,s2)").model(x), -1)
+        assert torch.allclose(ens, torch.stack([torch.softmax(m(x), -1) for m in members]).mean(0), atol=1e-5)
+
+
+def test_gradients_get_past_a_differentiable_detector(reg):
+    """The gate's value is hard, its gradient that of a steep sigmoid: ascent on the target's
+    log-probability lowers the detector's score."""
+    det = reg.get("lenet-mnist+mahalanobis").model
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(2)).requires_grad_()
+    before = det.logits_and_score(x)[1].detach()
+    assert bool((before > det.threshold).all())  # uniform noise is far from every digit's features
+    opt = torch.optim.Adam([x], lr=0.05)
+    for _ in range(60):
+        loss = -torch.log_softmax(det(x.clamp(0, 1)), -1)[:, 3].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        _, after = det.logits_and_score(x.clamp(0, 1))
+    assert float(after.mean()) < float(before.mean())
+
+
+def test_the_api_lists_defences_reports_their_cost_and_scores_with_rejected(app, held_out):
+    c = TestClient(app)
+    kinds = c.get("/api/v1/defences").json()["defences"]
+    assert {k["kind"] for k in kinds} == {"smooth", "ensemble", *DETECTORS}
+    assert all(k["example"].startswith("lenet-mnist+") for k in kinds)
+    m = c.get("/api/v1/models/lenet-mnist+energy").json()
+    assert m["id"] == "lenet-mnist+energy" and m["labels"][-1] == "rejected"
+    assert 0.03 <= m["false_positive_rate"] <= 0.07 and m["clean_accuracy"] > 0.9
+    assert c.get("/api/v1/models/lenet-mnist+smooth(sigma=2)").json()["false_positive_rate"] == 0
+    r = c.get("/api/v1/models/lenet-mnist+msp+smooth")
+    assert r.status_code == 422 and "last" in r.json()["detail"] and r.json()["field"] == "model"
+    assert c.get("/api/v1/models/no-such+msp").status_code == 404
+    r = c.get("/api/v1/models/efficientnet-lite0-imagenet+msp")
+    assert r.status_code == 422 and "MNIST models only" in r.json()["detail"]  # no ImageNet images to calibrate on
+    digit = png_bytes(Image.fromarray((held_out[0][0, 0].numpy() * 255).round().astype(np.uint8)))
+    noise = png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)))
+    r = c.post("/api/v1/score", data={"model": "lenet-mnist+mahalanobis"},
+               files=[("file", ("digit.png", digit, "image/png")), ("file", ("noise.png", noise, "image/png"))])
+    assert r.status_code == 200, r.text
+    got = {x["filename"]: x for x in r.json()["results"]}
+    assert got["digit.png"]["rejected"] is False and got["digit.png"]["top"][0]["label"] == str(int(held_out[1][0]))
+    assert got["noise.png"]["rejected"] is True and got["noise.png"]["top"][0]["label"] == "rejected"
+    plain = c.post("/api/v1/score", data={"model": "lenet-mnist"}, files=[("file", ("d.png", digit, "image/png"))])
+    assert "rejected" not in plain.json()["results"][0]
+
+
+def test_new_defended_models_are_rate_limited(app, monkeypatch):
+    monkeypatch.setattr(registry, "DEFENDED_PER_MINUTE", 0)
+    c = TestClient(app)
+    r = c.get("/api/v1/models/lenet-mnist+smooth(sigma=3.5)")
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    assert c.get("/api/v1/models/lenet-mnist+energy").status_code == 200  # one built already is served
