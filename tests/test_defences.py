@@ -149,3 +149,40 @@ def test_new_defended_models_are_rate_limited(app, monkeypatch):
     r = c.get("/api/v1/models/lenet-mnist+smooth(sigma=3.5)")
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
     assert c.get("/api/v1/models/lenet-mnist+energy").status_code == 200  # one built already is served
+
+
+def test_a_run_against_a_detector_never_counts_a_rejected_image(app):
+    """MAP-Elites against LeNet behind the Mahalanobis detector: the targets are the ten digits (not
+    "rejected"), each says whether the detector lets its best image through, an image it rejects
+    scores (almost) nothing, and the saved images score as the job says."""
+    from tests.helpers import browser, wait
+
+    c = browser(app)
+    job = c.post("/api/v1/jobs", json={"model": "lenet-mnist+mahalanobis", "method": "map-elites", "targets": "all",
+                                      "generations": 300, "population": 50, "seed": 0})
+    assert job.status_code == 201, job.text
+    done = wait(c, job.json()["id"], timeout=300)
+    targets = done["targets"]
+    assert [t["label"] for t in targets] == [str(i) for i in range(10)]
+    assert all(isinstance(t["accepted"], bool) for t in targets)
+    assert any(t["accepted"] for t in targets)
+    for t in targets:
+        if not t["accepted"]:
+            assert t["confidence"] < 1e-6, t  # what the detector rejects counts for nothing
+    png = c.get(f"/api/v1/jobs/{done['id']}/images/{targets[0]['position']}.png").content
+    rescored = c.post("/api/v1/score", data={"model": "lenet-mnist+mahalanobis"},
+                      files={"file": ("0.png", png, "image/png")}).json()["results"][0]
+    assert rescored["rejected"] is (not targets[0]["accepted"])
+    assert c.post("/api/v1/jobs", json={"model": "lenet-mnist+mahalanobis", "targets": ["rejected"]}).status_code == 422
+
+
+def test_gradients_attack_differentiable_defences_and_say_why_not_the_others(app):
+    from tests.helpers import browser, wait
+
+    c = browser(app)
+    ok = c.post("/api/v1/jobs", json={"model": "lenet-mnist+msp", "method": "gradient", "targets": [3],
+                                     "steps": 30, "seed": 0})
+    assert ok.status_code == 201, ok.text
+    assert wait(c, ok.json()["id"], timeout=120)["targets"][0]["accepted"] in (True, False)
+    refused = c.post("/api/v1/jobs", json={"model": "lenet-mnist+squeeze", "method": "gradient", "targets": [3]})
+    assert refused.status_code in (409, 422) and "squeeze" in refused.json()["detail"], refused.text

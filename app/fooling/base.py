@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from app.models.defences import REJECTED
 from app.serving.imaging import quantize
 
 SUCCESS = 0.9999  # the paper's bar: "99.99% confidence"
@@ -83,8 +84,8 @@ def resolve_targets(spec: str | Sequence[int | str] | int, labels: Sequence[str]
     if isinstance(spec, int):
         items: list = [spec]
     elif isinstance(spec, str):
-        if spec.strip().lower() == "all":
-            return list(range(len(labels)))
+        if spec.strip().lower() == "all":  # every class; a detector's "rejected" is its answer, not a class
+            return [i for i, name in enumerate(labels) if name != REJECTED]
         items = [s.strip() for s in spec.split(",") if s.strip()]
     else:
         items = list(spec)
@@ -100,6 +101,8 @@ def resolve_targets(spec: str | Sequence[int | str] | int, labels: Sequence[str]
                 raise ValueError(f"unknown target class {item!r}") from None
         if not 0 <= idx < len(labels):
             raise ValueError(f"target {idx} out of range 0..{len(labels) - 1}")
+        if labels[idx] == REJECTED and idx == len(labels) - 1:
+            raise ValueError(f"{REJECTED!r} is the detector's answer, not a class to fool it into")
         if idx not in out:
             out.append(idx)
     if not out:

@@ -76,8 +76,9 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
         raise MethodError(f"{method} perturbs pixels of a real image; --encoding applies to {', '.join(ENCODED)}")
     device = model_device(model)
     if method in GRADIENT and not entry.differentiable:
-        raise MethodError(f"{method} needs gradients, and {entry.id} is a black box ({entry.source}); "
-                          "use evolve, map-elites or random")
+        why = (f"its defences ({', '.join(entry.meta['defences'])}) round and take medians: no useful gradient"
+               if entry.meta.get("defences") else f"it is a black box ({entry.source})")
+        raise MethodError(f"{method} needs gradients, and {entry.id} has none: {why}; use evolve, map-elites or random")
     if method in ADVERSARIAL:
         if image is None:
             raise MethodError(f"{method} perturbs a real image: give one (--image PATH)")

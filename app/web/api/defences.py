@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.models import defences
+from app.web.api import examples
 from app.web.errors import error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
@@ -35,8 +36,13 @@ class DefenceList(BaseModel):
     defences: list[DefenceKind]
 
 
+GRAMMAR = (f"MODEL+KIND or MODEL+KIND(name=value,...), up to {defences.MAX_DEFENCES} defences, an ensemble first "
+           "and a detector last")
+
+
 @router.get("/defences", response_model=DefenceList, summary="Kinds of defence",
-            responses=error_responses(422))
+            responses={200: examples.json_example({"grammar": GRAMMAR, "defences": defences.catalogue()[1:3]}),
+                       **error_responses(422)})
 async def list_defences() -> dict:
     """Every kind of defence. A defended model is a model id everywhere one is taken (scoring, jobs,
     studies): `lenet-mnist+smooth(sigma=2)`, `lenet-mnist+ensemble(s1,s2,s3,s4)`, `lenet-mnist+msp`.
@@ -44,6 +50,4 @@ async def list_defences() -> dict:
     threshold is calibrated on real held-out test images to its `fpr`; `GET /api/v1/models/{id}` of a
     defended model gives its `clean_accuracy` and `false_positive_rate`. A bad composition is a 422
     that says why."""
-    return {"grammar": "MODEL+KIND or MODEL+KIND(name=value,...), up to "
-                       f"{defences.MAX_DEFENCES} defences, an ensemble first and a detector last",
-            "defences": defences.catalogue()}
+    return {"grammar": GRAMMAR, "defences": defences.catalogue()}
