@@ -243,7 +243,8 @@ def test_every_page_fits_a_phone_and_a_projector(server, browser):
              "demo": "/demo", "run": f"/jobs/{job['id']}", "run-demo": f"/jobs/{job['id']}?demo=1",
              "transfer": f"/jobs/{job['id']}/transfer", "docs": "/docs", "redoc": "/redoc",
              "instructor": "/instructor", "room": f"/r/{room}", "wall": f"/r/{room}/wall", "quiz": "/quiz",
-             "quiz-results": "/quiz/results", "breed": "/breed", "lineage": f"/breed/{lineage}", "studies": "/studies"}
+             "quiz-results": "/quiz/results", "breed": "/breed", "lineage": f"/breed/{lineage}", "studies": "/studies",
+             "arena": "/arena"}
     for width, height in ((390, 844), (1920, 1080)):
         ctx = browser.new_context(viewport={"width": width, "height": height})
         pg = ctx.new_page()
@@ -509,3 +510,21 @@ def test_a_study_from_its_form_to_two_participants_and_its_results(server, brows
     shot(maker, "study-results-1920")
     mctx.close()
     assert not any(problems.values()), problems
+
+
+def test_a_student_fools_a_defence_from_the_arena_and_watches_the_attack(server, page):
+    """Open the arena, press "Fool this defence" on the energy detector's row: the attack's cell shows
+    its numbers and updates by itself (htmx) until the run ends; the defence's cost is beside it."""
+    page.goto(server.url + "/arena", wait_until="load")
+    row = page.locator("tr[data-defence='lenet-mnist+energy']")
+    assert "%" in row.locator("td[data-label='false positives']").inner_text()
+    row.locator("[data-fool]").click()
+    page.wait_for_url("**/arena?model=lenet-mnist&attack=*")
+    cell = "document.querySelector(\"tr[data-defence='lenet-mnist+energy'] [data-attack]\")"
+    until(page, f"{cell} !== null")
+    first = page.evaluate(f"{cell}.textContent")
+    until(page, f"{cell}.dataset.status === 'done' || {cell}.textContent !== {first!r}", timeout=90)
+    until(page, f"{cell}.dataset.status !== 'running' && {cell}.dataset.status !== 'queued'", timeout=90)
+    assert "evaluations" in page.evaluate(f"{cell}.textContent")
+    page.screenshot(path=str(ARTIFACTS / "arena-attack-1920.png"), full_page=True)
+    assert not page.problems, page.problems

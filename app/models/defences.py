@@ -269,13 +269,12 @@ class Built:
 
 
 def build(base_id: str, defences: list[Defence], model: Callable[[str], nn.Module], known: set[str],
-          labels: list[str], task: str, real: Callable[[], tuple] | None, cache: Path | None,
-          canonical_id: str) -> Built:
+          labels: list[str], real: Callable[[], tuple] | None, cache: Path | None, canonical_id: str,
+          why_no_real: str = "") -> Built:
     """The defended module for ``base_id`` (``model(id)`` gives a resident network), calibrated on
-    ``real()`` = (train x, train y, test x, test y) where a detector needs it."""
+    ``real()`` = (train x, train y, test x, test y) where a detector needs it (None: ``why_no_real``)."""
     if real is None and any(KINDS[d.kind].detector for d in defences):  # before loading anything
-        raise DefenceError(f"a detector is calibrated on real held-out images of its task, and this server has "
-                           f"them for MNIST models only ({base_id} is {task})")
+        raise DefenceError(f"a detector is calibrated on real held-out images of its task: {why_no_real}")
     net, differentiable = model(base_id), True
     for d in defences:
         kind = KINDS[d.kind]

@@ -90,10 +90,15 @@ class Registry:
                     raise defences.DefenceError(f"model {i!r} is not available: {e.reason}")
                 return e.model
 
+            from app.data import mnist
+
             _, parts = defences.parse(name)
-            built = defences.build(base_id, parts, resident, set(self.entries), base.labels, base.task,
-                                   self._real_mnist if base.task == "mnist-digits" else None,
-                                   self.settings.data_dir / "defences", name)
+            real, why = None, f"this server has them for MNIST models only ({base_id} is {base.task})"
+            if base.task == "mnist-digits":
+                real = self._real_mnist if mnist.verified(self.settings.data_dir) else None
+                why = "this server has no MNIST digits yet (`fooling-lab fetch-mnist`, or `make data`)"
+            built = defences.build(base_id, parts, resident, set(self.entries), base.labels, real,
+                                   self.settings.data_dir / "defences", name, why)
             entry = ModelEntry(
                 id=name, title=f"{base.title}, defended: {' + '.join(d.spec() for d in parts)}", task=base.task,
                 input_shape=base.input_shape, labels=built.labels, preprocess=base.preprocess,

@@ -38,6 +38,7 @@ from app.web.api import rooms as rooms_api
 from app.web.api import studies as studies_api
 from app.web.identity import Gatekeeper
 from app.web.middleware import GuardMiddleware, body_limits
+from app.web.pages import arena as arena_pages
 from app.web.pages import classroom as classroom_pages
 from app.web.pages import experiments as experiment_pages
 from app.web.pages import instructor as instructor_pages
@@ -170,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lab_pages.router)
     app.include_router(run_pages.router)
     app.include_router(study_pages.router)
+    app.include_router(arena_pages.router)
     app.include_router(experiment_pages.router)
     app.include_router(tool_pages.router)
     app.include_router(api_docs.router)

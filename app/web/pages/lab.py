@@ -77,7 +77,7 @@ def _spec_from_form(form: dict) -> JobSpec:
     return JobSpec(**data)
 
 
-async def _start(request: Request, run: Runner, spec: JobSpec, demo: bool = False) -> str:
+async def start_job(request: Request, run: Runner, spec: JobSpec, demo: bool = False) -> str:
     try:
         who = identity(request)
         room = job_room(request)
@@ -93,7 +93,7 @@ async def lab_start(request: Request, run: Runner = Depends(runner), state: Lab 
     form = {k: v for k, v in form.items() if isinstance(v, str)}
     try:
         spec = _spec_from_form(form)
-        return RedirectResponse(await _start(request, run, spec), status_code=303)
+        return RedirectResponse(await start_job(request, run, spec), status_code=303)
     except ValidationError as exc:
         err = exc.errors()[0]
         message = f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
@@ -120,7 +120,7 @@ async def start_preset(request: Request, name: str = Path(max_length=64), demo: 
         if number is None or number >= 2**31:
             raise ApiError(422, "seed must be a whole number from 0 to 2147483647", "seed")
         data["seed"] = number
-    return RedirectResponse(await _start(request, run, JobSpec(**data), demo), status_code=303)
+    return RedirectResponse(await start_job(request, run, JobSpec(**data), demo), status_code=303)
 
 
 @router.get("/demo", response_class=HTMLResponse)
