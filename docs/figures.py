@@ -314,6 +314,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "wall": wall_table,
     "wall-idle": wall_idle_table,
     "capacity": capacity_table,
+    "arena": lambda: _bench("arena").markdown(load("bench/results/arena.json")),
     "score": lambda: _bench("score").markdown(load("bench/results/score.json")),
     "experiments": lambda: (lambda m: m.markdown(m.kept()))(_bench("experiments")),
 }

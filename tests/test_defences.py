@@ -186,3 +186,31 @@ def test_gradients_attack_differentiable_defences_and_say_why_not_the_others(app
     assert wait(c, ok.json()["id"], timeout=120)["targets"][0]["accepted"] in (True, False)
     refused = c.post("/api/v1/jobs", json={"model": "lenet-mnist+squeeze", "method": "gradient", "targets": [3]})
     assert refused.status_code in (409, 422) and "squeeze" in refused.json()["detail"], refused.text
+
+
+def test_the_arena_sets_out_each_defence_and_starts_attacks_on_it(app):
+    from tests.helpers import browser, wait
+
+    c = browser(app)
+    page = c.get("/arena")
+    assert page.status_code == 200
+    for defended in ("lenet-mnist+smooth", "lenet-mnist+smooth(sigma=2)", "lenet-mnist+ensemble(s1,s2,s3,s4)",
+                     *(f"lenet-mnist+{k}" for k in DETECTORS)):
+        assert f'data-defence="{defended}"' in page.text, defended
+    r = c.post("/arena/attack", data={"model": "lenet-mnist+energy", "encoding": "cppn"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/arena?model=lenet-mnist&attack=")
+    job_id = r.headers["location"].rsplit("=", 1)[-1]
+    job = c.get(f"/api/v1/jobs/{job_id}").json()
+    assert job["settings"]["model"] == "lenet-mnist+energy" and job["settings"]["encoding"] == "cppn"
+    wait(c, job_id, timeout=120)
+    shown = c.get(r.headers["location"]).text
+    assert f'data-attack="{job_id}" data-status="done"' in shown and "evaluations" in shown
+    cell = c.get(f"/arena/attack/{job_id}").text
+    assert "hx-trigger" not in cell and "cppn" in cell  # a finished attack stops asking
+    again = c.post("/arena/attack", data={"model": "lenet-mnist+msp", "kept": [job_id]}, follow_redirects=False)
+    assert job_id in again.headers["location"]  # the page keeps the attacks it shows
+    assert c.post("/arena/attack", data={"model": "lenet-mnist+msp", "encoding": "pixels"}).status_code == 422
+    assert c.post("/arena/attack", data={"model": "lenet-mnist+nope"}).status_code == 422
+    assert c.get("/arena?model=lenet-mnist%2Bmsp").status_code == 422
+    assert c.get("/arena?model=nope").status_code == 404
+    assert c.get("/arena/attack/nope").status_code == 404

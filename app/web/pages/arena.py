@@ -25,8 +25,9 @@ router = APIRouter(include_in_schema=False)
 
 ROWS = ["", "+smooth(sigma=1)", "+smooth(sigma=2)", "+ensemble(s1,s2,s3,s4)", "+msp", "+energy", "+mahalanobis",
         "+squeeze"]
-ATTACK = {"method": "map-elites", "encoding": "direct", "targets": "all", "population": 100, "generations": 2000,
-          "max_seconds": 60}  # what "Fool this defence" runs: the paper's direct MAP-Elites, a minute at most
+ATTACK = {"method": "map-elites", "targets": "all", "population": 100, "generations": 2000,
+          "max_seconds": 60}  # what "Fool this defence" runs: the paper's MAP-Elites, a minute at most
+ENCODINGS = ("direct", "cppn")
 GALLERY_JOBS = 30  # the gallery's latest finished runs on the model whose images each defence is shown
 MAX_ATTACKS = 8  # attack ids a page keeps in its address
 
@@ -84,7 +85,8 @@ def attack_view(run: Runner, job_id: str) -> dict | None:
         return None
     targets = v.get("targets") or []
     accepted = [t for t in targets if t.get("accepted", True)]
-    return {"id": job_id, "model": v["settings"]["model"], "status": v["status"],
+    return {"id": job_id, "model": v["settings"]["model"], "encoding": v["settings"].get("encoding", "direct"),
+            "status": v["status"],
             "evaluations": v["progress"]["evaluations"], "targets": len(targets),
             "best": max((t["confidence"] for t in accepted), default=None),
             "at_99": sum(t["confidence"] >= 0.99 for t in accepted), "active": v["status"] in views.ACTIVE}
@@ -99,23 +101,28 @@ async def arena(request: Request, model: str = Query("lenet-mnist", max_length=1
         raise ApiError(422, "the arena takes a model without defences: it sets them out itself", "model")
     rows = await run_in_threadpool(_rows, state, entry.id)
     images = await _rejected_shares(state, run, rows, entry.id)
-    attacks = {a["model"]: a for a in (attack_view(run, i) for i in attack[:MAX_ATTACKS] if len(i) <= 64) if a}
+    attacks = {(a["model"], a["encoding"]): a for a in (attack_view(run, i) for i in attack[:MAX_ATTACKS]
+                                                        if len(i) <= 64) if a}
     for row in rows:
-        row["attack"] = attacks.get(row["id"])
+        row["attacks"] = [attacks[k] for k in ((row["id"], e) for e in ENCODINGS) if k in attacks]
     models = [e for e in state.registry.list() if e.available]
     return templates.TemplateResponse(request, "arena.html", {
-        "model": entry, "rows": rows, "images": images, "models": models, "attack": ATTACK,
+        "model": entry, "rows": rows, "images": images, "models": models, "attack": ATTACK, "encodings": ENCODINGS,
         "kept": [a["id"] for a in attacks.values()]})
 
 
 @router.post("/arena/attack")
-async def start_attack(request: Request, model: str = Form(max_length=200), kept: list[str] = Form([]),
-                       state: Lab = Depends(lab), run: Runner = Depends(runner)) -> Response:
+async def start_attack(request: Request, model: str = Form(max_length=200), encoding: str = Form("direct"),
+                       kept: list[str] = Form([]), state: Lab = Depends(lab),
+                       run: Runner = Depends(runner)) -> Response:
     entry = available_model(state, model)
+    if encoding not in ENCODINGS:
+        raise ApiError(422, f"encoding: one of {', '.join(ENCODINGS)}", "encoding")
     base = entry.id.split("+")[0]
-    url = await start_job(request, run, JobSpec(model=entry.id, title=f"arena: {entry.id}", **ATTACK))
-    job_id = url.rsplit("/", 1)[-1]
-    keep = [k for k in kept[:MAX_ATTACKS] if len(k) <= 64 and (a := attack_view(run, k)) and a["model"] != entry.id]
+    spec = JobSpec(model=entry.id, encoding=encoding, title=f"arena: {entry.id} ({encoding})", **ATTACK)
+    job_id = (await start_job(request, run, spec)).rsplit("/", 1)[-1]
+    keep = [k for k in kept[:MAX_ATTACKS]
+            if len(k) <= 64 and (a := attack_view(run, k)) and (a["model"], a["encoding"]) != (entry.id, encoding)]
     query = "&".join(f"attack={k}" for k in [*keep, job_id][-MAX_ATTACKS:])
     return RedirectResponse(f"/arena?model={base}&{query}", status_code=303)
 
