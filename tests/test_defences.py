@@ -46,11 +46,13 @@ def held_out(reg):
 def test_the_grammar_names_what_is_wrong():
     assert defences.canonical("lenet-mnist+smooth(sigma=2.0)") == "lenet-mnist+smooth(sigma=2)"
     assert defences.canonical("lenet-mnist+smooth(sigma=1)+msp(fpr=0.05)") == "lenet-mnist+smooth+msp"
+    assert defences.canonical("lenet-mnist+retrained(n1)") == defences.canonical("lenet-mnist+retrained(1)")
     for bad, says in (("lenet-mnist+nope", "unknown defence"), ("lenet-mnist+msp+smooth", "last"),
                       ("lenet-mnist+msp+energy", "one detector"), ("lenet-mnist+smooth(sigma=9)", "between"),
                       ("lenet-mnist+smooth(sigma=x)", "a number"), ("lenet-mnist+smooth(blur=1)", "not an argument"),
                       ("lenet-mnist+smooth+ensemble(s1)", "ensemble comes first"), ("lenet-mnist+ensemble", "member"),
-                      ("lenet-mnist+smooth+smooth+smooth+msp", "at most 3"), ("lenet-mnist+msp(fpr=nan)", "between")):
+                      ("lenet-mnist+smooth+smooth+smooth+msp", "at most 3"), ("lenet-mnist+msp(fpr=nan)", "between"),
+                      ("lenet-mnist+retrained(n1)+msp", "stands alone"), ("lenet-mnist+retrained(n99)", "n1 to n15")):
         with pytest.raises(defences.DefenceError, match=says):
             defences.canonical(bad)
 
@@ -120,7 +122,7 @@ def test_gradients_get_past_a_differentiable_detector(reg):
 def test_the_api_lists_defences_reports_their_cost_and_scores_with_rejected(app, held_out):
     c = TestClient(app)
     kinds = c.get("/api/v1/defences").json()["defences"]
-    assert {k["kind"] for k in kinds} == {"smooth", "ensemble", *DETECTORS}
+    assert {k["kind"] for k in kinds} == {"smooth", "ensemble", "retrained", *DETECTORS}
     assert all(k["example"].startswith("lenet-mnist+") for k in kinds)
     m = c.get("/api/v1/models/lenet-mnist+energy").json()
     assert m["id"] == "lenet-mnist+energy" and m["labels"][-1] == "rejected"
@@ -214,3 +216,18 @@ def test_the_arena_sets_out_each_defence_and_starts_attacks_on_it(app):
     assert c.get("/arena?model=lenet-mnist%2Bmsp").status_code == 422
     assert c.get("/arena?model=nope").status_code == 404
     assert c.get("/arena/attack/nope").status_code == 404
+
+
+def test_the_n_plus_1_network_is_a_defence_whose_fooling_class_rejects(reg, held_out):
+    """lenet-mnist+retrained(n1): the retraining experiment's network after one round (a model file),
+    its eleventh class ("fooling") answering rejected; its cost measured like every defence's."""
+    entry = reg.get("lenet-mnist+retrained(n1)")
+    assert entry.labels[-1] == "rejected" and entry.num_classes == 11 and entry.meta["rejects"]
+    assert entry.meta["clean_accuracy"] > 0.98 and entry.meta["false_positive_rate"] < 0.01
+    x, y = held_out
+    with torch.no_grad():
+        assert float((entry.model(x).argmax(1) == y).float().mean()) > 0.98
+    fooled = reg.get("lenet-mnist")  # images evolved against the plain LeNet: the n+1 network has seen their like
+    assert fooled.num_classes == 10
+    with pytest.raises(defences.DefenceError, match="no retrained network"):
+        reg.get("lenet-mnist+retrained(n15)")

@@ -76,7 +76,7 @@ def run(ctx: Context) -> dict:
         x_train, y_train = x_train[:6000], y_train[:6000]
     base = ctx.model("lenet-mnist").net  # the bundled, trained LeNet inside its Classifier wrapper
     net = grow(base).eval()
-    pool_x, rows = [], []
+    pool_x, rows, networks = [], [], []
     per_class = len(x_train) // 10  # the fooling class gets as many examples as a digit class
     for it in range(iterations + 1):
         t0 = time.perf_counter()
@@ -97,10 +97,14 @@ def run(ctx: Context) -> dict:
         t0 = time.perf_counter()
         train(net, x, y, epochs, ctx.seed + it)
         row["retrain_seconds"] = round(time.perf_counter() - t0, 1)
+        # the n+1 network after this round, as a defended model can use it (lenet-mnist+retrained(n1))
+        saved = ctx.out / f"lenet-mnist-retrained-n{it + 1}.pt"
+        torch.save({k: v.contiguous() for k, v in net.state_dict().items()}, saved)
+        networks.append(saved.name)
     its = [r["iteration"] for r in rows]
     plot(ctx.out / "retrain.png", "Retraining with a fooling class (MNIST LeNet)", "iteration", "share / accuracy",
          {"test accuracy": (its, [r["test_accuracy"] for r in rows]),
           "evolved images at 99.99%": (its, [r["at_9999"] / r["evolved"] for r in rows]),
           "median confidence of evolved images": (its, [r["median_confidence"] for r in rows])})
     return {"iterations": iterations, "runs_per_iteration": runs, "generations": gens, "epochs_per_retrain": epochs,
-            "training_images": len(x_train), "rows": rows, "plots": ["retrain.png"]}
+            "training_images": len(x_train), "rows": rows, "plots": ["retrain.png"], "networks": networks}

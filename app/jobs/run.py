@@ -137,7 +137,7 @@ class Run:
             write_whole(folder / f"{i}.png", to_png(img))
             targets.append({"position": i, "index": t, "label": self.labels[t], "confidence": c, "file": f"{i}.png",
                             "reached_9999": self.reached.get(i), "top": top_k(snap.probs[i], self.labels, 5),
-                            **({"accepted": bool(snap.probs[i][-1] < 0.5)} if detector else {})})
+                            **({"accepted": int(snap.probs[i].argmax()) != len(self.labels) - 1} if detector else {})})
         write_whole(folder / "grid.png", png_bytes(labelled_grid(snap, self.labels)))
         if len(self.history) > 1:
             title = f"{self.spec.model}: {self.spec.method} ({self.spec.encoding})"

@@ -74,6 +74,7 @@ class Kind:
     paper: str
     params: tuple[Param, ...] = ()
     members: bool = False  # takes model ids (an ensemble) instead of named values
+    rejects: bool = False  # has a class of its own for what it refuses (a detector, the n+1 network)
 
 
 FPR = Param("fpr", 0.01, 0.5, 0.05, "share of real held-out images it may reject (its threshold is set so)")
@@ -84,6 +85,11 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("ensemble", "averaged softmax of several networks", False, True,
          "the model and its members vote; members are ids, or suffixes of the model's id (s1 = lenet-mnist-s1)",
          "ensembles (the paper's discussion)", members=True),
+    Kind("retrained", "the n+1 network: retrained with fooling images as an eleventh class", False, True,
+         "the network after n rounds of the retraining experiment; its 'fooling' class answers rejected",
+         "the paper's retraining experiment (its Section 3.5)",
+         (Param("n", 1, 15, 1, "rounds of retraining (a model file per round: models/MODEL-retrained-nN.pt)"),),
+         rejects=True),
     Kind("msp", "maximum softmax probability detector", True, True,
          "rejects an input whose top softmax probability is low", "Hendrycks & Gimpel, ICLR 2017", (FPR,)),
     Kind("energy", "energy-score detector", True, True,
@@ -104,6 +110,8 @@ class Defence:
     members: tuple[str, ...] = ()
 
     def spec(self) -> str:
+        if self.kind == "retrained":
+            return f"retrained(n{int(self.value('n'))})"
         if self.members:
             return f"{self.kind}({','.join(self.members)})"
         shown = [f"{k}={_number(v)}" for k, v in self.values if v != _param(self.kind, k).default]
@@ -142,6 +150,14 @@ def parse(model_id: str) -> tuple[str, list[Defence]]:
                 raise DefenceError("ensemble(...) takes 1 to 8 member ids or suffixes, e.g. ensemble(s1,s2)")
             out.append(Defence(kind.name, members=tuple(args)))
             continue
+        if kind.name == "retrained":  # retrained(n1): the round, written as in the issue's examples
+            if i != 0 or len(specs) > 1:
+                raise DefenceError("retrained(nN) replaces the network itself: it stands alone (MODEL+retrained(n1))")
+            rounds = re.fullmatch(r"n?(\d{1,2})", args[0]) if len(args) == 1 else None
+            if not rounds or not 1 <= int(rounds.group(1)) <= 15:
+                raise DefenceError("retrained takes the round of retraining, n1 to n15: MODEL+retrained(n1)")
+            out.append(Defence(kind.name, (("n", float(rounds.group(1))),)))
+            continue
         values = {}
         for a in args:
             name, eq, raw = a.partition("=")
@@ -175,8 +191,9 @@ def catalogue() -> list[dict]:
              "params": [{"name": p.name, "min": p.low, "max": p.high, "default": p.default, "doc": p.doc}
                         for p in k.params] + ([{"name": "members", "doc": "model ids or suffixes of the model's id"}]
                                               if k.members else []),
-             "example": f"lenet-mnist+{k.name}" + ("(s1,s2,s3,s4)" if k.members else
-                                                   "(sigma=2)" if k.name == "smooth" else "")}
+             "rejects": k.detector or k.rejects,
+             "example": f"lenet-mnist+{k.name}" + ("(s1,s2,s3,s4)" if k.members else "(sigma=2)" if k.name == "smooth"
+                                                   else "(n1)" if k.name == "retrained" else "")}
             for k in KINDS.values()]
 
 
@@ -270,16 +287,22 @@ class Built:
 
 def build(base_id: str, defences: list[Defence], model: Callable[[str], nn.Module], known: set[str],
           labels: list[str], real: Callable[[], tuple] | None, cache: Path | None, canonical_id: str,
-          why_no_real: str = "") -> Built:
+          why_no_real: str = "", models_dir: Path | None = None, fingerprint: Callable[[str], str] = str) -> Built:
     """The defended module for ``base_id`` (``model(id)`` gives a resident network), calibrated on
-    ``real()`` = (train x, train y, test x, test y) where a detector needs it (None: ``why_no_real``)."""
+    ``real()`` = (train x, train y, test x, test y) where a detector needs it (None: ``why_no_real``).
+    ``fingerprint(id)`` names a network's weights, so kept numbers are never those of other weights."""
     if real is None and any(KINDS[d.kind].detector for d in defences):  # before loading anything
         raise DefenceError(f"a detector is calibrated on real held-out images of its task: {why_no_real}")
     net, differentiable = model(base_id), True
+    prints = [fingerprint(base_id)]
     for d in defences:
         kind = KINDS[d.kind]
         differentiable = differentiable and kind.differentiable
-        if d.kind == "smooth":
+        if d.kind == "retrained":
+            path = (models_dir or Path(".")) / f"{base_id}-retrained-n{int(d.value('n'))}.pt"
+            net = _retrained(net, path)
+            prints.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        elif d.kind == "smooth":
             net = Smoothed(net, d.value("sigma"))
         elif d.kind == "ensemble":
             ids = [m if m in known else f"{base_id}-{m}" for m in d.members]
@@ -288,13 +311,32 @@ def build(base_id: str, defences: list[Defence], model: Callable[[str], nn.Modul
                 raise DefenceError(f"ensemble: no model {', '.join(map(repr, missing))} (neither an id nor "
                                    f"{base_id}-{missing[0]})")
             nets = [model(i) for i in ids]
+            prints += [fingerprint(i) for i in ids]
             net = Ensemble([net, *nets])
         else:
             net = Detector(net, d.kind)
-    built = Built(net.eval(), labels + ([REJECTED] if isinstance(net, Detector) else []), differentiable)
+    rejects = any(KINDS[d.kind].detector or KINDS[d.kind].rejects for d in defences)
+    built = Built(net.eval(), labels + ([REJECTED] if rejects else []), differentiable)
     if real is not None:
-        built.numbers = calibrate(built.module, defences[-1], real, cache, canonical_id)
+        built.numbers = calibrate(built.module, defences[-1], real, cache, canonical_id + "|" + "|".join(prints),
+                                  len(built.labels) - 1 if rejects else None)
     return built
+
+
+def _retrained(base: nn.Module, path: Path) -> nn.Module:
+    """The n+1 LeNet of the retraining experiment, with the base network's input normalisation."""
+    from app.models.classifier import Classifier
+    from app.models.lenet import LeNet
+
+    if not path.is_file():
+        raise DefenceError(f"no retrained network at {path.name}: make it with `python -m app experiment retrain "
+                           f"--seed 0 --out runs/retrain` and copy runs/retrain/{path.name} into the models folder")
+    if not isinstance(base, Classifier) or not isinstance(base.net, LeNet):
+        raise DefenceError("retrained(nN) exists for the LeNets only (the retraining experiment's network)")
+    net = LeNet(num_classes=11)
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return Classifier(net, base.mean.clone(), tuple(base.std.flatten().tolist()), channels_last=True).to(
+        base.mean.device)
 
 
 @torch.no_grad()
@@ -303,14 +345,14 @@ def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, size: 
 
 
 def calibrate(module: nn.Module, last: Defence, real: Callable[[], tuple], cache: Path | None,
-              canonical_id: str) -> dict:
+              key: str, rejected_index: int | None) -> dict:
     """A detector's threshold at its ``fpr`` on a random half of the test digits; then, on the other
     half (held out), the defended model's clean accuracy (a rejected digit counts as wrong) and the share it
     rejects. Kept in ``cache`` (a JSON file per defended id) and read from there next time."""
-    path = cache / (hashlib.sha256(canonical_id.encode()).hexdigest()[:24] + ".json") if cache else None
+    path = cache / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json") if cache else None
     if path and path.is_file():
         kept = json.loads(path.read_text())
-        if kept.get("id") == canonical_id and isinstance(module, Detector) == ("threshold" in kept):
+        if kept.get("id") == key and isinstance(module, Detector) == ("threshold" in kept):
             if isinstance(module, Detector):
                 _fit(module, real)
                 module.threshold.fill_(kept["threshold"])
@@ -321,7 +363,7 @@ def calibrate(module: nn.Module, last: Defence, real: Callable[[], tuple], cache
     # A random half, not the first: MNIST's test set was put together in two halves that differ.
     order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(0))
     x_test, y_test = x_test[order], y_test[order]
-    kept: dict = {"id": canonical_id}
+    kept: dict = {"id": key}
     if isinstance(module, Detector):
         _fit(module, real)
         fpr = last.value("fpr")
@@ -333,7 +375,7 @@ def calibrate(module: nn.Module, last: Defence, real: Callable[[], tuple], cache
         kept |= {"threshold": threshold, "spread": spread}
     held_x, held_y = x_test[CALIBRATION:], y_test[CALIBRATION:]
     top = _batched(lambda b: module(b).argmax(1), held_x)
-    rejected = top == _rejected_index(module, held_x)
+    rejected = top == (-1 if rejected_index is None else rejected_index)
     numbers = {"clean_accuracy": float((top == held_y).float().mean()),
                "false_positive_rate": float(rejected.float().mean()),
                "target_fpr": last.value("fpr") if KINDS[last.kind].detector else None,
@@ -346,13 +388,6 @@ def calibrate(module: nn.Module, last: Defence, real: Callable[[], tuple], cache
         path.parent.mkdir(parents=True, exist_ok=True)
         write_whole(path, json.dumps(kept, indent=2))
     return numbers
-
-
-def _rejected_index(module: nn.Module, x: torch.Tensor) -> int:
-    """The index of "rejected" for a detector (its last class); past every class otherwise."""
-    with torch.no_grad():
-        n = module(x[:1]).shape[1]
-    return n - 1 if isinstance(module, Detector) else n
 
 
 def _fit(module: Detector, real: Callable[[], tuple]) -> None:

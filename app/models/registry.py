@@ -98,14 +98,15 @@ class Registry:
                 real = self._real_mnist if mnist.verified(self.settings.data_dir) else None
                 why = "this server has no MNIST digits yet (`fooling-lab fetch-mnist`, or `make data`)"
             built = defences.build(base_id, parts, resident, set(self.entries), base.labels, real,
-                                   self.settings.data_dir / "defences", name, why)
+                                   self.settings.data_dir / "defences", name, why, self.settings.models_dir,
+                                   lambda i: str(self.entries[i].meta.get("sha256") or self.entries[i].source))
             entry = ModelEntry(
                 id=name, title=f"{base.title}, defended: {' + '.join(d.spec() for d in parts)}", task=base.task,
                 input_shape=base.input_shape, labels=built.labels, preprocess=base.preprocess,
                 source=f"{base.source}; defences in app/models/defences.py", loader=lambda: built.module,
                 differentiable=built.differentiable and base.differentiable, batch_limit=base.batch_limit,
                 meta={"base": base_id, "defences": [d.spec() for d in parts],
-                      "rejects": built.labels[-1] == defences.REJECTED, **built.numbers})
+                      "rejects": len(built.labels) > len(base.labels), **built.numbers})
             entry.model = built.module.to(self.device).requires_grad_(False)
             entry.device, entry.available, entry.reason = self.device, True, None
             entry.runtime, entry.runtime_reason = "torch", "a defended model runs in PyTorch (its network and defences)"

@@ -58,7 +58,7 @@ def frame(job: Job, top: int = 5) -> dict:
         if i in run.reached:
             item["reached_9999"] = run.reached[i]
         if job.labels[-1] == REJECTED:  # through a detector: whether it lets this image through
-            item["accepted"] = bool(snap.probs[i][-1] < 0.5)
+            item["accepted"] = int(snap.probs[i].argmax()) != len(job.labels) - 1
         if with_top:
             item["top"] = top_k(snap.probs[i], job.labels, top)
         out["targets"].append(item)

@@ -25,6 +25,7 @@ class DefenceKind(BaseModel):
     title: str
     detector: bool = Field(description="answers \"rejected\" (an extra class) for an input it flags")
     differentiable: bool = Field(description="gradient methods can attack it (through a smooth stand-in for its gate)")
+    rejects: bool = Field(description="its model has an extra class, \"rejected\", for what it refuses")
     doc: str
     paper: str
     params: list[DefenceParam]

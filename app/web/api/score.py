@@ -154,7 +154,7 @@ async def score_uploads(state: Lab, files: list[UploadFile], model: str, k: int)
     results = [{"filename": n, "top": top_k(p, entry.labels, k)} for n, p in zip(names, probs, strict=True)]
     if entry.meta.get("rejects"):
         for r, p in zip(results, probs, strict=True):
-            r["rejected"] = bool(p[-1] > 0.5)
+            r["rejected"] = int(p.argmax()) == len(p) - 1  # its own class wins: a detector's, the n+1 network's
     return {"model": entry.id, "results": results, "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)}
 
 

@@ -23,8 +23,8 @@ from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
 
-ROWS = ["", "+smooth(sigma=1)", "+smooth(sigma=2)", "+ensemble(s1,s2,s3,s4)", "+msp", "+energy", "+mahalanobis",
-        "+squeeze"]
+ROWS = ["", "+smooth(sigma=1)", "+smooth(sigma=2)", "+ensemble(s1,s2,s3,s4)", "+retrained(n1)", "+msp", "+energy",
+        "+mahalanobis", "+squeeze"]
 ATTACK = {"method": "map-elites", "targets": "all", "population": 100, "generations": 2000,
           "max_seconds": 60}  # what "Fool this defence" runs: the paper's MAP-Elites, a minute at most
 ENCODINGS = ("direct", "cppn")
