@@ -60,7 +60,7 @@ def main() -> int:
         entry = reg.load(model_id) if not suffix else reg.get(model_id)
         meta = entry.meta
         row = {"model": "lenet-mnist", "defence": suffix.lstrip("+") or "none", "id": entry.id,
-               "clean_accuracy": meta.get("clean_accuracy", meta.get("test_accuracy")),
+               "clean_accuracy": meta["clean_accuracy"] if suffix else reg.held_out_accuracy(model_id),
                "false_positive_rate": meta.get("false_positive_rate", 0.0),
                "attacks": [attack(entry, enc, args.seed, args.generations) for enc in ("direct", "cppn")]}
         print(json.dumps(row), file=sys.stderr)

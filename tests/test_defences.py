@@ -52,7 +52,8 @@ def test_the_grammar_names_what_is_wrong():
                       ("lenet-mnist+smooth(sigma=x)", "a number"), ("lenet-mnist+smooth(blur=1)", "not an argument"),
                       ("lenet-mnist+smooth+ensemble(s1)", "ensemble comes first"), ("lenet-mnist+ensemble", "member"),
                       ("lenet-mnist+smooth+smooth+smooth+msp", "at most 3"), ("lenet-mnist+msp(fpr=nan)", "between"),
-                      ("lenet-mnist+retrained(n1)+msp", "stands alone"), ("lenet-mnist+retrained(n99)", "n1 to n15")):
+                      ("lenet-mnist+retrained(n1)+msp", "stands alone"), ("lenet-mnist+retrained(n99)", "n1 to n15"),
+                      ("lenet-mnist+ensemble(s1)+mahalanobis", "not an ensemble")):
         with pytest.raises(defences.DefenceError, match=says):
             defences.canonical(bad)
 
@@ -90,7 +91,7 @@ def test_a_defended_score_is_the_wrapped_computation(reg, held_out):
             assert torch.allclose(out[:, 10], 1 - accept, atol=1e-6)
         det = reg.get("lenet-mnist+mahalanobis").model
         _, score = det.logits_and_score(x)
-        feats = det._features[-1]
+        feats = det.logits_and_features(x)[1]
         library = Mahalanobis(None)
         library.mu, library.precision = det.mu, det.precision
         assert torch.allclose(score, library.predict_features(feats), rtol=1e-4, atol=1e-3)
@@ -231,3 +232,43 @@ def test_the_n_plus_1_network_is_a_defence_whose_fooling_class_rejects(reg, held
     assert fooled.num_classes == 10
     with pytest.raises(defences.DefenceError, match="no retrained network"):
         reg.get("lenet-mnist+retrained(n15)")
+
+
+def test_ensembles_take_their_own_kind_of_model_once(reg):
+    for bad, says in (("lenet-mnist+ensemble(efficientnet-lite0-imagenet)", "does not take"),
+                      ("lenet-mnist+ensemble(s1,s1)", "each member once"),
+                      ("lenet-mnist+ensemble(lenet-mnist)", "once")):
+        with pytest.raises(defences.DefenceError, match=says):
+            reg.get(bad)
+    assert reg.get("efficientnet-lite0-imagenet").model is None  # refused before anything was loaded
+
+
+def test_a_detector_shared_by_threads_reads_only_its_own_features(reg, held_out):
+    """The Mahalanobis detector reads the shared network's penultimate features with a hook that
+    lives for one call and keeps one thread's: two threads at once get their own scores, and the
+    network is left without hooks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    det = reg.get("lenet-mnist+mahalanobis").model
+    xs = [held_out[0][:3], held_out[0][100:107]]
+    with torch.no_grad():
+        alone = [det.logits_and_score(x)[1] for x in xs]
+        with ThreadPoolExecutor(2) as pool:
+            for _ in range(20):
+                together = list(pool.map(lambda x: det.logits_and_score(x)[1], xs))
+                assert all(torch.allclose(a, b) for a, b in zip(alone, together, strict=True))
+        reg.model("lenet-mnist")(xs[0])
+    assert not defences._penultimate(reg.model("lenet-mnist"))._forward_hooks
+
+
+def test_being_rejected_is_no_adversarial_success(reg, held_out):
+    from app.fooling.attacks import AttackParams, fgsm
+
+    entry = reg.get("lenet-mnist+msp")
+    x = held_out[0][:40]
+    snap = next(fgsm(entry.model, x, None, AttackParams(epsilon=0.3), refused=entry.num_classes - 1))
+    after = snap.extra["pred_after"]
+    assert any(p == entry.num_classes - 1 for p in after)  # some digits only got themselves rejected...
+    for ok, p in zip(snap.extra["success"], after, strict=True):
+        assert not (ok and p == entry.num_classes - 1)  # ...and those do not count as fooled
+    assert all(t != entry.num_classes - 1 for t in snap.targets)  # reported: the best real class

@@ -36,7 +36,7 @@ def _logits_and_grad(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tens
     return logits.detach(), torch.autograd.grad(loss, x)[0]
 
 
-def _snapshot(model, x0, adv, step, targets, labels_before, targeted, probs=None) -> Snapshot:
+def _snapshot(model, x0, adv, step, targets, labels_before, targeted, probs=None, refused=None) -> Snapshot:
     """``probs`` given: an intermediate PGD step, scored by the forward pass its gradient needed,
     with a light summary; else the final 8-bit image is scored exactly as it will be saved, with
     the full report (perturbation size, predictions before and after, success per image)."""
@@ -46,8 +46,13 @@ def _snapshot(model, x0, adv, step, targets, labels_before, targeted, probs=None
         with torch.no_grad():
             probs = torch.softmax(model(adv_q).float(), -1)
     pred = probs.argmax(1)
-    idx = targets if targeted else pred
-    success = (pred == targets) if targeted else (pred != labels_before)
+    # Through a defence with a class of its own for what it refuses, being refused is no success:
+    # an untargeted attack is judged by the best real class, and must not land on "rejected".
+    real = pred if refused is None else probs[:, :refused].argmax(1)
+    idx = targets if targeted else real
+    success = (pred == targets) if targeted else (real != labels_before)
+    if refused is not None:
+        success = success & (pred != refused)
     if final:
         delta = (adv_q - x0).flatten(1)
         extra = {"linf": delta.abs().amax(1).tolist(), "l2": delta.norm(dim=1).tolist(),
@@ -59,7 +64,7 @@ def _snapshot(model, x0, adv, step, targets, labels_before, targeted, probs=None
 
 
 def fgsm(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None,
-         params: AttackParams) -> Iterator[Snapshot]:
+         params: AttackParams, refused: int | None = None) -> Iterator[Snapshot]:
     """One step of size epsilon along the sign of the gradient. With ``target`` the step lowers
     the loss towards it; without, it raises the loss of the model's own prediction."""
     with torch.no_grad():
@@ -69,11 +74,11 @@ def fgsm(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None,
     g = _grad(model, x, labels)
     sign = -1.0 if targeted else 1.0
     adv = (x + sign * params.epsilon * g.sign()).clamp(0, 1)
-    yield _snapshot(model, x, adv, 1, labels, before, targeted)
+    yield _snapshot(model, x, adv, 1, labels, before, targeted, refused=refused)
 
 
 def pgd(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None,
-        params: AttackParams) -> Iterator[Snapshot]:
+        params: AttackParams, refused: int | None = None) -> Iterator[Snapshot]:
     """Iterated signed-gradient steps of ``step_size``, projected onto the epsilon L-inf ball
     around x and onto [0, 1]; optionally from a uniform random start inside the ball."""
     with torch.no_grad():
@@ -91,7 +96,8 @@ def pgd(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None,
     for step in range(1, params.steps + 1):
         logits, grad = _logits_and_grad(model, adv, labels)
         if step > 1:
-            yield _snapshot(model, x, adv, step - 1, labels, before, targeted, torch.softmax(logits.float(), -1))
+            yield _snapshot(model, x, adv, step - 1, labels, before, targeted, torch.softmax(logits.float(), -1),
+                            refused=refused)
         adv = adv + sign * params.step_size * grad.sign()
         adv = (x + (adv - x).clamp(-params.epsilon, params.epsilon)).clamp(0, 1).detach()
-    yield _snapshot(model, x, adv, params.steps, labels, before, targeted)
+    yield _snapshot(model, x, adv, params.steps, labels, before, targeted, refused=refused)

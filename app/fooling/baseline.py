@@ -73,6 +73,7 @@ class NoiseBaselines:
     measurement per model at a time; its ids come from the registry, so the cache is bounded."""
 
     CHUNK = 50  # images per scoring request
+    MOST = 256  # baselines kept: models, and the defended ones asked about (the oldest go first)
 
     def __init__(self) -> None:
         self._done: dict[str, dict] = {}
@@ -90,4 +91,8 @@ class NoiseBaselines:
                 x = noise_images(shape)
                 probs = [await probabilities(model_id, x[i:i + self.CHUNK]) for i in range(0, len(x), self.CHUNK)]
                 self._done[model_id] = noise_summary(torch.cat(probs).cpu(), labels)
+                while len(self._done) > self.MOST:
+                    oldest = next(iter(self._done))
+                    self._done.pop(oldest)
+                    self._locks.pop(oldest, None)
         return self._done[model_id]

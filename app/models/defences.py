@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ MAX_DEFENCES = 3
 SPEC = re.compile(r"^([a-z]+)(?:\(([^()]*)\))?$")
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 CALIBRATION = 5000  # MNIST test digits (a seeded random half) set a detector's threshold; the other half measure it
+VERSION = 1  # of how defences are built and calibrated: kept numbers from another version are made again
 SHARPNESS = 50.0  # gradient gate: sigmoid((threshold - score) * SHARPNESS / spread of real scores)
 
 
@@ -173,6 +175,8 @@ def parse(model_id: str) -> tuple[str, list[Defence]]:
                 raise DefenceError(f"{kind.name}: {p.name} must be between {_number(p.low)} and {_number(p.high)}")
             values[p.name] = round(v, 2)  # a bounded set of distinct defences (each is calibrated once)
         out.append(Defence(kind.name, tuple(sorted(values.items()))))
+    if out[-1].kind == "mahalanobis" and any(d.kind == "ensemble" for d in out):
+        raise DefenceError("mahalanobis models one network's features: not an ensemble's")
     detectors = [i for i, d in enumerate(out) if KINDS[d.kind].detector]
     if len(detectors) > 1 or (detectors and detectors[0] != len(out) - 1):
         raise DefenceError("one detector at most, and last: a detector's answer (rejected or not) is final")
@@ -237,15 +241,29 @@ class Detector(nn.Module):
         self.register_buffer("threshold", torch.tensor(0.0))
         self.register_buffer("spread", torch.tensor(1.0))
         self.squeeze = (squeeze_bits, squeeze_median)
-        self._features: list[torch.Tensor] = []
         if kind == "mahalanobis":
             self.register_buffer("mu", torch.zeros(1, 1))
             self.register_buffer("precision", torch.zeros(1, 1))
-            _penultimate(net).register_forward_hook(lambda _m, inp, _out: self._features.append(inp[0]))
+
+    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's logits and its penultimate features, read by a hook that lives for this call
+        only and keeps only this thread's (the network is shared with every other user of the model)."""
+        got: list[torch.Tensor] = []
+        me = threading.get_ident()
+        handle = _penultimate(self.net).register_forward_hook(
+            lambda _m, inp, _out: got.append(inp[0]) if threading.get_ident() == me else None)
+        try:
+            logits = self.net(x)
+        finally:
+            handle.remove()
+        return logits, got[-1].flatten(1)
 
     def logits_and_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The wrapped network's logits and the detector's score (higher = more likely not real)."""
-        self._features.clear()
+        if self.kind == "mahalanobis":
+            logits, z = self.logits_and_features(x)
+            d = z[:, None, :] - self.mu[None]  # (N, classes, D)
+            return logits, (0.5 * torch.einsum("ncd,de,nce->nc", d, self.precision, d)).min(1).values
         logits = self.net(x)
         if self.kind == "msp":
             from pytorch_ood.detector import MaxSoftmax
@@ -255,10 +273,6 @@ class Detector(nn.Module):
             from pytorch_ood.detector import EnergyBased
 
             return logits, EnergyBased.score(logits)
-        if self.kind == "mahalanobis":
-            z = self._features[-1].flatten(1)
-            d = z[:, None, :] - self.mu[None]  # (N, classes, D)
-            return logits, (0.5 * torch.einsum("ncd,de,nce->nc", d, self.precision, d)).min(1).values
         bits, k = self.squeeze  # squeeze: the largest L1 change of the prediction under either squeezer
         p = torch.softmax(logits, -1)
         moved = [(torch.softmax(self.net(s), -1) - p).abs().sum(1)
@@ -287,7 +301,8 @@ class Built:
 
 def build(base_id: str, defences: list[Defence], model: Callable[[str], nn.Module], known: set[str],
           labels: list[str], real: Callable[[], tuple] | None, cache: Path | None, canonical_id: str,
-          why_no_real: str = "", models_dir: Path | None = None, fingerprint: Callable[[str], str] = str) -> Built:
+          why_no_real: str = "", models_dir: Path | None = None, fingerprint: Callable[[str], str] = str,
+          same_kind: Callable[[str], bool] = lambda _i: True) -> Built:
     """The defended module for ``base_id`` (``model(id)`` gives a resident network), calibrated on
     ``real()`` = (train x, train y, test x, test y) where a detector needs it (None: ``why_no_real``).
     ``fingerprint(id)`` names a network's weights, so kept numbers are never those of other weights."""
@@ -310,6 +325,10 @@ def build(base_id: str, defences: list[Defence], model: Callable[[str], nn.Modul
             if missing:
                 raise DefenceError(f"ensemble: no model {', '.join(map(repr, missing))} (neither an id nor "
                                    f"{base_id}-{missing[0]})")
+            if len(set(ids)) != len(ids) or base_id in ids:
+                raise DefenceError("ensemble: each member once, and not the model itself")
+            if other := [i for i in ids if not same_kind(i)]:
+                raise DefenceError(f"ensemble: {', '.join(other)} does not take {base_id}'s input or give its classes")
             nets = [model(i) for i in ids]
             prints += [fingerprint(i) for i in ids]
             net = Ensemble([net, *nets])
@@ -318,7 +337,8 @@ def build(base_id: str, defences: list[Defence], model: Callable[[str], nn.Modul
     rejects = any(KINDS[d.kind].detector or KINDS[d.kind].rejects for d in defences)
     built = Built(net.eval(), labels + ([REJECTED] if rejects else []), differentiable)
     if real is not None:
-        built.numbers = calibrate(built.module, defences[-1], real, cache, canonical_id + "|" + "|".join(prints),
+        built.numbers = calibrate(built.module, defences[-1], real, cache,
+                                  f"{canonical_id}|v{VERSION}|{CALIBRATION}|" + "|".join(prints),
                                   len(built.labels) - 1 if rejects else None)
     return built
 
@@ -390,6 +410,13 @@ def calibrate(module: nn.Module, last: Defence, real: Callable[[], tuple], cache
     return numbers
 
 
+def held_out(real: Callable[[], tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The half of the test digits no threshold was set on (the same seeded split as calibrate)."""
+    _, _, x, y = real()
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[CALIBRATION:]
+    return x[order], y[order]
+
+
 def _fit(module: Detector, real: Callable[[], tuple]) -> None:
     """What a detector learns from training data: the Mahalanobis class means and shared precision
     (pytorch-ood fits them on 10,000 training digits' penultimate features)."""
@@ -398,12 +425,8 @@ def _fit(module: Detector, real: Callable[[], tuple]) -> None:
     from pytorch_ood.detector import Mahalanobis
 
     x_train, y_train, _, _ = real()
-    feats = []
     with torch.no_grad():
-        for i in range(0, 10_000, 1000):
-            module._features.clear()
-            module.net(x_train[i : i + 1000])
-            feats.append(module._features[-1].flatten(1))
+        feats = [module.logits_and_features(x_train[i : i + 1000])[1] for i in range(0, 10_000, 1000)]
     maha = Mahalanobis(None).fit_features(torch.cat(feats), y_train[:10_000])
     module.mu = maha.mu.detach().clone()
     module.precision = maha.precision.detach().clone()

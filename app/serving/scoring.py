@@ -85,8 +85,9 @@ class Scorer:
             return b
 
     async def probabilities(self, model_id: str, x: torch.Tensor, token: list[bool] | None = None) -> torch.Tensor:
-        """For request handlers: never blocks the event loop."""
-        if not self.batching:
+        """For request handlers: never blocks the event loop. A defended model (MODEL+KIND) is not
+        batched: there may be many of them, and a batcher is a thread that lives as long as the server."""
+        if not self.batching or "+" in model_id:
             return await asyncio.wrap_future(compute.submit(self.forward, model_id, x))
         return await asyncio.wrap_future(self.batcher(model_id).submit(x, token))
 
@@ -109,7 +110,7 @@ class Scorer:
     @contextmanager
     def expecting(self, model_id: str) -> Iterator[list[bool] | None]:
         """Tell the model's batcher a request is on its way (see Batcher.expecting)."""
-        if not self.batching:
+        if not self.batching or "+" in model_id:
             yield None
             return
         with self.batcher(model_id).expecting() as token:

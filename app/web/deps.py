@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from app.budgets import BudgetFull
 from app.classroom.store import CODE_PATTERN, ClassroomStore, JoinCaps
@@ -97,6 +98,14 @@ def available_model(lab: Lab, model_id: str, field: str = "model") -> ModelEntry
     if not entry.available:
         raise ApiError(409, f"model {model_id!r} is not available: {entry.reason}", field)
     return entry
+
+
+async def available_model_soon(lab: Lab, model_id: str, field: str = "model") -> ModelEntry:
+    """available_model for async routes: a defended model seen for the first time is built (and
+    calibrated, seconds) on a worker thread, never on the event loop."""
+    if "+" in model_id:
+        return await run_in_threadpool(available_model, lab, model_id, field)
+    return available_model(lab, model_id, field)
 
 
 def classroom(request: Request) -> ClassroomStore:

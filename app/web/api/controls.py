@@ -11,7 +11,7 @@ from app.classroom.quiz import Candidate
 from app.serving.imaging import to_png
 from app.serving.lab import Lab
 from app.web.api import examples
-from app.web.deps import available_model, lab
+from app.web.deps import available_model_soon, lab
 from app.web.errors import ApiError, error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["studies"])
@@ -29,7 +29,7 @@ async def controls(request: Request, model: str = Query("lenet-mnist", max_lengt
     `licence` and `source`: MNIST test digits for an MNIST model; for an ImageNet model, the
     photos of `make data` (from Debian packages) and any an operator adds under DATA/photos/.
     Listed only where the model names them correctly (its top-1 is the label)."""
-    entry = available_model(state, model)
+    entry = await available_model_soon(state, model)
     cache = request.app.state.__dict__.setdefault("controls_cache", {})  # the photos do not change while it runs
     if entry.id in cache:
         return cache[entry.id]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from app.models.entry import UnknownModel
 from app.serving.lab import Lab
@@ -75,7 +76,7 @@ async def get_model(request: Request,
     baseline: the confidence it gives uniform random images (the first request for a model
     measures it: 1000 noise images at MNIST size, 100 at ImageNet size, about 3 s on a CPU)."""
     try:
-        entry = state.registry.get(model_id)
+        entry = await run_in_threadpool(state.registry.get, model_id)  # a defended model may need building
     except UnknownModel:
         raise ApiError(404, f"unknown model {model_id!r}", "model_id") from None
     baseline = None

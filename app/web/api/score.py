@@ -20,7 +20,7 @@ from app.serving.scoring import top_k
 from app.serving.tensors import TensorError, chunk_rows, read_npy, to_unit
 from app.settings import Settings
 from app.web.api import examples
-from app.web.deps import available_model, lab
+from app.web.deps import available_model_soon, lab
 from app.web.errors import ApiError, error_responses, refused, too_many
 from app.web.forms import whole_number
 
@@ -97,7 +97,7 @@ async def score_tensor(request: Request,
     The answer has the shape of POST /api/v1/score, one result per row in order (`row-0`, ...)."""
     t0 = time.perf_counter()
     s = state.settings
-    entry = available_model(state, model)
+    entry = await available_model_soon(state, model)
     if not 1 <= top_k_ <= entry.num_classes:
         raise ApiError(422, f"top_k must be between 1 and {entry.num_classes} for {model}", "top_k")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -138,7 +138,7 @@ async def score_uploads(state: Lab, files: list[UploadFile], model: str, k: int)
     """Validate, decode and score uploads; shared by the API and the score page."""
     t0 = time.perf_counter()
     s = state.settings
-    entry = available_model(state, model)
+    entry = await available_model_soon(state, model)
     if not 1 <= k <= entry.num_classes:
         raise ApiError(422, f"top_k must be between 1 and {entry.num_classes} for {model}", "top_k")
     if not files:

@@ -22,7 +22,14 @@ from app.classroom.store import CODE_PATTERN
 from app.serving.imaging import to_png
 from app.serving.lab import Lab
 from app.web.api import examples
-from app.web.deps import available_model, classroom_compute, identity, lab, open_room, require_member
+from app.web.deps import (
+    available_model_soon,
+    classroom_compute,
+    identity,
+    lab,
+    open_room,
+    require_member,
+)
 from app.web.errors import ApiError, error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["studies"])
@@ -144,7 +151,7 @@ async def create_study(request: Request, design: StudyDesign = Body(openapi_exam
     store = _store(request)
     for model in design.models:
         try:
-            available_model(state, model, "models")
+            await available_model_soon(state, model, "models")
         except ApiError as exc:  # an unknown id is a bad design (422); an unavailable model, 409
             raise ApiError(422 if exc.status_code == 404 else exc.status_code, exc.detail, "models") from None
     if design.room:

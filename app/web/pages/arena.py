@@ -11,12 +11,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from app.errors import Refused
 from app.jobs.runner import Runner
 from app.jobs.spec import JobSpec
 from app.models import defences
 from app.serving.lab import Lab
 from app.web import views
-from app.web.deps import available_model, lab, runner
+from app.web.deps import available_model_soon, lab, runner
 from app.web.errors import ApiError
 from app.web.pages.lab import start_job
 from app.web.templating import templates
@@ -35,12 +36,16 @@ MAX_ATTACKS = 8  # attack ids a page keeps in its address
 def _rows(state: Lab, model: str) -> list[dict]:
     """Each defence of ``model`` that can be built here, with its cost on real held-out data."""
     base = state.registry.get(model)
-    out = [{"id": model, "defence": "none", "clean_accuracy": base.meta.get("test_accuracy"),
+    out = [{"id": model, "defence": "none", "clean_accuracy": state.registry.held_out_accuracy(model),
             "false_positive_rate": 0.0, "detector": False, "differentiable": base.differentiable}]
     for suffix in ROWS[1:]:
         try:
             e = state.registry.get(model + suffix)
         except (defences.DefenceError, LookupError):  # e.g. no seed variants for an ensemble, no data for detectors
+            continue
+        except Refused as exc:  # too many new defended models this minute: the row says so
+            out.append({"id": model + suffix, "defence": suffix.lstrip("+"), "busy": exc.detail, "clean_accuracy": None,
+                        "false_positive_rate": None, "detector": False, "differentiable": True})
             continue
         out.append({"id": e.id, "defence": suffix.lstrip("+"),
                     "clean_accuracy": e.meta.get("clean_accuracy"),
@@ -96,7 +101,7 @@ def attack_view(run: Runner, job_id: str) -> dict | None:
 async def arena(request: Request, model: str = Query("lenet-mnist", max_length=100),
                 attack: list[str] = Query([], max_length=MAX_ATTACKS), state: Lab = Depends(lab),
                 run: Runner = Depends(runner)) -> HTMLResponse:
-    entry = available_model(state, model)
+    entry = await available_model_soon(state, model)
     if "+" in entry.id:
         raise ApiError(422, "the arena takes a model without defences: it sets them out itself", "model")
     rows = await run_in_threadpool(_rows, state, entry.id)
@@ -115,7 +120,7 @@ async def arena(request: Request, model: str = Query("lenet-mnist", max_length=1
 async def start_attack(request: Request, model: str = Form(max_length=200), encoding: str = Form("direct"),
                        kept: list[str] = Form([]), state: Lab = Depends(lab),
                        run: Runner = Depends(runner)) -> Response:
-    entry = available_model(state, model)
+    entry = await available_model_soon(state, model)
     if encoding not in ENCODINGS:
         raise ApiError(422, f"encoding: one of {', '.join(ENCODINGS)}", "encoding")
     base = entry.id.split("+")[0]
