@@ -34,8 +34,16 @@
     }
     entry.data = t;
     const el = entry.el;
-    if (t.image) el.querySelector("[data-img]").src = t.image;
-    el.querySelector("[data-img]").alt = `best image of ${t.nickname || "a student"}'s run: ${t.label || "no image yet"}`;
+    const img = el.querySelector("[data-img]");
+    const wait = el.querySelector("[data-wait]");
+    if (t.image) { // a run without an image yet (queued, starting) shows a placeholder, never a broken image
+      img.src = t.image;
+      img.hidden = false;
+      wait.hidden = true;
+    } else {
+      wait.textContent = t.status === "queued" ? "in the queue" : "starting";
+    }
+    img.alt = `best image of ${t.nickname || "a student"}'s run: ${t.label || "no image yet"}`;
     el.querySelector("[data-label]").textContent = t.label || t.method;
     el.querySelector("[data-conf]").textContent = pct(t.confidence);
     el.querySelector("[data-meter]").value = t.confidence || 0;
@@ -79,7 +87,31 @@
     document.querySelector("[data-empty]").hidden = tiles.size > 0;
     wall.classList.toggle("dense", tiles.size > 24); // a full class fits one projector screen
     window.wallStats.tiles = tiles.size;
+    fit();
   }
+
+  // A few tiles on a projector grow to use the screen: the column count that gives the largest
+  // square images with every tile in view. Phones, and walls of more than 24, keep the CSS grid.
+  function fit() {
+    const n = tiles.size;
+    if (n === 0 || n > 24 || window.innerWidth < 900) {
+      wall.style.gridTemplateColumns = "";
+      return;
+    }
+    const gap = 12;
+    const text = instructor ? 130 : 90; // label, meter and name under each image (and the buttons)
+    const width = wall.clientWidth;
+    const height = window.innerHeight - wall.getBoundingClientRect().top - window.scrollY - 16;
+    let best = 0;
+    let cols = 1;
+    for (let c = 1; c <= n; c++) {
+      const rows = Math.ceil(n / c);
+      const size = Math.min((width - gap * (c - 1)) / c, (height - gap * (rows - 1)) / rows - text);
+      if (size > best) { best = size; cols = c; }
+    }
+    wall.style.gridTemplateColumns = `repeat(${cols}, ${Math.max(160, Math.floor(best))}px)`;
+  }
+  window.addEventListener("resize", fit);
 
   const es = new EventSource(wall.dataset.events);
   es.addEventListener("tile", (ev) => {

@@ -382,6 +382,12 @@ def test_a_class_in_one_room_wall_spotlight_quiz_and_breeding(server, browser):
     assert sorted(teacher.evaluate("[...document.querySelectorAll('[data-tile]')].map(e => e.dataset.job)")) == \
         sorted(jobs)
     shot(teacher, "wall-1920")
+    # three tiles on a projector use the screen: no tile is a thumbnail, every one is in view, and no
+    # image shows without a picture (a run with none yet shows a placeholder instead)
+    boxes = teacher.evaluate("[...document.querySelectorAll('[data-tile]')].map(e => e.getBoundingClientRect())"
+                             ".map(r => [r.width, r.bottom])")
+    assert all(w >= 300 and bottom <= 1080 for w, bottom in boxes), boxes
+    assert teacher.evaluate("[...document.querySelectorAll('[data-tile] img')].every(i => i.hidden || i.src)")
 
     # a student's own wall follows the instructor's spotlight
     s_pg = students[1][1]
