@@ -272,3 +272,20 @@ def test_being_rejected_is_no_adversarial_success(reg, held_out):
     for ok, p in zip(snap.extra["success"], after, strict=True):
         assert not (ok and p == entry.num_classes - 1)  # ...and those do not count as fooled
     assert all(t != entry.num_classes - 1 for t in snap.targets)  # reported: the best real class
+
+
+def test_the_arena_reads_the_gallery_written_by_older_versions(app):
+    """Fooling images of finished runs on the model, the ones a detector is shown: a record from an
+    older version names no file per target, and the arena still finds its images."""
+    from tests.helpers import browser, wait
+
+    c = browser(app)
+    job = c.post("/api/v1/jobs", json={"model": "lenet-mnist", "method": "map-elites", "targets": [1, 7],
+                                      "generations": 2000, "seed": 3}).json()
+    wait(c, job["id"], timeout=120)
+    store = app.state.runner.store
+    rec = store.get(job["id"])
+    old = {**rec["result"], "targets": [{k: v for k, v in t.items() if k != "file"} for t in rec["result"]["targets"]]}
+    store.update(job["id"], result=old)
+    page = c.get("/arena")
+    assert page.status_code == 200 and "rejected (of " in page.text

@@ -54,7 +54,7 @@ def _rows(state: Lab, model: str) -> list[dict]:
     return out
 
 
-def _gallery_images(run: Runner, model: str, most: int = 200) -> torch.Tensor | None:
+def _gallery_images(run: Runner, model: str, shape: tuple[int, int, int], most: int = 200) -> torch.Tensor | None:
     """Fooling images from the gallery: the best images of the latest finished public runs on ``model``."""
     images = []
     for rec in run.store.list(GALLERY_JOBS * 4, status="done", visible=True):
@@ -62,18 +62,28 @@ def _gallery_images(run: Runner, model: str, most: int = 200) -> torch.Tensor | 
             continue
         folder = run.store.folder(rec["id"])
         for t in (rec["result"] or {}).get("targets", []):
-            if t.get("confidence", 0) >= 0.99 and (folder / t["file"]).is_file():
-                images.append(np.asarray(Image.open(folder / t["file"]).convert("L"), dtype=np.float32) / 255)
+            # records written by older versions name no file: a target's image is <position>.png
+            path = folder / f"{int(t.get('position', -1))}.png"
+            if t.get("confidence", 0) < 0.99 or not path.is_file():
+                continue
+            try:
+                with Image.open(path) as img:
+                    pixels = img.convert("L" if shape[0] == 1 else "RGB").resize((shape[2], shape[1]))
+                    images.append(np.asarray(pixels, dtype=np.float32).reshape(shape[1], shape[2], -1) / 255)
+            except OSError:  # a file cut short: the gallery goes on without it
+                continue
         if len(images) >= most:
             break
     if not images:
         return None
-    return torch.from_numpy(np.stack(images[:most]))[:, None]
+    return torch.from_numpy(np.stack(images[:most])).permute(0, 3, 1, 2).contiguous()
 
 
 async def _rejected_shares(state: Lab, run: Runner, rows: list[dict], model: str) -> int:
-    x = await run_in_threadpool(_gallery_images, run, model)
-    if x is None or tuple(x.shape[1:]) != tuple(state.registry.get(model).input_shape):
+    if not any(row["detector"] for row in rows):
+        return 0
+    x = await run_in_threadpool(_gallery_images, run, model, tuple(state.registry.get(model).input_shape))
+    if x is None:
         return 0
     for row in rows:
         if row["detector"]:
