@@ -14,6 +14,7 @@ from app.experiments.common import Context, bars, evolve_fooling
 from app.fooling.base import SUCCESS
 from app.fooling.gradient import GradientParams, gradient_ascent
 from app.models.builtin import lenet_variants
+from app.models.defences import Ensemble
 
 
 def lenets(ctx: Context, count: int) -> dict[str, nn.Module]:
@@ -22,18 +23,6 @@ def lenets(ctx: Context, count: int) -> dict[str, nn.Module]:
         raise RuntimeError("needs LeNets trained with other seeds: python -m app train-lenet --seed 1 "
                            "--model-id lenet-mnist-s1 (and so on)")
     return {i: ctx.model(i) for i in ids}
-
-
-class Ensemble(nn.Module):
-    """Averaged softmax of several networks, returned as log-probabilities (logits of the average)."""
-
-    def __init__(self, members: list[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([torch.softmax(m(x), -1) for m in self.members]).mean(0)
-        return probs.clamp_min(1e-12).log()
 
 
 @torch.inference_mode()
