@@ -176,6 +176,8 @@ def test_a_run_against_a_detector_never_counts_a_rejected_image(app):
     rescored = c.post("/api/v1/score", data={"model": "lenet-mnist+mahalanobis"},
                       files={"file": ("0.png", png, "image/png")}).json()["results"][0]
     assert rescored["rejected"] is (not targets[0]["accepted"])
+    scorer = app.state.lab.scorer  # neither the job nor the scoring made a batcher thread for a defended model
+    assert not [m for m in (*scorer._batchers, *scorer._job_batchers) if "+" in m]
     assert c.post("/api/v1/jobs", json={"model": "lenet-mnist+mahalanobis", "targets": ["rejected"]}).status_code == 422
 
 

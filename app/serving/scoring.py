@@ -70,12 +70,15 @@ class Scorer:
                 self._batchers[model_id] = b
             return b
 
-    def job_batcher(self, model_id: str) -> Batcher:
+    def job_batcher(self, model_id: str) -> Batcher | Unbatched:
         """Jobs' populations: what several jobs have ready goes through the model together (up to
         JOB_MAX_BATCH images). Running jobs are participants (Batcher.participant): a forward pass
         waits up to JOB_MAX_WAIT_S for the ones still preparing their population, never for paused
-        or finished ones."""
+        or finished ones. A defended model's jobs go alone (a batcher is a thread for the server's
+        life, and there may be many defended models)."""
         self.registry.model(model_id)
+        if "+" in model_id:
+            return Unbatched(lambda x: compute.run(self._forward_many, model_id, [x]))
         with self._lock:
             b = self._job_batchers.get(model_id)
             if b is None:
@@ -127,3 +130,19 @@ class Scorer:
                 b.close()
             self._batchers.clear()
             self._job_batchers.clear()
+
+
+class Unbatched:
+    """What a job's worker takes from a Batcher (a participant that submits and waits), for models
+    whose jobs are not batched together: each population is its own turn on the compute thread."""
+
+    def __init__(self, forward) -> None:
+        self.forward = forward
+
+    @contextmanager
+    def participant(self) -> Iterator[Unbatched]:
+        yield self
+
+    def submit(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
