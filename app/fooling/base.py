@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from app.models.defences import REJECTED
+from app.models.defences import REJECTED, rejected_index
 from app.serving.imaging import quantize
 
 SUCCESS = 0.9999  # the paper's bar: "99.99% confidence"
@@ -101,7 +101,7 @@ def resolve_targets(spec: str | Sequence[int | str] | int, labels: Sequence[str]
                 raise ValueError(f"unknown target class {item!r}") from None
         if not 0 <= idx < len(labels):
             raise ValueError(f"target {idx} out of range 0..{len(labels) - 1}")
-        if labels[idx] == REJECTED and idx == len(labels) - 1:
+        if idx == rejected_index(labels):
             raise ValueError(f"{REJECTED!r} is the detector's answer, not a class to fool it into")
         if idx not in out:
             out.append(idx)

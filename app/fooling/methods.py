@@ -16,7 +16,7 @@ from app.fooling.direct import DirectEncoding
 from app.fooling.evolution import EvolutionParams, check_crossover, evolve, map_elites
 from app.fooling.gradient import GradientParams, gradient_ascent
 from app.fooling.info import ADVERSARIAL, ENCODED, ENCODINGS, GRADIENT, METHODS
-from app.models.defences import REJECTED
+from app.models.defences import rejected_index
 from app.models.entry import ModelEntry
 
 
@@ -89,8 +89,7 @@ def build(method: str, entry: ModelEntry, model: torch.nn.Module, score: ScoreFn
         if targets:
             x = x.expand(len(targets), *x.shape[1:]).clone()
             target = torch.tensor(targets, device=device)
-        refused = len(entry.labels) - 1 if entry.labels[-1] == REJECTED else None  # a defence's own class
-        return (fgsm if method == "fgsm" else pgd)(model, x, target, params, refused)
+        return (fgsm if method == "fgsm" else pgd)(model, x, target, params, rejected_index(entry.labels))
     if targets is None:
         raise MethodError("targets are required")
     if method == "gradient":

@@ -23,7 +23,7 @@ from app.fooling.figures import confidence_curve, labelled_grid
 from app.fooling.info import GRADIENT
 from app.fooling.methods import build
 from app.jobs.spec import JobSpec
-from app.models.defences import REJECTED
+from app.models.defences import rejected_index
 from app.models.entry import ModelEntry
 from app.serving.imaging import png_bytes, to_png
 from app.serving.scoring import top_k
@@ -132,12 +132,12 @@ class Run:
         snap = self.snap
         self.close_history()
         targets = []
-        detector = self.labels[-1] == REJECTED  # a defended model with a detector: did it let each image through?
+        refused = rejected_index(self.labels)  # through a defence: did it let each image through?
         for i, (t, img, c) in enumerate(zip(snap.targets, snap.images, snap.confidence.tolist(), strict=True)):
             write_whole(folder / f"{i}.png", to_png(img))
             targets.append({"position": i, "index": t, "label": self.labels[t], "confidence": c, "file": f"{i}.png",
                             "reached_9999": self.reached.get(i), "top": top_k(snap.probs[i], self.labels, 5),
-                            **({"accepted": int(snap.probs[i].argmax()) != len(self.labels) - 1} if detector else {})})
+                            **({"accepted": int(snap.probs[i].argmax()) != refused} if refused is not None else {})})
         write_whole(folder / "grid.png", png_bytes(labelled_grid(snap, self.labels)))
         if len(self.history) > 1:
             title = f"{self.spec.model}: {self.spec.method} ({self.spec.encoding})"

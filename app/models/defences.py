@@ -50,6 +50,16 @@ VERSION = 1  # of how defences are built and calibrated: kept numbers from anoth
 SHARPNESS = 50.0  # gradient gate: sigmoid((threshold - score) * SHARPNESS / spread of real scores)
 
 
+def is_defended(model_id: str) -> bool:
+    """A defended model's id (MODEL+KIND...), as opposed to a registered model's."""
+    return "+" in model_id
+
+
+def rejected_index(labels: list[str]) -> int | None:
+    """The class a defence answers for what it refuses (its last, "rejected"), or None."""
+    return len(labels) - 1 if labels and labels[-1] == REJECTED else None
+
+
 class DefenceError(Refused, ValueError):
     """A composition that cannot be built: its detail says why (a 422 on the API)."""
 

@@ -56,7 +56,7 @@ class Registry:
         entry = self.entries.get(model_id)
         if entry is not None:
             return entry
-        if "+" in model_id:
+        if defences.is_defended(model_id):
             return self._defended_entry(model_id)
         raise UnknownModel(model_id)
 

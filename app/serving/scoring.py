@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import torch
 
+from app.models.defences import is_defended
 from app.models.registry import Registry
 from app.serving import compute
 from app.serving.batching import Batcher
@@ -77,7 +78,7 @@ class Scorer:
         or finished ones. A defended model's jobs go alone (a batcher is a thread for the server's
         life, and there may be many defended models)."""
         self.registry.model(model_id)
-        if "+" in model_id:
+        if is_defended(model_id):
             return Unbatched(lambda x: compute.run(self._forward_many, model_id, [x]))
         with self._lock:
             b = self._job_batchers.get(model_id)
@@ -90,7 +91,7 @@ class Scorer:
     async def probabilities(self, model_id: str, x: torch.Tensor, token: list[bool] | None = None) -> torch.Tensor:
         """For request handlers: never blocks the event loop. A defended model (MODEL+KIND) is not
         batched: there may be many of them, and a batcher is a thread that lives as long as the server."""
-        if not self.batching or "+" in model_id:
+        if not self.batching or is_defended(model_id):
             return await asyncio.wrap_future(compute.submit(self.forward, model_id, x))
         return await asyncio.wrap_future(self.batcher(model_id).submit(x, token))
 
@@ -113,7 +114,7 @@ class Scorer:
     @contextmanager
     def expecting(self, model_id: str) -> Iterator[list[bool] | None]:
         """Tell the model's batcher a request is on its way (see Batcher.expecting)."""
-        if not self.batching or "+" in model_id:
+        if not self.batching or is_defended(model_id):
             yield None
             return
         with self.batcher(model_id).expecting() as token:

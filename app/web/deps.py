@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from app.budgets import BudgetFull
 from app.classroom.store import CODE_PATTERN, ClassroomStore, JoinCaps
 from app.jobs.runner import Runner
+from app.models.defences import is_defended
 from app.models.entry import ModelEntry, UnknownModel
 from app.serving.lab import Lab
 from app.web.errors import ApiError, too_many
@@ -103,7 +104,7 @@ def available_model(lab: Lab, model_id: str, field: str = "model") -> ModelEntry
 async def available_model_soon(lab: Lab, model_id: str, field: str = "model") -> ModelEntry:
     """available_model for async routes: a defended model seen for the first time is built (and
     calibrated, seconds) on a worker thread, never on the event loop."""
-    if "+" in model_id:
+    if is_defended(model_id):
         return await run_in_threadpool(available_model, lab, model_id, field)
     return available_model(lab, model_id, field)
 

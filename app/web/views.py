@@ -11,7 +11,7 @@ from app.jobs.job import Job
 from app.jobs.run import jsonable
 from app.jobs.runner import Runner
 from app.jobs.store import ACTIVE, FINISHED
-from app.models.defences import REJECTED
+from app.models.defences import rejected_index
 from app.serving.imaging import to_png
 from app.serving.scoring import top_k
 from app.web.errors import ApiError
@@ -57,8 +57,8 @@ def frame(job: Job, top: int = 5) -> dict:
                 "image": image_url(job.id, i, run.changed[i] if i < len(run.changed) else run.observed)}
         if i in run.reached:
             item["reached_9999"] = run.reached[i]
-        if job.labels[-1] == REJECTED:  # through a detector: whether it lets this image through
-            item["accepted"] = int(snap.probs[i].argmax()) != len(job.labels) - 1
+        if (refused := rejected_index(job.labels)) is not None:  # through a defence: does it let this image through?
+            item["accepted"] = int(snap.probs[i].argmax()) != refused
         if with_top:
             item["top"] = top_k(snap.probs[i], job.labels, top)
         out["targets"].append(item)

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from app.models.defences import rejected_index
 from app.models.entry import ModelEntry
 from app.serving.imaging import ImageError, load_image, open_image, stack, to_model_input
 from app.serving.lab import Lab
@@ -127,9 +128,9 @@ async def score_tensor(request: Request,
     results = [{"filename": f"row-{n}", "top": [{"index": i, "label": labels[i], "confidence": v}
                                                  for v, i in zip(vs, ix, strict=True)]}
                for n, (vs, ix) in enumerate(zip(values, indices, strict=True))]
-    if entry.meta.get("rejects"):  # a flagged image puts (almost) all its probability on "rejected", the last class
+    if (own := rejected_index(labels)) is not None:  # a defence's own class wins for what it refuses
         for r, ix in zip(results, indices, strict=True):
-            r["rejected"] = ix[0] == entry.num_classes - 1
+            r["rejected"] = ix[0] == own
     body = {"model": entry.id, "results": results, "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)}
     return Response(orjson.dumps(body), media_type="application/json")
 
@@ -152,9 +153,9 @@ async def score_uploads(state: Lab, files: list[UploadFile], model: str, k: int)
             names.append(f.filename or "upload")
         probs = await state.scorer.probabilities(entry.id, stack(tensors), token)
     results = [{"filename": n, "top": top_k(p, entry.labels, k)} for n, p in zip(names, probs, strict=True)]
-    if entry.meta.get("rejects"):
+    if (own := rejected_index(entry.labels)) is not None:
         for r, p in zip(results, probs, strict=True):
-            r["rejected"] = int(p.argmax()) == len(p) - 1  # its own class wins: a detector's, the n+1 network's
+            r["rejected"] = int(p.argmax()) == own
     return {"model": entry.id, "results": results, "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)}
 
 
