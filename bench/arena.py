@@ -28,7 +28,7 @@ from app.fooling.methods import build  # noqa: E402
 from app.models.defences import DefenceError  # noqa: E402
 from app.models.registry import Registry  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from app.web.pages.arena import ROWS  # noqa: E402  (the arena's own rows)
+from app.web.arena import ROWS  # noqa: E402  (the arena's own rows)
 
 BAR = 0.99
 

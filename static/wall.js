@@ -49,6 +49,10 @@
     el.querySelector("[data-meter]").value = t.confidence || 0;
     el.querySelector("[data-name]").textContent = t.nickname || "someone";
     el.querySelector("[data-status]").textContent = t.status;
+    const defence = el.querySelector("[data-defence]"); // an arena attack names the defence it faces
+    const plus = (t.model || "").indexOf("+");
+    defence.hidden = plus < 0;
+    defence.textContent = plus < 0 ? "" : `vs ${t.model.slice(plus + 1)}`;
     el.dataset.status = t.status;
     el.dataset.confidence = t.confidence || 0;
     el.classList.toggle("is-hidden", !!t.hidden);
@@ -99,7 +103,9 @@
       return;
     }
     const gap = 12;
-    const text = instructor ? 130 : 90; // label, meter and name under each image (and the buttons)
+    const defended = [...tiles.values()].some((e) => (e.data.model || "").includes("+"));
+    // label, meter and name under each image (and the buttons, and the defence an attack faces)
+    const text = (instructor ? 130 : 90) + (defended ? 24 : 0);
     const width = wall.clientWidth;
     const height = window.innerHeight - wall.getBoundingClientRect().top - window.scrollY - 16;
     let best = 0;
@@ -131,6 +137,20 @@
     const m = document.querySelector("[data-members]");
     if (m && room.members != null) m.textContent = room.members;
     showSpotlight();
+  });
+  // The instructor's pinned defence arena: a table above the tiles (null: taken down).
+  const pinned = document.querySelector("[data-arena-pinned]");
+  es.addEventListener("arena", (ev) => {
+    const board = JSON.parse(ev.data);
+    pinned.hidden = !board;
+    document.querySelector("[data-wall-area]").classList.toggle("pinned", !!board);
+    document.querySelector("[data-unpin-form]")?.toggleAttribute("hidden", !board);
+    if (board) {
+      pinned.querySelector("[data-arena-model]").textContent = board.model;
+      pinned.querySelector("[data-arena-table]").replaceChildren(window.FoolingArena.table(board));
+    }
+    window.wallStats.arena = board ? board.model : null;
+    fit();
   });
   es.addEventListener("close", () => es.close());
   counts();

@@ -215,7 +215,7 @@ def _watch(page) -> list[str]:
     # (a lazy one the full-page screenshot brought into view, a favicon) still loading when the page
     # moves on. Any answer >= 400 is still caught below.
     def failed(r) -> None:
-        superseded = ("/stream" in r.url or r.url.endswith("/events") or r.resource_type == "image")
+        superseded = ("/stream" in r.url or r.url.split("?")[0].endswith("/events") or r.resource_type == "image")
         if not (superseded and "ABORTED" in (r.failure or "")):
             problems.append(f"failed {r.url} {r.failure}")
 
@@ -534,3 +534,69 @@ def test_a_student_fools_a_defence_from_the_arena_and_watches_the_attack(server,
     assert "evaluations" in page.evaluate(f"{cell}.textContent")
     page.screenshot(path=str(ARTIFACTS / "arena-attack-1920.png"), full_page=True)
     assert not page.problems, page.problems
+
+
+def test_a_rooms_students_attack_defences_side_by_side_and_the_wall_shows_the_pinned_arena(server, browser):
+    """Two students of a room press "Fool this defence" on different rows of the room's arena (a
+    phone and a desktop); each sees the other's attack appear and update in its row without a
+    reload; the instructor pins the table and the wall shows it beside the attacks' tiles."""
+    import httpx
+
+    code = httpx.post(server.url + "/api/v1/rooms", json={"title": "Arena"},
+                      headers={"Authorization": f"Bearer {ADMIN}"}).json()["code"]
+    problems, students = {}, {}
+    for name, size in (("Ada", {"width": 390, "height": 844}), ("Bo", {"width": 1920, "height": 1080})):
+        ctx = browser.new_context(viewport=size)
+        pg = ctx.new_page()
+        problems[name] = _watch(pg)
+        pg.goto(f"{server.url}/r/{code}")
+        pg.fill("input[name=nickname]", name)
+        pg.locator("form[action$='/join'] button").click()
+        pg.wait_for_selector(f"[data-nickname]:has-text('{name}')")
+        pg.goto(f"{server.url}/r/{code}/arena", wait_until="load")
+        students[name] = (ctx, pg)
+    ada, bo = students["Ada"][1], students["Bo"][1]
+    ada.locator("tr[data-defence='lenet-mnist+energy'] [data-fool-cppn]").click()
+    ada.wait_for_url(f"**/r/{code}/arena?model=lenet-mnist")
+    bo.locator("tr[data-defence='lenet-mnist+msp'] [data-fool]").click()
+    bo.wait_for_url(f"**/r/{code}/arena?model=lenet-mnist")
+    # Ada's page, loaded before Bo started, shows his attack in the msp row: the board streams
+    msp = "document.querySelector(\"tr[data-defence='lenet-mnist+msp'] [data-attacks]\")"
+    until(ada, f"{msp}.textContent.includes('Bo')", timeout=30)
+    first = ada.evaluate(f"{msp}.textContent")
+    until(ada, f"{msp}.textContent !== {first!r}", timeout=30)  # and his numbers move
+    energy = "document.querySelector(\"tr[data-defence='lenet-mnist+energy'] [data-attacks]\")"
+    assert "Ada" in ada.evaluate(f"{energy}.textContent")
+    scroll, client = ada.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert scroll <= client, (scroll, client)
+    shot(ada, "arena-room-390")
+    shot(bo, "arena-room-1920")
+    assert bo.locator("[data-pin]").count() == 0  # pinning is the instructor's
+
+    t_ctx, teacher = _teacher_signed_in(browser, server)
+    problems["teacher"] = _watch(teacher)
+    teacher.goto(f"{server.url}/r/{code}/arena", wait_until="load")
+    teacher.locator("[data-pin]").click()
+    teacher.wait_for_url(f"**/r/{code}/wall")
+    teacher.wait_for_selector("[data-arena-pinned]:not([hidden]) table[data-arena-board='lenet-mnist']")
+    until(teacher, "document.querySelectorAll('[data-tile]').length === 2", timeout=30)
+    board = teacher.locator("[data-arena-pinned]").inner_text()
+    assert "Ada" in board and "Bo" in board and "msp" in board and "energy" in board
+    faced = sorted(teacher.evaluate("[...document.querySelectorAll('[data-tile] [data-defence]')].map(e => e.textContent)"))
+    assert faced == ["vs energy", "vs msp"], faced
+    table, wall = teacher.evaluate("""[document.querySelector('[data-arena-pinned]').getBoundingClientRect().right,
+        document.getElementById('wall').getBoundingClientRect().left]""")
+    assert table <= wall, (table, wall)  # on a projector the table stands beside the tiles
+    shot(teacher, "wall-arena-1920")
+    bo.goto(f"{server.url}/r/{code}/wall", wait_until="load")  # a student's wall shows the pinned table too
+    bo.wait_for_selector("[data-arena-pinned]:not([hidden])")
+    teacher.locator("[data-unpin]").click()
+    teacher.wait_for_url(f"**/r/{code}/wall")
+    bo.wait_for_selector("[data-arena-pinned]", state="hidden", timeout=10_000)
+    seen = {name: list(p) for name, p in problems.items()}
+    for job in httpx.get(f"{server.url}/api/v1/rooms/{code}/jobs", headers={"Authorization": f"Bearer {ADMIN}"}
+                         ).json()["jobs"]:
+        httpx.post(f"{server.url}/api/v1/jobs/{job['id']}/cancel", headers={"Authorization": f"Bearer {ADMIN}"})
+    for ctx in (t_ctx, *(c for c, _ in students.values())):
+        ctx.close()
+    assert not any(seen.values()), seen

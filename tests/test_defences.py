@@ -17,6 +17,7 @@ from app.settings import ROOT
 from tests.conftest import make_settings, png_bytes, wait_ready
 
 DETECTORS = ["msp", "energy", "mahalanobis", "squeeze"]
+ADMIN = "teacher-token-for-the-arena"
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def app(tmp_path_factory):
     data = tmp_path_factory.mktemp("defences")
     (data / "MNIST").symlink_to(ROOT / "data" / "MNIST")  # the real digits detectors calibrate on, read-only
     lenets = ",".join(["lenet-mnist"] + [f"lenet-mnist-s{i}" for i in range(1, 5)])
-    application = create_app(make_settings(preload=lenets, data_dir=data))
+    application = create_app(make_settings(preload=lenets, data_dir=data, admin_token=ADMIN))
     with TestClient(application) as c:
         wait_ready(c)
         yield application
@@ -291,3 +292,90 @@ def test_the_arena_reads_the_gallery_written_by_older_versions(app):
     store.update(job["id"], result=old)
     page = c.get("/arena")
     assert page.status_code == 200 and "rejected (of " in page.text
+
+
+def _events(client, url: str, done, timeout: float = 30) -> list[tuple[str, object]]:
+    """The (event, data) of a room's stream until ``done(events)`` holds."""
+    import json
+    import time
+
+    out: list[tuple[str, object]] = []
+    t0, event = time.monotonic(), None
+    with client.stream("GET", url) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                out.append((event, json.loads(line[6:])))
+                if done(out):
+                    return out
+            assert time.monotonic() - t0 < timeout, [e for e, _ in out]
+    return out
+
+
+def _board(events) -> dict | None:
+    boards = [d for e, d in events if e == "arena"]
+    return boards[-1] if boards else None
+
+
+def test_a_rooms_arena_sets_its_students_attacks_side_by_side_and_the_instructor_pins_it(app):
+    """Students of a room attack different defences from /r/{code}/arena; every member sees all
+    the room's attacks per defence, live (one `arena` event stream per room); the instructor pins
+    the table to the wall, and hides an attack from the students."""
+    from tests.helpers import browser
+
+    teacher = TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"})
+    code = teacher.post("/api/v1/rooms", json={"title": "Arena"}).json()["code"]
+    ada, bo, stranger = browser(app), browser(app), browser(app)
+    for student, name in ((ada, "Ada"), (bo, "Bo")):
+        assert student.post(f"/api/v1/rooms/{code}/join", json={"nickname": name}).status_code == 200
+    shut = stranger.get(f"/r/{code}/arena")
+    assert shut.status_code == 200 and "data-members-only" in shut.text and "data-fool" not in shut.text
+    assert stranger.get(f"/api/v1/rooms/{code}/events?arena=lenet-mnist").status_code == 403
+
+    started = {}
+    for student, defended, encoding in ((ada, "lenet-mnist+energy", "cppn"), (bo, "lenet-mnist+msp", "direct")):
+        r = student.post("/arena/attack", data={"model": defended, "encoding": encoding, "room": code},
+                         follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == f"/r/{code}/arena?model=lenet-mnist", r.text
+        started[defended] = student.get(f"/api/v1/rooms/{code}/jobs").json()["jobs"][0]["id"]
+        assert student.get(f"/api/v1/jobs/{started[defended]}").json()["room"] == code
+    page = ada.get(f"/r/{code}/arena")
+    assert page.status_code == 200 and "data-fool" in page.text and "data-pin" not in page.text
+    for defended, job_id in started.items():
+        row = page.text.split(f'data-defence="{defended}"')[1].split("</tr>")[0]
+        assert f'data-attack="{job_id}"' in row and ("Ada" if "energy" in defended else "Bo") in row
+
+    # the arena's own stream: the room's state and the board, no tiles
+    events = _events(ada, f"/api/v1/rooms/{code}/events?arena=lenet-mnist", lambda ev: _board(ev) is not None)
+    assert {e for e, _ in events} <= {"room", "arena"}
+    rows = {r["id"]: r for r in _board(events)["rows"]}
+    assert [(a["id"], a["nickname"]) for a in rows["lenet-mnist+msp"]["attacks"]] == [(started["lenet-mnist+msp"], "Bo")]
+    assert rows["lenet-mnist+energy"]["attacks"][0]["encoding"] == "cppn" and rows["lenet-mnist"]["attacks"] == []
+    assert 0.03 < rows["lenet-mnist+msp"]["false_positive_rate"] < 0.07 and "client" not in str(rows)
+    for bad in ("lenet-mnist%2Bmsp", "nope", "x" * 101):
+        assert ada.get(f"/api/v1/rooms/{code}/events?arena={bad}").status_code in (404, 422), bad
+
+    # the instructor pins it: every wall shows the board beside its tiles; hidden attacks are the instructor's
+    assert ada.post(f"/api/v1/rooms/{code}/arena", json={"model": "lenet-mnist"}).status_code == 403
+    assert ada.post(f"/r/{code}/arena/pin", data={"model": "lenet-mnist"}).status_code == 403
+    for bad, status in (({"model": "lenet-mnist+msp"}, 422), ({"model": "nope"}, 404), ({"model": 7}, 422),
+                        ({"arena": "lenet-mnist"}, 422)):
+        assert teacher.post(f"/api/v1/rooms/{code}/arena", json=bad).status_code == status, bad
+    assert teacher.post(f"/api/v1/rooms/{code}/arena", json={"model": "lenet-mnist"}).json() == {"arena": "lenet-mnist"}
+    assert ada.get(f"/api/v1/rooms/{code}").json()["arena"] == "lenet-mnist"
+    teacher.post(f"/api/v1/rooms/{code}/hide", json={"job": started["lenet-mnist+msp"]})
+    wall = _events(ada, f"/api/v1/rooms/{code}/events", lambda ev: _board(ev) is not None and any(
+        e == "tile" for e, _ in ev))
+    seen = {r["id"]: r for r in _board(wall)["rows"]}
+    assert seen["lenet-mnist+msp"]["attacks"] == [] and seen["lenet-mnist+energy"]["attacks"]
+    assert {d["id"] for e, d in wall if e == "tile"} <= {started["lenet-mnist+energy"]}
+    mine = _events(teacher, f"/api/v1/rooms/{code}/events", lambda ev: _board(ev) is not None)
+    assert {r["id"]: r for r in _board(mine)["rows"]}["lenet-mnist+msp"]["attacks"][0]["hidden"] is True
+    r = teacher.post(f"/r/{code}/arena/pin", data={"model": ""}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/r/{code}/wall"
+    unpinned = _events(ada, f"/api/v1/rooms/{code}/events", lambda ev: any(e == "arena" for e, _ in ev))
+    assert _board(unpinned) is None and ada.get(f"/api/v1/rooms/{code}").json()["arena"] is None
+    for job_id in started.values():
+        teacher.post(f"/api/v1/jobs/{job_id}/cancel")

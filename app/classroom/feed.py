@@ -4,6 +4,9 @@ Every wall connection used to read the room, list its jobs and look up each tile
 times a second: 60 phones watching an idle room took a whole core. Now one ``RoomFeed`` per room
 reads the room's state and its tiles, turns each tile into its JSON text once, and wakes the walls
 only when something changed; a wall connection just compares what it sent with the feed.
+
+The feed also builds the room's defence arena boards: the one the instructor pinned to the wall,
+and those its arena pages watch, each about once a second (``ARENA_EVERY``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +27,9 @@ from app.jobs.runner import Runner
 
 log = logging.getLogger(__name__)
 LIST_EVERY = 1.0  # seconds between listings of the room's jobs (new and removed tiles)
+ARENA_EVERY = 1.0  # seconds between two builds of a watched arena board
+# (room code, model, nicknames, hidden job ids) -> the board (app.web.arena.Boards.board)
+BoardFn = Callable[[str, str, dict[str, str], set[str]], Awaitable[dict]]
 
 
 class RoomFeed:
@@ -30,8 +37,9 @@ class RoomFeed:
     (client -> nickname), ``ids`` (its jobs on the wall, hidden ones included: each wall leaves the
     ``hidden`` ones out for all but the instructor), and per job the key and JSON text of its tile."""
 
-    def __init__(self, code: str, store: ClassroomStore, runner: Runner, tiles: Tiles) -> None:
-        self.code, self.store, self.runner, self.tiles = code, store, runner, tiles
+    def __init__(self, code: str, store: ClassroomStore, runner: Runner, tiles: Tiles,
+                 board: BoardFn | None = None) -> None:
+        self.code, self.store, self.runner, self.tiles, self.board = code, store, runner, tiles, board
         self.version = 0  # bumped whenever anything a wall sends changes
         self.read_once = False
         self.room: dict | None = None
@@ -41,6 +49,9 @@ class RoomFeed:
         self.texts: dict[str, tuple[object, str]] = {}  # job id -> (key, tile JSON)
         self._frames: dict[str, tuple[object, float]] = {}  # job id -> (tile frame key, when read)
         self._listed = 0.0
+        self.wanted: Counter[str] = Counter()  # model -> arena pages watching its board
+        self.arenas: dict[str, tuple[str, str]] = {}  # model -> (board JSON for members, for the instructor)
+        self._arena_built = 0.0
         self._changed = asyncio.Event()
         self.watchers = 0
         self.task: asyncio.Task | None = None
@@ -66,10 +77,38 @@ class RoomFeed:
                 state = None
             if state is not None:  # swapped in here, on the loop, so a wall never sees half of it
                 self.room, self.names, self.ids, self.hidden, self.texts = state
+            arenas = await self._build_arenas()
+            if arenas is not None:
+                self.arenas = arenas
+            if state is not None or arenas is not None:
                 self._publish()
             if self.room is None:
                 return  # deleted: the walls close
             await asyncio.sleep(FRAME_INTERVAL / 2)
+
+    async def _build_arenas(self) -> dict[str, tuple[str, str]] | None:
+        """The boards of the pinned arena and of those watched, when one changed (else None)."""
+        models = {m for m, n in self.wanted.items() if n > 0}
+        if self.room is not None and self.room.get("arena"):
+            models.add(self.room["arena"])
+        now = time.monotonic()
+        if self.board is None or (set(self.arenas) == models and now - self._arena_built < ARENA_EVERY):
+            return None
+        self._arena_built = now
+        out = {}
+        for model in sorted(models):
+            try:
+                board = await self.board(self.code, model, self.names, self.hidden)
+            except Exception as exc:  # a model gone, a database hiccup: the last board stays up
+                log.warning("room %s: building the %s arena failed: %s", self.code, model, exc)
+                if model in self.arenas:
+                    out[model] = self.arenas[model]
+                continue
+            full = json.dumps(board, separators=(",", ":"))
+            for row in board["rows"]:  # the instructor's hidden attacks are for the instructor only
+                row["attacks"] = [a for a in row["attacks"] if not a.pop("hidden", False)]
+            out[model] = (json.dumps(board, separators=(",", ":")), full)
+        return None if out == self.arenas else out
 
     def read(self) -> tuple | None:
         """One look at the room and its tiles (in a worker thread): the new (room, names, ids,
@@ -119,23 +158,30 @@ class RoomFeed:
 class RoomFeeds:
     """The feeds of the rooms being watched now, one per room (and event loop)."""
 
-    def __init__(self, store: ClassroomStore, runner: Runner, tiles: Tiles) -> None:
-        self.store, self.runner, self.tiles = store, runner, tiles
+    def __init__(self, store: ClassroomStore, runner: Runner, tiles: Tiles, board: BoardFn | None = None) -> None:
+        self.store, self.runner, self.tiles, self.board = store, runner, tiles, board
         self._feeds: dict[tuple[int, str], RoomFeed] = {}
 
     @asynccontextmanager
-    async def watch(self, code: str) -> AsyncIterator[RoomFeed]:
-        """The room's feed, started by its first watcher and stopped when its last one leaves."""
+    async def watch(self, code: str, arena: str | None = None) -> AsyncIterator[RoomFeed]:
+        """The room's feed, started by its first watcher and stopped when its last one leaves
+        (``arena``: a model whose arena board this watcher wants, pinned or not)."""
         key = (id(asyncio.get_running_loop()), code)
         feed = self._feeds.get(key)
         if feed is None or feed.task is None or feed.task.done():
-            feed = self._feeds[key] = RoomFeed(code, self.store, self.runner, self.tiles)
+            feed = self._feeds[key] = RoomFeed(code, self.store, self.runner, self.tiles, self.board)
             feed.task = asyncio.create_task(feed.run())
         feed.watchers += 1
+        if arena:
+            feed.wanted[arena] += 1
         try:
             yield feed
         finally:
             feed.watchers -= 1
+            if arena:
+                feed.wanted[arena] -= 1
+                if feed.wanted[arena] <= 0:
+                    del feed.wanted[arena]
             if feed.watchers == 0:
                 feed.task.cancel()
                 if self._feeds.get(key) is feed:

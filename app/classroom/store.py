@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS rooms (
     closed REAL,
     spotlight TEXT,
     hidden TEXT NOT NULL DEFAULT '[]',
+    arena TEXT,
     version INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS members (
@@ -97,6 +98,8 @@ class ClassroomStore:
             if "address" not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN address TEXT NOT NULL DEFAULT ''")
             self._db.execute(f"CREATE INDEX IF NOT EXISTS {table}_address ON {table} (address)")
+        if "arena" not in {r[1] for r in self._db.execute("PRAGMA table_info(rooms)")}:  # older databases
+            self._db.execute("ALTER TABLE rooms ADD COLUMN arena TEXT")
 
     def _one(self, query: str, args: tuple = ()) -> dict | None:
         with self._lock:
@@ -142,6 +145,10 @@ class ClassroomStore:
 
     def set_spotlight(self, code: str, job_id: str | None) -> None:
         self._run("UPDATE rooms SET spotlight=?, version=version+1 WHERE code=?", (job_id, code))
+
+    def set_arena(self, code: str, model: str | None) -> None:
+        """Pin the defence arena of ``model`` to the room's wall (None: unpin)."""
+        self._run("UPDATE rooms SET arena=?, version=version+1 WHERE code=?", (model, code))
 
     def set_hidden(self, code: str, job_id: str, hidden: bool) -> list[str]:
         with self._lock:

@@ -36,6 +36,7 @@ from app.web.api import jobs as jobs_api
 from app.web.api import quiz as quiz_api
 from app.web.api import rooms as rooms_api
 from app.web.api import studies as studies_api
+from app.web.arena import Boards
 from app.web.identity import Gatekeeper
 from app.web.middleware import GuardMiddleware, body_limits
 from app.web.pages import arena as arena_pages
@@ -118,7 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                     settings.sweep_interval_s).start()
         app.state.quiz = QuizPool(store, settings.data_dir, ROOT / "static" / "samples")
         app.state.tiles = Tiles(app.state.runner)
-        app.state.feeds = RoomFeeds(app.state.classroom, app.state.runner, app.state.tiles)
+        app.state.boards = Boards(lab, app.state.runner)
+        app.state.feeds = RoomFeeds(app.state.classroom, app.state.runner, app.state.tiles, app.state.boards.board)
         app.state.lineages = Lineages()
         app.state.noise = NoiseBaselines()
 

@@ -101,6 +101,13 @@ def available_model(lab: Lab, model_id: str, field: str = "model") -> ModelEntry
     return entry
 
 
+def arena_model(lab: Lab, model_id: str, field: str = "model") -> str:
+    """A model the defence arena can set out: available, and without defences of its own (422)."""
+    if is_defended(model_id):
+        raise ApiError(422, "the arena takes a model without defences: it sets them out itself", field)
+    return available_model(lab, model_id, field).id
+
+
 async def available_model_soon(lab: Lab, model_id: str, field: str = "model") -> ModelEntry:
     """available_model for async routes: a defended model seen for the first time is built (and
     calibrated, seconds) on a worker thread, never on the event loop."""

@@ -101,9 +101,9 @@ def json_example(example: object, description: str | None = None) -> dict:
 CODE = "K7QF"
 ROOM_LINKS = {"self": f"/api/v1/rooms/{CODE}", "join": f"/r/{CODE}", "wall": f"/r/{CODE}/wall",
               "quiz": f"/r/{CODE}/quiz", "jobs": f"/api/v1/rooms/{CODE}/jobs", "events": f"/api/v1/rooms/{CODE}/events",
-              "close": f"/api/v1/rooms/{CODE}/close"}
+              "close": f"/api/v1/rooms/{CODE}/close", "arena": f"/r/{CODE}/arena"}
 ROOM = {"code": CODE, "title": "CS 231, Tuesday", "created": 1795626094.2, "closed": None, "spotlight": None,
-        "hidden": [], "links": ROOM_LINKS, "members": 28}
+        "arena": None, "hidden": [], "links": ROOM_LINKS, "members": 28}
 ROOM_SEEN = {**ROOM, "you": {"member": True, "nickname": "Ada", "instructor": False}}
 ROOMS = {"rooms": [ROOM]}
 ROOM_JOINED = {"code": CODE, "nickname": "Ada", "links": ROOM_LINKS}
@@ -112,7 +112,10 @@ ROOM_JOBS = {"room": CODE, "jobs": [{**{k: v for k, v in JOB_VIEW.items() if k !
 ROOM_EVENTS = (f'retry: 2000\n\nevent: room\ndata: {{"code":"{CODE}","closed":null,"spotlight":null,"hidden":[],'
                f'"members":28,...}}\n\nevent: tile\ndata: {{"id":"{JOB}","status":"running","label":"7",'
                '"confidence":0.9871,"image":"data:image/png;base64,iVBORw0...","nickname":"Ada","step":41,...}\n\n'
-               f'event: remove\ndata: {{"id":"{JOB}"}}\n\n')
+               f'event: remove\ndata: {{"id":"{JOB}"}}\n\n'
+               'event: arena\ndata: {"model":"lenet-mnist","images":120,"rows":[{"id":"lenet-mnist+msp",'
+               '"defence":"msp","clean_accuracy":0.941,"false_positive_rate":0.051,"gallery_rejected":0.34,"attacks":[{"id":"...",'
+               '"nickname":"Ada","encoding":"direct","status":"running","best":0.97,"at_99":6,"targets":10,...}]},...]}\n\n')
 ROOM_CREATE_REQUESTS = {"titled": {"summary": "A room with a title", "value": {"title": "CS 231, Tuesday"}},
                         "plain": {"summary": "No title", "value": {}}}
 JOIN_REQUESTS = {"join": {"summary": "Join with a nickname", "value": {"nickname": "Ada"}}}
@@ -121,6 +124,9 @@ SPOTLIGHT_REQUESTS = {"show": {"summary": "Spotlight a job", "value": {"job": JO
 HIDE_REQUESTS = {"hide": {"summary": "Hide a job from the wall", "value": {"job": JOB, "hidden": True}},
                  "show": {"summary": "Show it again", "value": {"job": JOB, "hidden": False}}}
 SPOTLIGHT = {"spotlight": JOB}
+ARENA_REQUESTS = {"pin": {"summary": "Pin LeNet's arena to the wall", "value": {"model": "lenet-mnist"}},
+                  "unpin": {"summary": "Take it down", "value": {"model": None}}}
+ARENA_PINNED = {"arena": "lenet-mnist"}
 HIDDEN = {"hidden": [JOB]}
 
 ITEM = "QuIzItEm01234567"

@@ -5,21 +5,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Body, Depends, Path, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.classroom.feed import RoomFeeds
 from app.classroom.store import CODE_PATTERN
 from app.jobs.runner import Runner
+from app.serving.lab import Lab
 from app.web import streams
 from app.web.api import examples
 from app.web.deps import (
+    arena_model,
     classroom,
     held_stream,
     identity,
     is_member,
     join,
+    lab,
     open_room,
     require_instructor,
     require_member,
@@ -48,6 +51,12 @@ class Spotlight(BaseModel):
     job: str | None = Field(None, pattern=JOB_ID, description="the job shown full screen; null: none")
 
 
+class Arena(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(None, max_length=100, description="the model whose defence arena the wall shows "
+                                                                  "(without defences: e.g. lenet-mnist); null: none")
+
+
 class Hide(BaseModel):
     model_config = ConfigDict(extra="forbid")
     job: str = Field(pattern=JOB_ID)
@@ -57,13 +66,14 @@ class Hide(BaseModel):
 def room_links(code: str) -> dict:
     base = f"/api/v1/rooms/{code}"
     return {"self": base, "join": f"/r/{code}", "wall": f"/r/{code}/wall", "quiz": f"/r/{code}/quiz",
-            "jobs": f"{base}/jobs", "events": f"{base}/events", "close": f"{base}/close"}
+            "jobs": f"{base}/jobs", "events": f"{base}/events", "close": f"{base}/close",
+            "arena": f"/r/{code}/arena"}
 
 
 def room_view(room: dict, members: int | None = None, instructor: bool = True) -> dict:
     """A room's state; the jobs the instructor hid are named to the instructor only."""
     out = {"code": room["code"], "title": room["title"], "created": room["created"], "closed": room["closed"],
-           "spotlight": room["spotlight"], "hidden": room["hidden"] if instructor else [],
+           "spotlight": room["spotlight"], "arena": room.get("arena"), "hidden": room["hidden"] if instructor else [],
            "links": room_links(room["code"])}
     if members is not None:
         out["members"] = members
@@ -156,6 +166,19 @@ async def spotlight(request: Request, body: Spotlight = Body(openapi_examples=ex
     return {"spotlight": body.job}
 
 
+@router.post("/rooms/{code}/arena", summary="Pin a defence arena to the wall (the instructor)",
+             responses={200: examples.json_example(examples.ARENA_PINNED), **error_responses(403, 404, 422, 429)})
+async def pin_arena(request: Request, body: Arena = Body(openapi_examples=examples.ARENA_REQUESTS), code: str = Code,
+                    state: Lab = Depends(lab)) -> dict:
+    """Every wall watching the room shows the arena of this model above its tiles: one row per
+    defence, with the room's attacks on each (`model: null` takes it down)."""
+    require_instructor(request)
+    room = open_room(request, code)
+    model = None if body.model is None else arena_model(state, body.model)
+    classroom(request).set_arena(room["code"], model)
+    return {"arena": model}
+
+
 @router.post("/rooms/{code}/hide", summary="Hide (or show again) a job on the wall (the instructor)",
              responses={200: examples.json_example(examples.HIDDEN), **error_responses(403, 404, 422, 429)})
 def hide(request: Request, body: Hide = Body(openapi_examples=examples.HIDE_REQUESTS), code: str = Code,
@@ -195,9 +218,14 @@ def room_jobs(request: Request, code: str = Code, run: Runner = Depends(runner))
 @router.get("/rooms/{code}/events", response_class=StreamingResponse, summary="Follow a room's wall (SSE)",
             responses={200: {"content": {"text/event-stream": {"example": examples.ROOM_EVENTS}},
                              "description": "`room` (its state) whenever it changes, `tile` per job (at most 2 a "
-                                            "second per job, the latest frame only), `remove` when a job leaves"},
+                                            "second per job, the latest frame only), `remove` when a job leaves, "
+                                            "`arena` (the pinned defence arena's board, or null) when it changes. "
+                                            "With `arena=MODEL`: only `room` and that model's `arena` board"},
                        **error_responses(403, 404, 422, 429, _403="not a member of the room, nor the instructor")})
-async def room_events(request: Request, code: str = Code) -> StreamingResponse:
+async def room_events(request: Request, code: str = Code, state: Lab = Depends(lab),
+                      arena: str | None = Query(None, max_length=100,
+                                                description="follow this model's defence arena, pinned or not "
+                                                            "(no tiles)")) -> StreamingResponse:
     """One connection for the whole wall, however many jobs the room has: each tile (best image as
     a small PNG data URL, label, confidence, owner's nickname) is sent when its job changes, at most
     twice a second, skipping frames a slow client could not take. For the room's members and the
@@ -205,6 +233,7 @@ async def room_events(request: Request, code: str = Code) -> StreamingResponse:
     room = open_room(request, code)
     require_member(request, room, "the wall")
     code = room["code"]
+    watched = None if arena is None else arena_model(state, arena, "arena")
     instructor = identity(request).instructor
     feeds: RoomFeeds = request.app.state.feeds
 
@@ -212,8 +241,9 @@ async def room_events(request: Request, code: str = Code) -> StreamingResponse:
         yield streams.RETRY
         sent: dict[str, object] = {}  # job id -> the tile key last sent
         seen, room_version = 0, None  # version 0: the feed has not read the room yet
+        board_sent: str | None = ""  # "": none sent yet; None: "no arena" sent
         pacer = streams.Pacer(0.0)  # the feed itself sends each tile at most twice a second
-        async with feeds.watch(code) as feed:
+        async with feeds.watch(code, watched) as feed:
             while True:
                 if streams.stopping(request):
                     yield streams.sse("close", {"room": code, "status": "server-stopping"})
@@ -231,6 +261,14 @@ async def room_events(request: Request, code: str = Code) -> StreamingResponse:
                 if current["version"] != room_version:
                     room_version = current["version"]
                     yield streams.sse("room", room_view(current, len(feed.names), instructor))
+                model = watched or current.get("arena")
+                texts = feed.arenas.get(model) if model else None
+                board = None if texts is None else texts[1 if instructor else 0]
+                if board != board_sent and (board is not None or not model or board_sent):
+                    board_sent = board  # a board not built yet is not sent as "none"
+                    yield streams.sse_text("arena", board or "null")
+                if watched:
+                    continue
                 hidden = () if instructor else feed.hidden
                 shown = [i for i in feed.ids if i not in hidden]
                 on_wall = set(shown)

@@ -1,0 +1,86 @@
+// The defence arena of a room: the board (one row per defence, the room's attacks on each) comes
+// as `arena` events on the room's one event stream; this draws it. The room's arena page updates
+// its rows' attack cells; the class wall draws the whole pinned table (window.FoolingArena.table).
+// Text only through textContent: nicknames are the students' own.
+"use strict";
+
+(() => {
+  const pct = (c, digits = 1) => (c == null ? "–" : (100 * c).toFixed(digits) + "%");
+
+  function el(tag, text, cls) {
+    const e = document.createElement(tag);
+    if (text != null) e.textContent = text;
+    if (cls) e.className = cls;
+    return e;
+  }
+
+  // One attack: "Ada, direct: running: best accepted 97.12%, 6/10 at ≥ 99% · 12,300 evaluations".
+  function attack(a) {
+    const d = el("div", null, "attack");
+    d.dataset.attack = a.id;
+    d.dataset.status = a.status;
+    d.append(el("b", a.nickname || "someone"), `, ${a.encoding}: `);
+    const link = el("a", a.status);
+    link.href = `/jobs/${a.id}`;
+    d.append(link, ": ");
+    d.append(a.best == null ? "nothing accepted yet"
+      : `best accepted ${pct(a.best, 2)}, ${a.at_99}/${a.targets} at ≥ 99%`);
+    d.append(` · ${a.evaluations.toLocaleString("en-US")} evaluations`);
+    return d;
+  }
+
+  function attacks(list) {
+    const frag = document.createDocumentFragment();
+    if (!list.length) frag.append(el("span", "no attack yet", "muted"));
+    list.forEach((a) => frag.append(attack(a)));
+    return frag;
+  }
+
+  function rejected(r) {
+    if (r.gallery_rejected != null) return pct(r.gallery_rejected, 0);
+    return r.detector ? "–" : "rejects nothing";
+  }
+
+  // The whole table, for the wall.
+  function table(board) {
+    const t = el("table", null, "models stack arena arena-board");
+    t.dataset.arenaBoard = board.model;
+    const head = t.createTHead().insertRow();
+    ["defence", "clean accuracy", "false positives on real data",
+      `gallery fooling images rejected${board.images ? ` (of ${board.images})` : ""}`, "the room's attacks"]
+      .forEach((h) => head.append(el("th", h)));
+    const body = t.createTBody();
+    board.rows.forEach((r) => {
+      const tr = body.insertRow();
+      tr.dataset.defence = r.id;
+      const cells = [el("code", r.defence), pct(r.clean_accuracy), pct(r.false_positive_rate), rejected(r)];
+      const labels = ["defence", "clean accuracy", "false positives", "gallery rejected", "attacks"];
+      cells.forEach((c, i) => {
+        const td = tr.insertCell();
+        td.dataset.label = labels[i];
+        td.append(c);
+      });
+      const td = tr.insertCell();
+      td.dataset.label = labels[4];
+      td.append(attacks(r.attacks));
+    });
+    return t;
+  }
+
+  window.FoolingArena = { table, attacks };
+
+  // The room's arena page: its rows' attack cells follow the board.
+  const page = document.querySelector("[data-board-events]");
+  if (!page) return;
+  const es = new EventSource(page.dataset.boardEvents);
+  es.addEventListener("arena", (ev) => {
+    const board = JSON.parse(ev.data);
+    if (!board) return;
+    board.rows.forEach((r) => {
+      const cell = page.querySelector(`tr[data-defence="${CSS.escape(r.id)}"] [data-attacks]`);
+      if (cell) cell.replaceChildren(attacks(r.attacks));
+    });
+    window.arenaFrames = (window.arenaFrames || 0) + 1; // read by the browser tests
+  });
+  es.addEventListener("close", () => es.close());
+})();
