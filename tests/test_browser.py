@@ -582,7 +582,8 @@ def test_a_rooms_students_attack_defences_side_by_side_and_the_wall_shows_the_pi
     until(teacher, "document.querySelectorAll('[data-tile]').length === 2", timeout=30)
     board = teacher.locator("[data-arena-pinned]").inner_text()
     assert "Ada" in board and "Bo" in board and "msp" in board and "energy" in board
-    faced = sorted(teacher.evaluate("[...document.querySelectorAll('[data-tile] [data-defence]')].map(e => e.textContent)"))
+    faced = sorted(teacher.evaluate("[...document.querySelectorAll('[data-tile] [data-defence]')]"
+                                    ".map(e => e.textContent)"))
     assert faced == ["vs energy", "vs msp"], faced
     table, wall = teacher.evaluate("""[document.querySelector('[data-arena-pinned]').getBoundingClientRect().right,
         document.getElementById('wall').getBoundingClientRect().left]""")
