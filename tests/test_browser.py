@@ -215,7 +215,8 @@ def _watch(page) -> list[str]:
     # (a lazy one the full-page screenshot brought into view, a favicon) still loading when the page
     # moves on. Any answer >= 400 is still caught below.
     def failed(r) -> None:
-        superseded = ("/stream" in r.url or r.url.split("?")[0].endswith("/events") or r.resource_type == "image")
+        path = r.url.split("?")[0]
+        superseded = ("/stream" in path or path.endswith(("/events", "/favicon.svg")) or r.resource_type == "image")
         if not (superseded and "ABORTED" in (r.failure or "")):
             problems.append(f"failed {r.url} {r.failure}")
 
