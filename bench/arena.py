@@ -66,7 +66,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--generations", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--imagenet-generations", type=int, default=50, help="0: leave EfficientNet-Lite0 out")
+    ap.add_argument("--imagenet-generations", type=int, default=100, help="0: leave EfficientNet-Lite0 out")
     ap.add_argument("--json", default="bench/results/arena.json")
     args = ap.parse_args()
     reg = Registry(Settings.from_env())
