@@ -21,7 +21,10 @@ data: install
 	$(PY) -m app fetch-mnist
 	$(PY) -m app fetch-photos || echo "warning: no control photos (see the message above); studies on ImageNet models have fewer controls"
 
+# The server starts without MNIST too (where it cannot be fetched): what needs it says so.
 run: install
+	$(PY) -m app fetch-mnist || echo "warning: no MNIST digits (see the message above): no real digits in the quiz, no detectors in the arena"
+	$(PY) -m app fetch-photos || echo "warning: no control photos (see the message above); studies on ImageNet models have fewer controls"
 	$(VENV)/bin/fooling-lab serve
 
 lint: install

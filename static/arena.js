@@ -23,9 +23,20 @@
     const link = el("a", a.status);
     link.href = `/jobs/${a.id}`;
     d.append(link, ": ");
-    d.append(a.best == null ? "nothing accepted yet"
-      : `best accepted ${pct(a.best, 2)}, ${a.at_99}/${a.targets} at ≥ 99%`);
-    d.append(` · ${a.evaluations.toLocaleString("en-US")} evaluations`);
+    if (a.needed != null) { // the defence fell: every class at 99.99%, accepted
+      const b = el("b", `every class at 99.99% after ${a.needed.toLocaleString("en-US")} evaluations`);
+      b.dataset.needed = "";
+      d.append(b);
+    } else {
+      d.append(a.best == null ? "nothing accepted yet"
+        : `best accepted ${pct(a.best, 2)}, ${a.at_99}/${a.targets} at ≥ 99%`);
+      d.append(` · ${a.evaluations.toLocaleString("en-US")} evaluations`);
+    }
+    if (a.hidden) { // only the instructor's board names these
+      const h = el("span", " (hidden from the students)", "muted");
+      h.dataset.hiddenAttack = "";
+      d.append(h);
+    }
     return d;
   }
 
@@ -38,7 +49,12 @@
 
   function rejected(r) {
     if (r.gallery_rejected != null) return pct(r.gallery_rejected, 0);
-    return r.detector ? "–" : "rejects nothing";
+    return r.detector || r.unavailable || r.busy ? "–" : "never rejects";
+  }
+
+  function falsePositives(r) {
+    if (r.unavailable || r.busy) return "–";
+    return r.detector ? pct(r.false_positive_rate) : "never rejects";
   }
 
   // The whole table, for the wall.
@@ -50,10 +66,10 @@
       `gallery fooling images rejected${board.images ? ` (of ${board.images})` : ""}`, "the room's attacks"]
       .forEach((h) => head.append(el("th", h)));
     const body = t.createTBody();
-    board.rows.forEach((r) => {
+    board.rows.filter((r) => !r.unavailable).forEach((r) => { // the projector shows what can be attacked
       const tr = body.insertRow();
       tr.dataset.defence = r.id;
-      const cells = [el("code", r.defence), pct(r.clean_accuracy), pct(r.false_positive_rate), rejected(r)];
+      const cells = [el("code", r.defence), pct(r.clean_accuracy), falsePositives(r), rejected(r)];
       const labels = ["defence", "clean accuracy", "false positives", "gallery rejected", "attacks"];
       cells.forEach((c, i) => {
         const td = tr.insertCell();

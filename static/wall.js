@@ -138,7 +138,7 @@
     if (m && room.members != null) m.textContent = room.members;
     showSpotlight();
   });
-  // The instructor's pinned defence arena: a table above the tiles (null: taken down).
+  // The instructor's pinned defence arena: a table beside the tiles (above them on a phone; null: taken down).
   const pinned = document.querySelector("[data-arena-pinned]");
   es.addEventListener("arena", (ev) => {
     const board = JSON.parse(ev.data);

@@ -5,6 +5,8 @@ numbers, scoring with `rejected`."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from PIL import Image
 from app.main import create_app
 from app.models import defences, filters, registry
 from app.settings import ROOT
+from app.web import arena
 from tests.conftest import make_settings, png_bytes, wait_ready
 
 DETECTORS = ["msp", "energy", "mahalanobis", "squeeze"]
@@ -296,7 +299,6 @@ def test_the_arena_reads_the_gallery_written_by_older_versions(app):
 
 def _events(client, url: str, done, timeout: float = 30) -> list[tuple[str, object]]:
     """The (event, data) of a room's stream until ``done(events)`` holds."""
-    import json
     import time
 
     out: list[tuple[str, object]] = []
@@ -347,14 +349,28 @@ def test_a_rooms_arena_sets_its_students_attacks_side_by_side_and_the_instructor
         row = page.text.split(f'data-defence="{defended}"')[1].split("</tr>")[0]
         assert f'data-attack="{job_id}"' in row and ("Ada" if "energy" in defended else "Bo") in row
 
-    # the arena's own stream: the room's state and the board, no tiles
-    events = _events(ada, f"/api/v1/rooms/{code}/events?arena=lenet-mnist", lambda ev: _board(ev) is not None)
+    # a look-alike is no attack (a gradient run titled like one); the same attack over REST is
+    spoof = ada.post("/api/v1/jobs", json={"model": "lenet-mnist+msp", "method": "gradient", "targets": [3],
+                                           "title": "arena: lenet-mnist+msp (direct)"}).json()["id"]
+    rest = ada.post("/api/v1/jobs", json={"model": "lenet-mnist+squeeze", "encoding": "direct",
+                                          **arena.ATTACK}).json()["id"]
+    more = [bo.post("/arena/attack", data={"model": "lenet-mnist+msp", "room": code}) for _ in range(2)]
+    assert all(r.status_code == 200 for r in more)  # followed the redirect back to the room's arena
+    listed = bo.get(f"/api/v1/rooms/{code}/jobs").json()["jobs"]
+    bos = [j["id"] for j in listed if j["settings"]["model"].endswith("msp") and j["settings"]["method"] != "gradient"]
+
+    # the arena's own stream: the room's state and boards (two of them, a second apart), no tiles
+    events = _events(ada, f"/api/v1/rooms/{code}/events?arena=lenet-mnist",
+                     lambda ev: sum(e == "arena" for e, _ in ev) >= 2)
     assert {e for e, _ in events} <= {"room", "arena"}
     rows = {r["id"]: r for r in _board(events)["rows"]}
     on_msp = [(a["id"], a["nickname"]) for a in rows["lenet-mnist+msp"]["attacks"]]
-    assert on_msp == [(started["lenet-mnist+msp"], "Bo")]
+    assert on_msp == [(i, "Bo") for i in bos[:2]] and started["lenet-mnist+msp"] in bos  # two a student, newest
+    assert spoof not in str(rows) and [a["id"] for a in rows["lenet-mnist+squeeze"]["attacks"]] == [rest]
     assert rows["lenet-mnist+energy"]["attacks"][0]["encoding"] == "cppn" and rows["lenet-mnist"]["attacks"] == []
-    assert 0.03 < rows["lenet-mnist+msp"]["false_positive_rate"] < 0.07 and "client" not in str(rows)
+    assert 0.03 < rows["lenet-mnist+msp"]["false_positive_rate"] < 0.07
+    clients = {app.state.runner.record(i)["client"] for i in [*started.values(), rest]}
+    assert not any(c in json.dumps(d) for _, d in events for c in clients)  # who is who stays on the server
     for bad in ("lenet-mnist%2Bmsp", "nope", "x" * 101):
         assert ada.get(f"/api/v1/rooms/{code}/events?arena={bad}").status_code in (404, 422), bad
 
@@ -366,17 +382,32 @@ def test_a_rooms_arena_sets_its_students_attacks_side_by_side_and_the_instructor
         assert teacher.post(f"/api/v1/rooms/{code}/arena", json=bad).status_code == status, bad
     assert teacher.post(f"/api/v1/rooms/{code}/arena", json={"model": "lenet-mnist"}).json() == {"arena": "lenet-mnist"}
     assert ada.get(f"/api/v1/rooms/{code}").json()["arena"] == "lenet-mnist"
-    teacher.post(f"/api/v1/rooms/{code}/hide", json={"job": started["lenet-mnist+msp"]})
+    for job_id in bos:
+        teacher.post(f"/api/v1/rooms/{code}/hide", json={"job": job_id})
     wall = _events(ada, f"/api/v1/rooms/{code}/events", lambda ev: _board(ev) is not None and any(
         e == "tile" for e, _ in ev))
     seen = {r["id"]: r for r in _board(wall)["rows"]}
     assert seen["lenet-mnist+msp"]["attacks"] == [] and seen["lenet-mnist+energy"]["attacks"]
-    assert {d["id"] for e, d in wall if e == "tile"} <= {started["lenet-mnist+energy"]}
+    assert not set(bos) & {d["id"] for e, d in wall if e == "tile"}
     mine = _events(teacher, f"/api/v1/rooms/{code}/events", lambda ev: _board(ev) is not None)
-    assert {r["id"]: r for r in _board(mine)["rows"]}["lenet-mnist+msp"]["attacks"][0]["hidden"] is True
-    r = teacher.post(f"/r/{code}/arena/pin", data={"model": ""}, follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == f"/r/{code}/wall"
-    unpinned = _events(ada, f"/api/v1/rooms/{code}/events", lambda ev: any(e == "arena" for e, _ in ev))
-    assert _board(unpinned) is None and ada.get(f"/api/v1/rooms/{code}").json()["arena"] is None
-    for job_id in started.values():
-        teacher.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert [a["hidden"] for a in {r["id"]: r for r in _board(mine)["rows"]}["lenet-mnist+msp"]["attacks"]] == [True] * 2
+    assert "data-hidden-attack" in teacher.get(f"/r/{code}/arena").text
+    assert "data-hidden-attack" not in ada.get(f"/r/{code}/arena").text
+
+    # taken down while a wall watches: the wall is told at once
+    def unpin_once_shown(ev) -> bool:
+        boards = [d for e, d in ev if e == "arena"]
+        if len(boards) == 1 and boards[0] is not None and not getattr(unpin_once_shown, "done", False):
+            unpin_once_shown.done = True
+            r = teacher.post(f"/r/{code}/arena/pin", data={"model": ""}, follow_redirects=False)
+            assert r.status_code == 303 and r.headers["location"] == f"/r/{code}/wall"
+        return len(boards) >= 2 and boards[-1] is None
+
+    live = _events(ada, f"/api/v1/rooms/{code}/events", unpin_once_shown)
+    assert [d is None for e, d in live if e == "arena"][-1] and ada.get(f"/api/v1/rooms/{code}").json()["arena"] is None
+    # an attack started by someone not in the room goes back to the open arena
+    r = stranger.post("/arena/attack", data={"model": "lenet-mnist+msp", "room": code}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/arena?model=lenet-mnist&attack=")
+    assert stranger.post("/arena/attack", data={"model": "lenet-mnist+msp", "room": "no!"}).status_code == 422
+    for job in teacher.get("/api/v1/jobs?limit=50").json()["jobs"]:
+        teacher.post(f"/api/v1/jobs/{job['id']}/cancel")

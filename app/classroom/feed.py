@@ -28,8 +28,9 @@ from app.jobs.runner import Runner
 log = logging.getLogger(__name__)
 LIST_EVERY = 1.0  # seconds between listings of the room's jobs (new and removed tiles)
 ARENA_EVERY = 1.0  # seconds between two builds of a watched arena board
-# (room code, model, nicknames, hidden job ids) -> the board (app.web.arena.Boards.board)
-BoardFn = Callable[[str, str, dict[str, str], set[str]], Awaitable[dict]]
+ARENA_TIMEOUT = 10.0  # seconds a board may take before the last one stays up
+# (room code, model, nicknames, hidden job ids) -> (everyone's board, the instructor's): app.web.arena
+BoardFn = Callable[[str, str, dict[str, str], set[str]], Awaitable[tuple[dict, dict]]]
 
 
 class RoomFeed:
@@ -51,7 +52,6 @@ class RoomFeed:
         self._listed = 0.0
         self.wanted: Counter[str] = Counter()  # model -> arena pages watching its board
         self.arenas: dict[str, tuple[str, str]] = {}  # model -> (board JSON for members, for the instructor)
-        self._arena_built = 0.0
         self._changed = asyncio.Event()
         self.watchers = 0
         self.task: asyncio.Task | None = None
@@ -69,46 +69,59 @@ class RoomFeed:
         self._changed = asyncio.Event()
 
     async def run(self) -> None:
-        while True:
-            try:
-                state = await run_in_threadpool(self.read)
-            except Exception as exc:  # a job deleted mid-read, a database hiccup: the walls must not freeze
-                log.warning("room %s: reading the wall failed: %s", self.code, exc)
-                state = None
-            if state is not None:  # swapped in here, on the loop, so a wall never sees half of it
-                self.room, self.names, self.ids, self.hidden, self.texts = state
-            arenas = await self._build_arenas()
-            if arenas is not None:
-                self.arenas = arenas
-            if state is not None or arenas is not None:
-                self._publish()
-            if self.room is None:
-                return  # deleted: the walls close
-            await asyncio.sleep(FRAME_INTERVAL / 2)
+        arenas = asyncio.create_task(self._arenas())  # beside the tiles: a slow board never holds them up
+        try:
+            while True:
+                try:
+                    state = await run_in_threadpool(self.read)
+                except Exception as exc:  # a job deleted mid-read, a database hiccup: the walls must not freeze
+                    log.warning("room %s: reading the wall failed: %s", self.code, exc)
+                    state = None
+                if state is not None:  # swapped in here, on the loop, so a wall never sees half of it
+                    self.room, self.names, self.ids, self.hidden, self.texts = state
+                    self._publish()
+                if self.room is None:
+                    return  # deleted: the walls close
+                await asyncio.sleep(FRAME_INTERVAL / 2)
+        finally:
+            arenas.cancel()
 
-    async def _build_arenas(self) -> dict[str, tuple[str, str]] | None:
-        """The boards of the pinned arena and of those watched, when one changed (else None)."""
-        models = {m for m, n in self.wanted.items() if n > 0}
-        if self.room is not None and self.room.get("arena"):
-            models.add(self.room["arena"])
-        now = time.monotonic()
-        if self.board is None or (set(self.arenas) == models and now - self._arena_built < ARENA_EVERY):
-            return None
-        self._arena_built = now
-        out = {}
-        for model in sorted(models):
-            try:
-                board = await self.board(self.code, model, self.names, self.hidden)
-            except Exception as exc:  # a model gone, a database hiccup: the last board stays up
-                log.warning("room %s: building the %s arena failed: %s", self.code, model, exc)
-                if model in self.arenas:
-                    out[model] = self.arenas[model]
-                continue
-            full = json.dumps(board, separators=(",", ":"))
-            for row in board["rows"]:  # the instructor's hidden attacks are for the instructor only
-                row["attacks"] = [a for a in row["attacks"] if not a.pop("hidden", False)]
-            out[model] = (json.dumps(board, separators=(",", ":")), full)
-        return None if out == self.arenas else out
+    async def _arenas(self) -> None:
+        """Build the boards of the pinned arena and of those watched, each ARENA_EVERY seconds and
+        whenever the room changes (a hide, a new member); publish the ones that changed."""
+        if self.board is None:
+            return
+        seen = None
+        while self.room is None:  # the room and its members first: a board names its attackers
+            await asyncio.sleep(FRAME_INTERVAL / 4)
+        while True:
+            room = self.room
+            models = {m for m, n in self.wanted.items() if n > 0}
+            if room is not None and room.get("arena"):
+                models.add(room["arena"])
+            out = {}
+            for model in sorted(models):
+                try:
+                    public, full = await asyncio.wait_for(self.board(self.code, model, self.names, self.hidden),
+                                                          ARENA_TIMEOUT)
+                    # allow_nan=False: a browser's JSON.parse takes no NaN, and one bad board must not stop the rest
+                    out[model] = (json.dumps(public, separators=(",", ":"), allow_nan=False),
+                                  json.dumps(full, separators=(",", ":"), allow_nan=False))
+                except Exception as exc:  # a model gone, a database hiccup, too slow: the last board stays up
+                    log.warning("room %s: building the %s arena failed: %s", self.code, model, exc)
+                    if model in self.arenas:
+                        out[model] = self.arenas[model]
+            if out != self.arenas:
+                self.arenas = out
+                self._publish()
+            seen = (room or {}).get("version")
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < ARENA_EVERY:  # woken early by a change of the room itself
+                await asyncio.sleep(FRAME_INTERVAL / 2)
+                current = {m for m, n in self.wanted.items() if n > 0} | (
+                    {self.room["arena"]} if self.room is not None and self.room.get("arena") else set())
+                if (self.room or {}).get("version") != seen or current - set(self.arenas):
+                    break
 
     def read(self) -> tuple | None:
         """One look at the room and its tiles (in a worker thread): the new (room, names, ids,

@@ -319,7 +319,8 @@ def build(base_id: str, defences: list[Defence], model: Callable[[str], nn.Modul
     if real is None and any(KINDS[d.kind].detector for d in defences):  # before loading anything
         raise DefenceError(f"a detector is calibrated on real held-out images of its task: {why_no_real}")
     net, differentiable = model(base_id), True
-    prints = [fingerprint(base_id)]
+    printed = [base_id]  # the networks whose weights name the kept numbers: hashed once every check passed
+    prints: list[str] = []
     for d in defences:
         kind = KINDS[d.kind]
         differentiable = differentiable and kind.differentiable
@@ -340,13 +341,14 @@ def build(base_id: str, defences: list[Defence], model: Callable[[str], nn.Modul
             if other := [i for i in ids if not same_kind(i)]:
                 raise DefenceError(f"ensemble: {', '.join(other)} does not take {base_id}'s input or give its classes")
             nets = [model(i) for i in ids]
-            prints += [fingerprint(i) for i in ids]
+            printed += ids
             net = Ensemble([net, *nets])
         else:
             net = Detector(net, d.kind)
     rejects = any(KINDS[d.kind].detector or KINDS[d.kind].rejects for d in defences)
     built = Built(net.eval(), labels + ([REJECTED] if rejects else []), differentiable)
     if real is not None:
+        prints = [fingerprint(i) for i in printed] + prints
         built.numbers = calibrate(built.module, defences[-1], real, cache,
                                   f"{canonical_id}|v{VERSION}|{CALIBRATION}|" + "|".join(prints),
                                   len(built.labels) - 1 if rejects else None)

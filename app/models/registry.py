@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MAX_DEFENDED = 64  # defended models kept built (least recently used first out; rebuilt from their kept numbers)
 DEFENDED_PER_MINUTE = 30  # new ones built a minute, server-wide: each is a calibration's worth of compute
+FAILED_TTL = 60.0  # seconds a defended id that failed to build answers with the same error, not a new try
 
 
 class Registry:
@@ -41,6 +42,7 @@ class Registry:
         self._built_at: list[float] = []
         self._building: dict[str, Future] = {}
         self._ever_built: set[str] = set()
+        self._failed: OrderedDict[str, tuple[float, defences.DefenceError]] = OrderedDict()  # name -> (when, why)
         self._mnist: tuple | None = None
         for entry in builtin.entries(settings) + custom.entries(settings.models_dir):
             if entry.id in self.entries:
@@ -69,6 +71,17 @@ class Registry:
                                                                                          train=False))
         return self._mnist
 
+    def peek(self, model_id: str) -> ModelEntry | None:
+        """A defended model if it is built (None: not yet), without building it; DefenceError when
+        its build failed in the last FAILED_TTL seconds. For callers that must not start builds."""
+        name = defences.canonical(model_id)
+        with self._defence_lock:
+            entry = self._defended.get(name)
+            failed = self._failed.get(name)
+        if entry is None and failed is not None and time.monotonic() - failed[0] < FAILED_TTL:
+            raise failed[1]
+        return entry
+
     def _defended_entry(self, model_id: str) -> ModelEntry:
         """Built once per id (kept: the MAX_DEFENDED used last). The lock guards only the cache and
         the count: a build (a calibration, seconds) runs outside it, once, whoever else asks meanwhile."""
@@ -80,6 +93,9 @@ class Registry:
             if entry is not None:
                 self._defended.move_to_end(name)
                 return entry
+            failed = self._failed.get(name)
+            if failed is not None and time.monotonic() - failed[0] < FAILED_TTL:
+                raise failed[1]  # asked again at once (an arena, a script): not worked out again
             pending = self._building.get(name)
             if pending is None:
                 now = time.monotonic()
@@ -100,6 +116,12 @@ class Registry:
         try:
             entry = self._build_defended(name, base_id, base)
         except BaseException as exc:
+            if isinstance(exc, defences.DefenceError):
+                with self._defence_lock:
+                    self._failed[name] = (time.monotonic(), exc)
+                    self._failed.move_to_end(name)
+                    while len(self._failed) > MAX_DEFENDED * 4:
+                        self._failed.popitem(last=False)
             pending.set_exception(exc)
             raise
         finally:

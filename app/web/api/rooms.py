@@ -170,8 +170,9 @@ async def spotlight(request: Request, body: Spotlight = Body(openapi_examples=ex
              responses={200: examples.json_example(examples.ARENA_PINNED), **error_responses(403, 404, 422, 429)})
 async def pin_arena(request: Request, body: Arena = Body(openapi_examples=examples.ARENA_REQUESTS), code: str = Code,
                     state: Lab = Depends(lab)) -> dict:
-    """Every wall watching the room shows the arena of this model above its tiles: one row per
-    defence, with the room's attacks on each (`model: null` takes it down)."""
+    """Every wall watching the room shows the arena of this model beside its tiles (above them on a
+    phone): one row per defence, with the room's latest attacks on each (`model: null` takes it
+    down). A model with defences of its own is a 422: the arena sets them out itself."""
     require_instructor(request)
     room = open_room(request, code)
     model = None if body.model is None else arena_model(state, body.model)
@@ -264,8 +265,9 @@ async def room_events(request: Request, code: str = Code, state: Lab = Depends(l
                 model = watched or current.get("arena")
                 texts = feed.arenas.get(model) if model else None
                 board = None if texts is None else texts[1 if instructor else 0]
-                if board != board_sent and (board is not None or not model or board_sent):
-                    board_sent = board  # a board not built yet is not sent as "none"
+                # "null" only once no arena is wanted: a board not built yet (a new pin) keeps the last one up
+                if board != board_sent and (board is not None or not model):
+                    board_sent = board
                     yield streams.sse_text("arena", board or "null")
                 if watched:
                     continue

@@ -51,7 +51,8 @@ async def arena(request: Request, model: str = Query("lenet-mnist", max_length=1
         row["attacks"] = [attacks[k] for k in ((row["id"], e) for e in ENCODINGS) if k in attacks]
     models = [e for e in state.registry.list() if e.available]
     return templates.TemplateResponse(request, "arena.html", {
-        "model": model, "rows": rows, "images": images, "models": models, "attack": ATTACK, "encodings": ENCODINGS,
+        "model": model, "rows": rows, "images": images, "measured": rows[0]["clean_accuracy"] is not None,
+        "models": models, "attack": ATTACK, "encodings": ENCODINGS,
         "kept": [a["id"] for a in attacks.values()]})
 
 
@@ -98,13 +99,12 @@ async def room_arena(request: Request, code: str = Code, model: str | None = Que
         return templates.TemplateResponse(request, "arena_room.html", ctx)
     model = arena_model(state, model or room["arena"] or "lenet-mnist")
     names = classroom(request).members(room["code"])
-    board = await boards(request).board(room["code"], model, names, set() if who.instructor else set(room["hidden"]))
-    if not who.instructor:
-        for row in board["rows"]:
-            row["attacks"] = [a for a in row["attacks"] if not a["hidden"]]
+    public, full = await boards(request).board(room["code"], model, names, set(room["hidden"]), build=True)
+    board = full if who.instructor else public
     models = [e for e in state.registry.list() if e.available and "+" not in e.id]
     return templates.TemplateResponse(request, "arena_room.html", {
         **ctx, "model": model, "board": board, "models": models,
+        "measured": board["rows"][0]["clean_accuracy"] is not None,
         "events": f"/api/v1/rooms/{room['code']}/events?arena={quote(model)}"})
 
 
