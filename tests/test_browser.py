@@ -216,7 +216,8 @@ def _watch(page) -> list[str]:
     # moves on. Any answer >= 400 is still caught below.
     def failed(r) -> None:
         path = r.url.split("?")[0]
-        superseded = ("/stream" in path or path.endswith(("/events", "/favicon.svg")) or r.resource_type == "image")
+        superseded = ("/stream" in path or path.endswith(("/events", "/favicon.svg"))
+                      or r.resource_type in ("image", "fetch", "xhr"))  # a fragment still loading as the page moves on
         if not (superseded and "ABORTED" in (r.failure or "")):
             problems.append(f"failed {r.url} {r.failure}")
 
@@ -245,7 +246,8 @@ def test_every_page_fits_a_phone_and_a_projector(server, browser):
              "transfer": f"/jobs/{job['id']}/transfer", "docs": "/docs", "redoc": "/redoc",
              "instructor": "/instructor", "room": f"/r/{room}", "wall": f"/r/{room}/wall", "quiz": "/quiz",
              "quiz-results": "/quiz/results", "breed": "/breed", "lineage": f"/breed/{lineage}", "studies": "/studies",
-             "arena": "/arena"}
+             "arena": "/arena", "arena-imagenet": "/arena?model=efficientnet-lite0-imagenet",
+             "arena-room": f"/r/{room}/arena"}
     for width, height in ((390, 844), (1920, 1080)):
         ctx = browser.new_context(viewport={"width": width, "height": height})
         pg = ctx.new_page()
