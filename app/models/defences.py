@@ -360,11 +360,11 @@ def _retrained(base: nn.Module, path: Path) -> nn.Module:
     from app.models.classifier import Classifier
     from app.models.lenet import LeNet
 
+    if not isinstance(base, Classifier) or not isinstance(base.net, LeNet):
+        raise DefenceError("retrained(nN) exists for the LeNets only (the retraining experiment's network)")
     if not path.is_file():
         raise DefenceError(f"no retrained network at {path.name}: make it with `python -m app experiment retrain "
                            f"--seed 0 --out runs/retrain` and copy runs/retrain/{path.name} into the models folder")
-    if not isinstance(base, Classifier) or not isinstance(base.net, LeNet):
-        raise DefenceError("retrained(nN) exists for the LeNets only (the retraining experiment's network)")
     net = LeNet(num_classes=11)
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return Classifier(net, base.mean.clone(), tuple(base.std.flatten().tolist()), channels_last=True).to(
