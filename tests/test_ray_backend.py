@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.main import create_app
+from app.settings import ROOT
 from tests.conftest import make_settings, png_bytes, start_local_ray, stop_local_ray, wait_ready
 from tests.helpers import LONG_MAP_ELITES as LONG
 from tests.helpers import QUICK_MAP_ELITES as QUICK
@@ -30,7 +31,9 @@ ray = pytest.importorskip("ray")
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     ray = start_local_ray()
-    settings = make_settings(preload="lenet-mnist", data_dir=tmp_path_factory.mktemp("ray"), backend="ray",
+    data = tmp_path_factory.mktemp("ray")
+    (data / "MNIST").symlink_to(ROOT / "data" / "MNIST")  # what defended models calibrate on, read-only
+    settings = make_settings(preload="lenet-mnist", data_dir=data, backend="ray",
                              ray_cpu_engines=1, ray_engine_jobs=2, ray_scoring="engines")
     try:
         with TestClient(create_app(settings)) as c:
@@ -56,6 +59,16 @@ def test_a_job_runs_on_an_engine_and_saves_like_a_local_one(client):
 
 def scored_on_engine(client) -> int:
     return client.get("/readyz").json()["engines"][0]["scored"]
+
+
+def test_a_job_on_a_defended_model_runs_on_an_engine_and_says_what_the_detector_accepted(client):
+    """The engine builds lenet-mnist+msp from the server's MNIST and kept calibration (its own data
+    dir is a scratch one): the job runs there and each target says whether the detector accepted it."""
+    job = client.post("/api/v1/jobs", json={**QUICK, "model": "lenet-mnist+msp"})
+    assert job.status_code == 201, job.text
+    done = wait(client, job.json()["id"], timeout=120)
+    assert done["settings"]["model"] == "lenet-mnist+msp" and done["targets"]
+    assert all(isinstance(t["accepted"], bool) for t in done["targets"]), done["targets"]
 
 
 def test_scoring_runs_on_the_engine_and_agrees_with_the_array_endpoint(client, mnist_test):
@@ -201,6 +214,7 @@ def test_placement_takes_the_least_loaded_engine_that_holds_the_model():
         assert pool.take("lenet-mnist")[0] == 1 and pool.take("lenet-mnist")[0] == 1  # b: 0, then 1 taken
         assert pool.take("lenet-mnist")[0] == 0  # b and a both at 2 now: the first
         assert pool.take("efficientnet-lite0-imagenet")[0] == 2
+        assert pool.take("efficientnet-lite0-imagenet+smooth(sigma=2)")[0] == 2  # it builds the defence itself
         assert pool.take("alexnet-imagenet") is None  # nobody holds it: the job waits
         pool.release(1)
         pool.release(1)

@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -31,8 +32,11 @@ FAILED_TTL = 60.0  # seconds a defended id that failed to build answers with the
 
 
 class Registry:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, real_dir: Path | None = None) -> None:
         self.settings = settings
+        # Where real data (MNIST, for detectors and held-out costs) and kept calibrations are read:
+        # the data dir, or the server's own where this registry works in a scratch one (a Ray engine).
+        self.real_dir = Path(real_dir or settings.data_dir)
         self.device = resolve_device(settings.device)
         self.entries: dict[str, ModelEntry] = {}
         self._lock = threading.Lock()
@@ -67,7 +71,7 @@ class Registry:
         if self._mnist is None:
             from app.data import mnist
 
-            self._mnist = (*mnist.load(self.settings.data_dir, train=True), *mnist.load(self.settings.data_dir,
+            self._mnist = (*mnist.load(self.real_dir, train=True), *mnist.load(self.real_dir,
                                                                                          train=False))
         return self._mnist
 
@@ -144,7 +148,7 @@ class Registry:
         from app.data import mnist
 
         entry = self.load(model_id)
-        if entry.task != "mnist-digits" or not entry.available or not mnist.verified(self.settings.data_dir):
+        if entry.task != "mnist-digits" or not entry.available or not mnist.verified(self.real_dir):
             return None
         if "held_out_accuracy" not in entry.meta:
             x, y = defences.held_out(self._real_mnist)
@@ -173,10 +177,10 @@ class Registry:
         _, parts = defences.parse(name)
         real, why = None, f"this server has them for MNIST models only ({base_id} is {base.task})"
         if base.task == "mnist-digits":
-            real = self._real_mnist if mnist.verified(self.settings.data_dir) else None
+            real = self._real_mnist if mnist.verified(self.real_dir) else None
             why = "this server has no MNIST digits yet (`fooling-lab fetch-mnist`, or `make data`)"
         built = defences.build(base_id, parts, resident, set(self.entries), base.labels, real,
-                               self.settings.data_dir / "defences", name, why, self.settings.models_dir,
+                               self.real_dir / "defences", name, why, self.settings.models_dir,
                                fingerprint, same_kind)
         entry = ModelEntry(
             id=name, title=f"{base.title}, defended: {' + '.join(d.spec() for d in parts)}", task=base.task,

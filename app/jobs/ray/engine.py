@@ -92,7 +92,9 @@ class Engine:
             torch.set_num_threads(self.settings.torch_threads)
         if settings.ray_gpu_memory and torch.cuda.is_available():  # room for what else shares the GPU
             torch.cuda.set_per_process_memory_fraction(settings.ray_gpu_memory)
-        self.lab = Lab.create(self.settings)
+        # Defended models read MNIST and kept calibrations from the server's data dir where this
+        # node has it (on one machine, or a shared volume); elsewhere their detectors say what is missing.
+        self.lab = Lab.create(self.settings, real_dir=settings.data_dir)
         compute.run(self.lab.registry.load_all)
         self.last = LastFrames()
         self.board = Board(self.last)
