@@ -19,7 +19,8 @@
     const d = el("div", null, "attack");
     d.dataset.attack = a.id;
     d.dataset.status = a.status;
-    d.append(el("b", a.nickname || "someone"), `, ${a.encoding}: `);
+    if (a.nickname !== undefined) d.append(el("b", a.nickname || "someone"), ", "); // a room's attacks are named
+    d.append(`${a.encoding}: `);
     const link = el("a", a.status);
     link.href = `/jobs/${a.id}`;
     d.append(link, ": ");
@@ -84,6 +85,17 @@
   }
 
   window.FoolingArena = { table, attacks };
+
+  // The open arena: the page's own attacks, one stream for all of them.
+  const own = document.querySelector("[data-attack-events]");
+  if (own) {
+    const es = new EventSource(own.dataset.attackEvents);
+    es.addEventListener("attack", (ev) => {
+      const a = JSON.parse(ev.data);
+      own.querySelector(`[data-attack="${CSS.escape(a.id)}"]`)?.replaceWith(attack(a));
+    });
+    es.addEventListener("close", () => es.close());
+  }
 
   // The room's arena page: its rows' attack cells follow the board.
   const page = document.querySelector("[data-board-events]");

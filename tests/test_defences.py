@@ -211,6 +211,13 @@ def test_the_arena_sets_out_each_defence_and_starts_attacks_on_it(app):
     job_id = r.headers["location"].rsplit("=", 1)[-1]
     job = c.get(f"/api/v1/jobs/{job_id}").json()
     assert job["settings"]["model"] == "lenet-mnist+energy" and job["settings"]["encoding"] == "cppn"
+    assert f'data-attack-events="/arena/events?attack={job_id}"' in c.get(r.headers["location"]).text
+    # the page's one stream: the attack's numbers as they change, then `close` once it has ended
+    events = _events(c, f"/arena/events?attack={job_id}&attack=nope", lambda ev: ev[-1][0] == "close", timeout=120)
+    attacks = [d for e, d in events if e == "attack"]
+    assert attacks and {a["id"] for a in attacks} == {job_id} and attacks[-1]["status"] == "done"
+    assert attacks[-1]["needed"] is None or attacks[-1]["needed"] <= attacks[-1]["evaluations"]
+    assert c.get("/arena/events?" + "&".join(f"attack=a{i}" for i in range(9))).status_code == 422
     wait(c, job_id, timeout=120)
     shown = c.get(r.headers["location"]).text
     assert f'data-attack="{job_id}" data-status="done"' in shown and "evaluations" in shown

@@ -5,20 +5,24 @@ member stand side by side, and the instructor pins the table to the wall."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from app.classroom.store import CODE_PATTERN
 from app.jobs.runner import Runner
 from app.jobs.spec import JobSpec
 from app.serving.lab import Lab
+from app.web import streams
 from app.web.arena import ATTACK, ENCODINGS, TITLE, Boards, attack_view
 from app.web.deps import (
     arena_model,
     available_model_soon,
     classroom,
+    held_stream,
     identity,
     is_member,
     lab,
@@ -33,6 +37,7 @@ from app.web.templating import templates
 router = APIRouter(include_in_schema=False)
 Code = Path(pattern=CODE_PATTERN)
 MAX_ATTACKS = 8  # attack ids a page keeps in its address
+ATTACK_EVERY = 1.0  # seconds between two looks at a page's attacks
 
 
 def boards(request: Request) -> Boards:
@@ -53,7 +58,8 @@ async def arena(request: Request, model: str = Query("lenet-mnist", max_length=1
     return templates.TemplateResponse(request, "arena.html", {
         "model": model, "rows": rows, "images": images, "measured": rows[0]["clean_accuracy"] is not None,
         "models": models, "attack": ATTACK, "encodings": ENCODINGS,
-        "kept": [a["id"] for a in attacks.values()]})
+        "kept": [a["id"] for a in attacks.values()],
+        "events": "/arena/events?" + "&".join(f"attack={a['id']}" for a in attacks.values() if a["active"])})
 
 
 @router.post("/arena/attack")
@@ -73,6 +79,34 @@ async def start_attack(request: Request, model: str = Form(max_length=200), enco
             if len(k) <= 64 and (a := attack_view(run, k)) and (a["model"], a["encoding"]) != (entry.id, encoding)]
     query = "&".join(f"attack={k}" for k in [*keep, job_id][-MAX_ATTACKS:])
     return RedirectResponse(f"/arena?model={base}&{query}", status_code=303)
+
+
+@router.get("/arena/events")
+async def attack_events(request: Request, attack: list[str] = Query([], max_length=MAX_ATTACKS),
+                        run: Runner = Depends(runner)) -> Response:
+    """The page's attacks as they run, one stream for all of them: an `attack` event (its numbers)
+    whenever one changes, at most once a second; `close` once none is running."""
+    ids = list(dict.fromkeys(i for i in attack if 0 < len(i) <= 64))
+
+    async def stream() -> AsyncIterator[str]:
+        yield streams.RETRY
+        sent: dict[str, dict] = {}
+        pacer = streams.Pacer(ATTACK_EVERY)
+        while True:
+            if streams.stopping(request):
+                yield streams.sse("close", {"status": "server-stopping"})
+                return
+            await pacer.pace()
+            views = await run_in_threadpool(lambda: [attack_view(run, i) for i in ids])
+            for a in views:
+                if a is not None and sent.get(a["id"]) != a:
+                    sent[a["id"]] = a
+                    yield streams.sse("attack", a)
+            if not any(a and a["active"] for a in views):
+                yield streams.sse("close", {"status": "finished"})
+                return
+
+    return streams.response(held_stream(request, stream()))
 
 
 @router.get("/arena/attack/{job_id}", response_class=HTMLResponse)
