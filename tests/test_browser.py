@@ -523,7 +523,8 @@ def test_a_study_from_its_form_to_two_participants_and_its_results(server, brows
 
 def test_a_student_fools_a_defence_from_the_arena_and_watches_the_attack(server, page):
     """Open the arena, press "Fool this defence" on the energy detector's row: the attack's cell shows
-    its numbers and updates by itself (htmx) until the run ends; the defence's cost is beside it."""
+    its numbers and updates by itself (one event stream for the page) until the run ends; the
+    defence's cost is beside it."""
     page.goto(server.url + "/arena", wait_until="load")
     row = page.locator("tr[data-defence='lenet-mnist+energy']")
     assert "%" in row.locator("td[data-label='false positives']").inner_text()
