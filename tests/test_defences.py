@@ -418,3 +418,25 @@ def test_a_rooms_arena_sets_its_students_attacks_side_by_side_and_the_instructor
     assert stranger.post("/arena/attack", data={"model": "lenet-mnist+msp", "room": "no!"}).status_code == 422
     for job in teacher.get("/api/v1/jobs?limit=50").json()["jobs"]:
         teacher.post(f"/api/v1/jobs/{job['id']}/cancel")
+
+
+def test_the_transfer_table_takes_defended_models_as_columns(app):
+    """Do a run's fooling images get past a detector? /jobs/{id}/transfer?model=lenet-mnist+msp adds
+    the detector as a column: its top answer (maybe "rejected") and the target's confidence."""
+    from tests.helpers import browser, wait
+
+    c = browser(app)
+    job = c.post("/api/v1/jobs", json={"model": "lenet-mnist", "method": "map-elites", "targets": [1, 7],
+                                      "generations": 200, "seed": 5}).json()
+    wait(c, job["id"], timeout=120)
+    page = c.get(f"/jobs/{job['id']}/transfer", params={"model": ["lenet-mnist+msp", "lenet-mnist+msp", ""]})
+    assert page.status_code == 200, page.text
+    head = page.text.split("</thead>")[0]
+    assert head.count("<code>lenet-mnist+msp</code>") == 1 and "<code>lenet-mnist</code>" in head
+    rows = page.text.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    assert len(rows) == 2 and all(r.count("target ") == len(head.split("<th>")) - 2 for r in rows)  # every column
+    msp = app.state.lab.registry.get("lenet-mnist+msp")
+    for bad, status in ((["nope"], 404), (["lenet-mnist+nope"], 422), (["x" * 201], 422),
+                        ([f"lenet-mnist+msp(fpr=0.0{i})" for i in range(1, 6)], 422)):
+        assert c.get(f"/jobs/{job['id']}/transfer", params={"model": bad}).status_code == status, bad
+    assert msp.labels[-1] == "rejected"

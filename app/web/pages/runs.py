@@ -21,11 +21,22 @@ from app.models.entry import UnknownModel
 from app.serving.imaging import decode, stack, to_model_input
 from app.serving.lab import Lab
 from app.web import streams, views
-from app.web.deps import INSTRUCTOR_ACTIONS, held_stream, identity, lab, mark_job, may_control, require_control, runner
-from app.web.errors import refused
+from app.web.deps import (
+    INSTRUCTOR_ACTIONS,
+    available_model_soon,
+    held_stream,
+    identity,
+    lab,
+    mark_job,
+    may_control,
+    require_control,
+    runner,
+)
+from app.web.errors import ApiError, refused
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
+MAX_TRANSFER_EXTRA = 4  # models (e.g. defended ones) a transfer table adds to the available ones
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
@@ -137,14 +148,24 @@ async def gallery(request: Request, page: int = Query(1, ge=1, le=10_000),
 
 @router.get("/jobs/{job_id}/transfer", response_class=HTMLResponse)
 async def transfer(request: Request, job_id: str = Path(pattern=views.JOB_ID),
+                   model: list[str] = Query([], max_length=MAX_TRANSFER_EXTRA),
                    run: Runner = Depends(runner), state: Lab = Depends(lab)) -> HTMLResponse:
-    """Score a finished job's images on every other model: do the fooling images transfer?"""
+    """Score a finished job's images on every other model: do the fooling images transfer? ``model``
+    adds columns: defended models (``lenet-mnist+msp``: does a detector catch them?)."""
     view = views.found(run, job_id, history=False)
     models = [e for e in state.registry.list() if e.available]
+    model = [m for m in dict.fromkeys(model) if m]
+    for extra in model:  # each once, built (and calibrated) off the event loop
+        if len(extra) > 200:
+            raise ApiError(422, "model: at most 200 characters", "model")
+        entry = await available_model_soon(state, extra)
+        if entry not in models:
+            models.append(entry)
     async with _transfer_locks.setdefault(job_id, asyncio.Lock()):  # one computation per job at a time
         rows = await _transfer_rows(run, state, view, models)
     _transfer_locks.pop(job_id, None)
-    return templates.TemplateResponse(request, "transfer.html", {"job": view, "rows": rows, "models": models})
+    return templates.TemplateResponse(request, "transfer.html", {"job": view, "rows": rows, "models": models,
+                                                                 "extra": model})
 
 
 _transfer_locks: dict[str, asyncio.Lock] = {}
@@ -170,7 +191,8 @@ async def _transfer_rows(run: Runner, state: Lab, view: dict, models: list) -> l
             break
         x = stack([to_model_input(img, entry.input_shape, entry.preprocess) for img in images])
         probs = await state.scorer.probabilities(entry.id, x)  # every image of the job in one request
-        same = entry.labels == own_labels  # the target's confidence only means something on the same classes
+        # the target's confidence only means something on the same classes (a defence may add "rejected")
+        same = entry.labels[:len(own_labels)] == own_labels and len(entry.labels) - len(own_labels) in (0, 1)
         for row, p in zip(rows, probs, strict=True):
             top = int(p.argmax())
             row["scores"].append({"model": entry.id, "top_label": entry.labels[top], "top": float(p[top]),
