@@ -440,3 +440,25 @@ def test_the_transfer_table_takes_defended_models_as_columns(app):
                         ([f"lenet-mnist+msp(fpr=0.0{i})" for i in range(1, 6)], 422)):
         assert c.get(f"/jobs/{job['id']}/transfer", params={"model": bad}).status_code == status, bad
     assert msp.labels[-1] == "rejected"
+
+
+def test_a_study_shows_images_evolved_against_a_detector_and_never_offers_rejected(app):
+    """A defended model is a study's model like any other: its stimuli are images it accepted, at the
+    floor or above, and the options people choose from are its real classes, never "rejected"."""
+    from tests.helpers import browser, wait
+
+    maker = browser(app)
+    design = {"models": ["lenet-mnist+msp"], "conditions": ["evolution-cppn"], "tasks": ["options"],
+              "trials_per_block": 3, "controls": True, "min_confidence": 0.99}
+    r = maker.post("/api/v1/studies", json=design)
+    assert r.status_code == 409 and r.json()["runs"][0]["model"] == "lenet-mnist+msp", r.text
+    job = maker.post("/api/v1/jobs", json={"model": "lenet-mnist+msp", "method": "map-elites", "encoding": "cppn",
+                                          "targets": "all", "generations": 300, "seed": 2}).json()
+    done = wait(maker, job["id"], timeout=180)
+    assert sum(t["confidence"] >= 0.99 and t["accepted"] for t in done["targets"]) >= 3
+    r = maker.post("/api/v1/studies", json=design)
+    assert r.status_code == 201, r.text
+    study = app.state.studies.get(r.json()["id"])
+    fooling = [s for s in study["stimuli"] if s["kind"] == "fooling"]
+    assert fooling and all(s["confidence"] >= 0.99 and s["label"] != "rejected" for s in fooling)
+    assert all("rejected" not in s["options"]["options"] and s["runner_up"] != "rejected" for s in study["stimuli"])

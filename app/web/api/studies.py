@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from app.classroom import studies
 from app.classroom.quiz import Candidate
 from app.classroom.store import CODE_PATTERN
+from app.models.defences import rejected_index
 from app.serving.imaging import to_png
 from app.serving.lab import Lab
 from app.web.api import examples
@@ -175,7 +176,9 @@ async def create_study(request: Request, design: StudyDesign = Body(openapi_exam
         raise ApiError(409, "the design needs images that do not exist yet: make these runs (to "
                             f"{d.min_confidence:.0%} or more), then design the study again", "models",
                        extra={"runs": missing})
-    labels = {m: state.registry.get(m).labels for m in d.models}
+    # A defended model's own "rejected" is no answer to offer people: its real classes only
+    refused = {m: rejected_index(state.registry.get(m).labels) for m in d.models}
+    labels = {m: state.registry.get(m).labels[:refused[m]] for m in d.models}
     # Other available networks with the same classes and input (e.g. LeNets of other seeds), at most 4
     peers = {m: [e.id for e in state.registry.list() if e.available and e.id != m and e.labels == labels[m]
                  and e.input_shape == state.registry.get(m).input_shape][:4] for m in d.models}
@@ -193,6 +196,10 @@ async def create_study(request: Request, design: StudyDesign = Body(openapi_exam
             if digest in hashes:
                 continue  # the same image twice (runs with equal seeds, a control for two models): once
             probs = (await state.scorer.probabilities(c["model"], x[None]))[0]
+            if refused[c["model"]] is not None:
+                if int(probs.argmax()) == refused[c["model"]]:
+                    continue  # the defence rejects it: an image it stops shows nothing it was fooled by
+                probs = probs[: refused[c["model"]]]
             conf, top = probs.topk(2)
             label = labels[c["model"]][int(top[0])]
             if c["kind"] == "fooling" and float(conf[0]) < d.min_confidence:
