@@ -17,7 +17,7 @@ from app.jobs.runner import Runner
 from app.jobs.spec import JobSpec
 from app.serving.lab import Lab
 from app.web import streams
-from app.web.arena import ATTACK, ENCODINGS, TITLE, Boards, attack_view
+from app.web.arena import ATTACK, ENCODINGS, TITLE, Boards, attack_spec, attack_view
 from app.web.deps import (
     arena_model,
     available_model_soon,
@@ -71,7 +71,8 @@ async def start_attack(request: Request, model: str = Form(max_length=200), enco
     if encoding not in ENCODINGS:
         raise ApiError(422, f"encoding: one of {', '.join(ENCODINGS)}", "encoding")
     base = entry.id.split("+")[0]
-    spec = JobSpec(model=entry.id, encoding=encoding, title=f"{TITLE}{entry.id} ({encoding})", **ATTACK)
+    spec = JobSpec(model=entry.id, encoding=encoding, title=f"{TITLE}{entry.id} ({encoding})",
+                   **attack_spec(entry.task))
     job_id = (await start_job(request, run, spec)).rsplit("/", 1)[-1]
     if room and (run.record(job_id) or {}).get("room") == room.upper():  # started from the room's arena
         return RedirectResponse(f"/r/{room.upper()}/arena?model={base}", status_code=303)
