@@ -159,7 +159,7 @@ def markdown(res: dict) -> str:
             direct, cppn = r["attacks"]
             out.append(f"| `{r['defence']}` | {r['photos_right']} of {r['photos']} | {cell(direct)} | {cell(cppn)} |")
         out += ["", "Not built for EfficientNet-Lite0 here: " + "; ".join(
-            f"{kind}: {why}" for kind, why in net["cannot"].items()) + "."]
+            why if why.startswith(kind) else f"{kind}: {why}" for kind, why in net["cannot"].items()) + "."]
     return "\n".join(out)
 
 
