@@ -62,7 +62,7 @@ def rows(state: Lab, model: str, build: bool = True) -> list[dict]:
 def gallery_jobs(run: Runner, model: str) -> list[dict]:
     """The latest finished public runs on ``model`` whose images the detectors are shown."""
     return [rec for rec in run.store.list(GALLERY_JOBS * 4, status="done", visible=True)
-            if rec["spec"].get("model") == model and rec["spec"].get("method") not in ("fgsm", "pgd")]
+            if rec["spec"].get("model") == model and rec["spec"].get("method") not in ("fgsm", "pgd")][:GALLERY_JOBS]
 
 
 def gallery_images(run: Runner, recs: list[dict], shape: tuple[int, int, int], most: int = 200) -> torch.Tensor | None:
