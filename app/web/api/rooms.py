@@ -232,7 +232,7 @@ async def room_events(request: Request, code: str = Code, state: Lab = Depends(l
     twice a second, skipping frames a slow client could not take. For the room's members and the
     instructor; every wall of a room shares one reader of its state."""
     room = open_room(request, code)
-    require_member(request, room, "the wall")
+    require_member(request, room, "the wall's events")
     code = room["code"]
     watched = None if arena is None else arena_model(state, arena, "arena")
     instructor = identity(request).instructor
