@@ -334,6 +334,14 @@ def test_a_student_cannot_stop_another_students_run_but_the_instructor_can(serve
     assert not any(seen.values()), seen  # Bob's refused posts went around his page: no page saw an error
 
 
+def _join(pg, server, code: str, name: str) -> None:
+    """Join room ``code`` from its page with a nickname."""
+    pg.goto(f"{server.url}/r/{code}")
+    pg.fill("input[name=nickname]", name)
+    pg.locator("form[action$='/join'] button").click()
+    pg.wait_for_selector(f"[data-nickname]:has-text('{name}')")
+
+
 def _teacher_signed_in(browser, server, width: int = 1920, height: int = 1080):
     ctx = browser.new_context(viewport={"width": width, "height": height})
     pg = ctx.new_page()
@@ -366,10 +374,7 @@ def test_a_class_in_one_room_wall_spotlight_quiz_and_breeding(server, browser):
         ctx = browser.new_context(viewport={"width": 390, "height": 844} if i == 0 else {"width": 1280, "height": 900})
         pg = ctx.new_page()
         problems[name] = _watch(pg)
-        pg.goto(f"{server.url}/r/{code}")
-        pg.fill("input[name=nickname]", name)
-        pg.locator("form[action$='/join'] button").click()
-        pg.wait_for_selector(f"[data-nickname]:has-text('{name}')")
+        _join(pg, server, code, name)
         if i == 0:
             shot(pg, "room-student-390")
         # the ImageNet showcase runs for minutes (LeNet presets finish in about a second)
@@ -553,10 +558,7 @@ def test_a_rooms_students_attack_defences_side_by_side_and_the_wall_shows_the_pi
         ctx = browser.new_context(viewport=size)
         pg = ctx.new_page()
         problems[name] = _watch(pg)
-        pg.goto(f"{server.url}/r/{code}")
-        pg.fill("input[name=nickname]", name)
-        pg.locator("form[action$='/join'] button").click()
-        pg.wait_for_selector(f"[data-nickname]:has-text('{name}')")
+        _join(pg, server, code, name)
         pg.goto(f"{server.url}/r/{code}/arena", wait_until="load")
         students[name] = (ctx, pg)
     ada, bo = students["Ada"][1], students["Bo"][1]

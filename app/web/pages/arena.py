@@ -110,15 +110,6 @@ async def attack_events(request: Request, attack: list[str] = Query([], max_leng
     return streams.response(held_stream(request, stream()))
 
 
-@router.get("/arena/attack/{job_id}", response_class=HTMLResponse)
-async def attack_cell(request: Request, job_id: str, run: Runner = Depends(runner)) -> HTMLResponse:
-    """One attack's cell, for the page to swap in while the attack runs."""
-    a = attack_view(run, job_id) if len(job_id) <= 64 else None
-    if a is None:
-        raise ApiError(404, f"no run {job_id!r}", "job_id")
-    return templates.TemplateResponse(request, "_arena_attack.html", {"a": a})
-
-
 @router.get("/r/{code}/arena", response_class=HTMLResponse)
 async def room_arena(request: Request, code: str = Code, model: str | None = Query(None, max_length=100),
                      state: Lab = Depends(lab)) -> Response:
