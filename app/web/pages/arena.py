@@ -55,11 +55,12 @@ async def arena(request: Request, model: str = Query("lenet-mnist", max_length=1
     for row in rows:
         row["attacks"] = [attacks[k] for k in ((row["id"], e) for e in ENCODINGS) if k in attacks]
     models = [e for e in state.registry.list() if e.available]
+    active = [a["id"] for a in attacks.values() if a["active"]]
     return templates.TemplateResponse(request, "arena.html", {
-        "model": model, "rows": rows, "images": images, "measured": rows[0]["clean_accuracy"] is not None,
-        "models": models, "attack": ATTACK, "encodings": ENCODINGS,
+        "model": model, "rows": rows, "images": images, "models": models, "attack": ATTACK, "encodings": ENCODINGS,
         "kept": [a["id"] for a in attacks.values()],
-        "events": "/arena/events?" + "&".join(f"attack={a['id']}" for a in attacks.values() if a["active"])})
+        "can_fool": True,
+        "attack_events": "/arena/events?" + "&".join(f"attack={i}" for i in active) if active else None})
 
 
 @router.post("/arena/attack")
@@ -129,9 +130,9 @@ async def room_arena(request: Request, code: str = Code, model: str | None = Que
     board = full if who.instructor else public
     models = [e for e in state.registry.list() if e.available and "+" not in e.id]
     return templates.TemplateResponse(request, "arena_room.html", {
-        **ctx, "model": model, "board": board, "models": models,
-        "measured": board["rows"][0]["clean_accuracy"] is not None,
-        "events": f"/api/v1/rooms/{room['code']}/events?arena={quote(model)}"})
+        **ctx, "model": model, "rows": board["rows"], "images": board["images"], "models": models,
+        "can_fool": member and not room["closed"],
+        "board_events": f"/api/v1/rooms/{room['code']}/events?arena={quote(model)}"})
 
 
 @router.post("/r/{code}/arena/pin")
