@@ -86,21 +86,22 @@ class RoomFeed:
         finally:
             arenas.cancel()
 
+    def _arena_models(self) -> set[str]:
+        """The models whose boards are wanted: those arena pages watch, and the one pinned."""
+        pinned = self.room.get("arena") if self.room is not None else None
+        return set(self.wanted) | ({pinned} if pinned else set())
+
     async def _arenas(self) -> None:
         """Build the boards of the pinned arena and of those watched, each ARENA_EVERY seconds and
         whenever the room changes (a hide, a new member); publish the ones that changed."""
         if self.board is None:
             return
-        seen = None
         while self.room is None:  # the room and its members first: a board names its attackers
             await asyncio.sleep(FRAME_INTERVAL / 4)
         while True:
-            room = self.room
-            models = {m for m, n in self.wanted.items() if n > 0}
-            if room is not None and room.get("arena"):
-                models.add(room["arena"])
+            seen = self.room["version"] if self.room is not None else None
             out = {}
-            for model in sorted(models):
+            for model in sorted(self._arena_models()):
                 try:
                     public, full = await asyncio.wait_for(self.board(self.code, model, self.names, self.hidden),
                                                           ARENA_TIMEOUT)
@@ -114,13 +115,11 @@ class RoomFeed:
             if out != self.arenas:
                 self.arenas = out
                 self._publish()
-            seen = (room or {}).get("version")
             t0 = time.monotonic()
-            while time.monotonic() - t0 < ARENA_EVERY:  # woken early by a change of the room itself
+            while time.monotonic() - t0 < ARENA_EVERY:  # woken early by a change of the room or a new watcher
                 await asyncio.sleep(FRAME_INTERVAL / 2)
-                current = {m for m, n in self.wanted.items() if n > 0} | (
-                    {self.room["arena"]} if self.room is not None and self.room.get("arena") else set())
-                if (self.room or {}).get("version") != seen or current - set(self.arenas):
+                now = self.room["version"] if self.room is not None else None
+                if now != seen or self._arena_models() - set(self.arenas):
                     break
 
     def read(self) -> tuple | None:

@@ -55,6 +55,11 @@ def is_defended(model_id: str) -> bool:
     return "+" in model_id
 
 
+def base_of(model_id: str) -> str:
+    """The registered model a (defended) id starts from: lenet-mnist+msp -> lenet-mnist."""
+    return model_id.split("+", 1)[0]
+
+
 def rejected_index(labels: list[str]) -> int | None:
     """The class a defence answers for what it refuses (its last, "rejected"), or None."""
     return len(labels) - 1 if labels and labels[-1] == REJECTED else None
@@ -351,7 +356,7 @@ def build(base_id: str, defences: list[Defence], model: Callable[[str], nn.Modul
         prints = [fingerprint(i) for i in printed] + prints
         built.numbers = calibrate(built.module, defences[-1], real, cache,
                                   f"{canonical_id}|v{VERSION}|{CALIBRATION}|" + "|".join(prints),
-                                  len(built.labels) - 1 if rejects else None)
+                                  rejected_index(built.labels))
     return built
 
 

@@ -81,25 +81,28 @@ class Registry:
         name = defences.canonical(model_id)
         with self._defence_lock:
             entry = self._defended.get(name)
-            failed = self._failed.get(name)
-        if entry is None and failed is not None and time.monotonic() - failed[0] < FAILED_TTL:
-            raise failed[1]
+            if entry is None:
+                self._raise_if_failed_lately(name)
         return entry
+
+    def _raise_if_failed_lately(self, name: str) -> None:
+        """(Under _defence_lock.) The same DefenceError again while FAILED_TTL has not passed."""
+        failed = self._failed.get(name)
+        if failed is not None and time.monotonic() - failed[0] < FAILED_TTL:
+            raise failed[1]
 
     def _defended_entry(self, model_id: str) -> ModelEntry:
         """Built once per id (kept: the MAX_DEFENDED used last). The lock guards only the cache and
         the count: a build (a calibration, seconds) runs outside it, once, whoever else asks meanwhile."""
         name = defences.canonical(model_id)
-        base_id = name.split("+")[0]
+        base_id = defences.base_of(name)
         base = self.get(base_id)  # an unknown base is an unknown model
         with self._defence_lock:
             entry = self._defended.get(name)
             if entry is not None:
                 self._defended.move_to_end(name)
                 return entry
-            failed = self._failed.get(name)
-            if failed is not None and time.monotonic() - failed[0] < FAILED_TTL:
-                raise failed[1]  # asked again at once (an arena, a script): not worked out again
+            self._raise_if_failed_lately(name)  # asked again at once (an arena, a script): not worked out again
             pending = self._building.get(name)
             if pending is None:
                 now = time.monotonic()

@@ -167,7 +167,7 @@ class Boards:
         per: dict[tuple[str, str, bool], int] = {}  # (row, client, for everyone) -> shown
         for rec in self.run.store.list(ROOM_JOBS, room=code):
             target = rec["spec"].get("model") or ""
-            if target.split("+")[0] != model or not is_attack(rec["spec"]):
+            if defences.base_of(target) != model or not is_attack(rec["spec"]):
                 continue
             public, full = out.setdefault(target, ([], []))
             is_hidden = rec["id"] in hidden or bool(rec["hidden"])

@@ -7,6 +7,8 @@ import logging
 import threading
 import time
 
+from app.models.defences import base_of
+
 log = logging.getLogger(__name__)
 
 
@@ -78,7 +80,7 @@ class EnginePool:
         """The least-loaded engine that answers and holds the model (by its jobs, or this process's
         jobs and calls on it where that is more), counted one busier at once, under the same lock,
         so jobs placed at the same moment go to different engines. release() it after."""
-        held = model_id.split("+", 1)[0]  # a defended model is built by the engine that holds its network
+        held = base_of(model_id)  # a defended model is built by the engine that holds its network
         with self._lock:
             ranked = sorted((max(i["jobs"], self._load[n]), n) for n, i in enumerate(self._info)
                             if i is not None and held in i["models"])

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from app.classroom.store import CODE_PATTERN
 from app.jobs.runner import Runner
 from app.jobs.spec import JobSpec
+from app.models.defences import base_of
 from app.serving.lab import Lab
 from app.web import streams
 from app.web.arena import ATTACK, ENCODINGS, TITLE, Boards, attack_spec, attack_view
@@ -71,7 +72,7 @@ async def start_attack(request: Request, model: str = Form(max_length=200), enco
     entry = await available_model_soon(state, model)
     if encoding not in ENCODINGS:
         raise ApiError(422, f"encoding: one of {', '.join(ENCODINGS)}", "encoding")
-    base = entry.id.split("+")[0]
+    base = base_of(entry.id)
     spec = JobSpec(model=entry.id, encoding=encoding, title=f"{TITLE}{entry.id} ({encoding})",
                    **attack_spec(entry.task))
     job_id = (await start_job(request, run, spec)).rsplit("/", 1)[-1]
